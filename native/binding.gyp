@@ -1,0 +1,22 @@
+{
+  "targets": [
+    {
+      "target_name": "virtiofs_native",
+      "sources": [
+        "src/addon.cc",
+        "src/sock.cc",
+        "src/poll.cc",
+        "src/mem.cc",
+        "src/path.cc",
+        "src/fd.cc",
+        "src/xattr.cc",
+        "src/misc.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags": ["-Wall", "-Wextra"],
+      "cflags_cc": ["-std=gnu++20", "-Wall", "-Wextra"],
+      "cflags_cc!": ["-std=gnu++17"]
+    }
+  ]
+}

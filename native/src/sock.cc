@@ -1,0 +1,188 @@
+// Unix stream sockets and SCM_RIGHTS fd passing (the vhost-user control channel).
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "args.h"
+
+namespace vfs {
+namespace {
+
+// The cmsg buffer always has room for this many fds so that a peer sending more than the caller
+// asked for cannot make us lose (leak into MSG_CTRUNC) the ones we do want.
+constexpr size_t kMinRecvFds = 32;
+// Kernel limit on fds per SCM_RIGHTS message.
+constexpr size_t kMaxSendFds = 253;
+
+// Fill a sockaddr_un; false if the path does not fit (sun_path has no room for it plus NUL).
+bool UnixAddr(const std::string& path, sockaddr_un* sa) {
+  std::memset(sa, 0, sizeof(*sa));
+  sa->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(sa->sun_path)) return false;
+  std::memcpy(sa->sun_path, path.data(), path.size());
+  return true;
+}
+
+Napi::Value UnixListen(const Napi::CallbackInfo& info) {
+  Args a(info, "unixListen");
+  std::string path = a.Str(0);
+  int backlog = a.Int(1);
+  VFS_CHECK(a);
+  sockaddr_un sa;
+  if (!UnixAddr(path, &sa)) return Num(a.Env(), path.empty() ? -EINVAL : -ENAMETOOLONG);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return Num(a.Env(), -errno);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0 || listen(fd, backlog) < 0) {
+    int e = errno;
+    close(fd);
+    return Num(a.Env(), -e);
+  }
+  return Num(a.Env(), fd);
+}
+
+Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
+  Args a(info, "unixConnect");
+  std::string path = a.Str(0);
+  VFS_CHECK(a);
+  sockaddr_un sa;
+  if (!UnixAddr(path, &sa)) return Num(a.Env(), path.empty() ? -EINVAL : -ENAMETOOLONG);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Num(a.Env(), -errno);
+  // Not retried on EINTR: a restarted connect() reports EALREADY/EISCONN instead.
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0) {
+    int e = errno;
+    close(fd);
+    return Num(a.Env(), -e);
+  }
+  return Num(a.Env(), fd);
+}
+
+Napi::Value Accept(const Napi::CallbackInfo& info) {
+  Args a(info, "accept");
+  int fd = a.Int(0);
+  VFS_CHECK(a);
+  // accept4 does not inherit O_NONBLOCK from the listener on Linux, so the new fd is blocking.
+  return Num(a.Env(), SysRet(VFS_RETRY(accept4(fd, nullptr, nullptr, SOCK_CLOEXEC))));
+}
+
+Napi::Value Socketpair(const Napi::CallbackInfo& info) {
+  Args a(info, "socketpair");
+  auto out = a.Typed<int32_t, napi_int32_array>(0, "an Int32Array", 2);
+  VFS_CHECK(a);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return Num(a.Env(), -errno);
+  out[0] = sv[0];
+  out[1] = sv[1];
+  return Num(a.Env(), 0);
+}
+
+Napi::Value Recvmsg(const Napi::CallbackInfo& info) {
+  Args a(info, "recvmsg");
+  int fd = a.Int(0);
+  auto buf = a.U8(1);
+  auto fds = a.Typed<int32_t, napi_int32_array>(2, "an Int32Array");
+  VFS_CHECK(a);
+  const size_t nfds = fds.ElementLength();
+  const size_t room = std::max(nfds, kMinRecvFds);
+  // uint64_t storage keeps the control buffer aligned for cmsghdr.
+  std::vector<uint64_t> ctl((CMSG_SPACE(room * sizeof(int)) + 7) / 8);
+  iovec iov{buf.Data(), buf.ByteLength()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl.data();
+  msg.msg_controllen = ctl.size() * sizeof(uint64_t);
+  ssize_t n = VFS_RETRY(recvmsg(fd, &msg, MSG_CMSG_CLOEXEC));
+  for (size_t i = 0; i < nfds; i++) fds[i] = -1;
+  if (n < 0) return Num(a.Env(), -errno);
+  size_t got = 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char* p = CMSG_DATA(c);
+    for (size_t k = 0; k < count; k++) {
+      int rfd;
+      std::memcpy(&rfd, p + k * sizeof(int), sizeof(int));
+      if (got < nfds)
+        fds[got++] = rfd;
+      else
+        close(rfd);  // the caller has no slot for it; do not leak it
+    }
+  }
+  return Num(a.Env(), n);
+}
+
+Napi::Value Sendmsg(const Napi::CallbackInfo& info) {
+  Args a(info, "sendmsg");
+  int fd = a.Int(0);
+  auto buf = a.U8(1);
+  int64_t len = a.I64(2, 0, kMaxSafe);
+  Napi::Value fdv = a.Raw(3);
+  // fds: any array-like of numbers (a JS Array or a typed array).
+  if (!fdv.IsArray() && !fdv.IsTypedArray()) a.TypeErr(3, "an array of fds");
+  VFS_CHECK(a);
+  if (static_cast<uint64_t>(len) > buf.ByteLength()) return Num(a.Env(), -EINVAL);
+  std::vector<int> out;
+  Napi::Object arr = fdv.As<Napi::Object>();
+  uint32_t count = fdv.IsArray() ? fdv.As<Napi::Array>().Length()
+                                 : static_cast<uint32_t>(fdv.As<Napi::TypedArray>().ElementLength());
+  if (count > kMaxSendFds) return Num(a.Env(), -EINVAL);
+  for (uint32_t i = 0; i < count; i++) {
+    Napi::Value v = arr.Get(i);
+    if (v.IsEmpty()) return a.Env().Undefined();  // a getter threw
+    if (!v.IsNumber()) {
+      a.TypeErr(3, "an array of fds");
+      return a.Fail();
+    }
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0 && d <= INT32_MAX && d == std::trunc(d))) return Num(a.Env(), -EINVAL);
+    out.push_back(static_cast<int>(d));
+  }
+  iovec iov{buf.Data(), static_cast<size_t>(len)};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<uint64_t> ctl;
+  if (!out.empty()) {
+    ctl.assign((CMSG_SPACE(out.size() * sizeof(int)) + 7) / 8, 0);
+    msg.msg_control = ctl.data();
+    msg.msg_controllen = CMSG_SPACE(out.size() * sizeof(int));
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(out.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(c), out.data(), out.size() * sizeof(int));
+  }
+  // MSG_NOSIGNAL: a vanished peer is an EPIPE result, never a signal.
+  return Num(a.Env(), SysRet(VFS_RETRY(sendmsg(fd, &msg, MSG_NOSIGNAL))));
+}
+
+Napi::Value SetNonblocking(const Napi::CallbackInfo& info) {
+  Args a(info, "setNonblocking");
+  int fd = a.Int(0);
+  bool on = a.Bool(1);
+  VFS_CHECK(a);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return Num(a.Env(), -errno);
+  int want = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+  if (want != fl && fcntl(fd, F_SETFL, want) < 0) return Num(a.Env(), -errno);
+  return Num(a.Env(), 0);
+}
+
+}  // namespace
+
+void InitSock(Napi::Env env, Napi::Object exports) {
+  Export(env, exports, "unixListen", UnixListen);
+  Export(env, exports, "unixConnect", UnixConnect);
+  Export(env, exports, "accept", Accept);
+  Export(env, exports, "socketpair", Socketpair);
+  Export(env, exports, "recvmsg", Recvmsg);
+  Export(env, exports, "sendmsg", Sendmsg);
+  Export(env, exports, "setNonblocking", SetNonblocking);
+}
+
+}  // namespace vfs

@@ -1,0 +1,150 @@
+// Command line: the Rust virtiofsd's long options, plus the C virtiofsd's `-o key[=value],...`
+// form, as Kata Containers, libvirt and operators pass them. Parsing only; no I/O.
+
+import yargs from 'yargs';
+import type { CacheMode } from './passthrough/passthrough-fs';
+
+export interface Config {
+  sharedDir: string;
+  socketPath?: string;
+  fd?: number;
+  cache: CacheMode;
+  xattr: boolean;
+  posixAcl: boolean;
+  announceSubmounts: boolean;
+  readonly: boolean;
+  writeback: boolean;
+  allowDirectIo: boolean;
+  readdirplus: boolean;
+  killprivV2: boolean;
+  threadPoolSize: number;
+  logLevel: string;
+  printCapabilities: boolean;
+  sandbox: string;
+  inodeFileHandles: string;
+  rlimitNofile?: number;
+  numRequestQueues: number;
+}
+
+export class ConfigError extends Error {}
+
+const CACHE: Record<string, CacheMode> = { never: 'never', none: 'never', metadata: 'metadata', auto: 'auto', always: 'always' };
+const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'trace', 'off'];
+
+/** Apply the C virtiofsd's -o options on top of the long ones. */
+function applyDashO(cfg: Config, opts: string[]): void {
+  for (const group of opts) {
+    for (const item of group.split(',')) {
+      if (!item) continue;
+      const eq = item.indexOf('=');
+      const k = eq < 0 ? item : item.slice(0, eq);
+      const v = eq < 0 ? '' : item.slice(eq + 1);
+      switch (k) {
+        case 'source': cfg.sharedDir = v; break;
+        case 'cache': {
+          const c = CACHE[v];
+          if (!c) throw new ConfigError(`invalid -o cache=${v}`);
+          cfg.cache = c;
+          break;
+        }
+        case 'xattr': cfg.xattr = true; break;
+        case 'no_xattr': cfg.xattr = false; break;
+        case 'posix_acl': cfg.posixAcl = true; cfg.xattr = true; break;
+        case 'no_posix_acl': cfg.posixAcl = false; break;
+        case 'writeback': cfg.writeback = true; break;
+        case 'no_writeback': cfg.writeback = false; break;
+        case 'readdirplus': cfg.readdirplus = true; break;
+        case 'no_readdirplus': cfg.readdirplus = false; break;
+        case 'announce_submounts': cfg.announceSubmounts = true; break;
+        case 'allow_direct_io': cfg.allowDirectIo = true; break;
+        case 'no_allow_direct_io': cfg.allowDirectIo = false; break;
+        case 'killpriv_v2': cfg.killprivV2 = true; break;
+        case 'no_killpriv_v2': cfg.killprivV2 = false; break;
+        case 'log_level': cfg.logLevel = v === 'err' ? 'error' : v; break;
+        case 'sandbox': cfg.sandbox = v; break;
+        // Locks are always served (OFD locks); accepted for compatibility.
+        case 'flock': case 'no_flock': case 'posix_lock': case 'no_posix_lock':
+        case 'timeout': case 'modcaps': case 'xattrmap': case 'security_label': case 'no_security_label':
+        case 'allow_root': case 'default_permissions': break;
+        default: throw new ConfigError(`unknown option -o ${k}`);
+      }
+    }
+  }
+}
+
+export function parseArgs(argv: string[]): Config {
+  const a = yargs(argv)
+    .scriptName('virtiofsd-ts')
+    .usage('$0 --socket-path=PATH --shared-dir=DIR [options]\n\nvhost-user virtio-fs backend.')
+    .parserConfiguration({ 'boolean-negation': true, 'camel-case-expansion': true, 'duplicate-arguments-array': false })
+    .option('shared-dir', { type: 'string', describe: 'Shared directory path' })
+    .option('socket-path', { type: 'string', describe: 'vhost-user socket path' })
+    .option('socket', { type: 'string', hidden: true, describe: 'Deprecated alias of --socket-path' })
+    .option('fd', { type: 'number', describe: 'File descriptor of an already-listening vhost-user socket' })
+    .option('cache', { type: 'string', default: 'auto', describe: 'Cache policy: never|metadata|auto|always' })
+    .option('xattr', { type: 'boolean', default: false, describe: 'Enable extended attributes' })
+    .option('posix-acl', { type: 'boolean', default: false, describe: 'Enable POSIX ACLs (implies --xattr)' })
+    .option('announce-submounts', { type: 'boolean', default: true, describe: 'Tell the guest about host submounts (--no-announce-submounts to disable)' })
+    .option('readonly', { type: 'boolean', default: false, describe: 'Export the directory read-only' })
+    .option('writeback', { type: 'boolean', default: false, describe: 'Enable the guest writeback cache' })
+    .option('allow-direct-io', { type: 'boolean', default: false, describe: 'Honour O_DIRECT from the guest' })
+    .option('readdirplus', { type: 'boolean', default: true, describe: 'Use READDIRPLUS (--no-readdirplus to disable)' })
+    .option('killpriv-v2', { type: 'boolean', default: false, describe: 'Enable FUSE_HANDLE_KILLPRIV_V2' })
+    .option('thread-pool-size', { type: 'number', default: 4, describe: 'I/O threads for READ/WRITE/FSYNC (0 = do them on the event loop)' })
+    .option('log-level', { type: 'string', default: 'info', describe: 'error|warn|info|debug|trace|off' })
+    .option('print-capabilities', { type: 'boolean', default: false, describe: 'Print vhost-user capabilities (JSON) and exit' })
+    .option('sandbox', { type: 'string', default: 'none', describe: 'Sandbox mode (namespace|chroot|none); only none is implemented' })
+    .option('seccomp', { type: 'string', describe: 'Accepted for compatibility; no seccomp filter is installed' })
+    .option('inode-file-handles', { type: 'string', default: 'never', describe: 'never|prefer|mandatory; inodes are held by O_PATH fds' })
+    .option('rlimit-nofile', { type: 'number', describe: 'Raise RLIMIT_NOFILE to this' })
+    .option('tag', { type: 'string', describe: 'Accepted for compatibility; QEMU sets the tag' })
+    .option('socket-group', { type: 'string', describe: 'Group that may connect to the socket' })
+    .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
+    .option('preserve-noatime', { type: 'boolean', describe: 'Accepted for compatibility' })
+    .option('num-request-queues', { type: 'number', default: 1, describe: 'Request queues offered to QEMU' })
+    .option('o', { type: 'string', array: true, describe: 'C virtiofsd style options: source=DIR,cache=none|auto|always,xattr,...' })
+    .option('f', { type: 'boolean', describe: 'Foreground (always)' })
+    .option('d', { type: 'boolean', describe: 'Debug log level' })
+    .version(false)
+    .help()
+    .strict()
+    .exitProcess(false)
+    .fail((msg, err) => { throw new ConfigError(err?.message ?? msg); })
+    .parseSync();
+
+  const cfg: Config = {
+    sharedDir: a.sharedDir ?? '',
+    socketPath: a.socketPath ?? a.socket,
+    fd: a.fd,
+    cache: CACHE[a.cache] ?? ((): CacheMode => { throw new ConfigError(`invalid --cache ${a.cache}`); })(),
+    xattr: a.xattr || a.posixAcl,
+    posixAcl: a.posixAcl,
+    announceSubmounts: a.announceSubmounts,
+    readonly: a.readonly,
+    writeback: a.writeback,
+    allowDirectIo: a.allowDirectIo,
+    readdirplus: a.readdirplus,
+    killprivV2: a.killprivV2,
+    threadPoolSize: a.threadPoolSize,
+    logLevel: a.d ? 'debug' : a.logLevel,
+    printCapabilities: a.printCapabilities,
+    sandbox: a.sandbox,
+    inodeFileHandles: a.inodeFileHandles,
+    rlimitNofile: a.rlimitNofile,
+    numRequestQueues: a.numRequestQueues,
+  };
+  applyDashO(cfg, a.o ?? []);
+  if (cfg.printCapabilities) return cfg;
+  if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`invalid log level ${cfg.logLevel}`);
+  if (!cfg.sharedDir) throw new ConfigError('--shared-dir (or -o source=DIR) is required');
+  if (cfg.socketPath === undefined && cfg.fd === undefined) throw new ConfigError('--socket-path or --fd is required');
+  if (cfg.socketPath !== undefined && cfg.fd !== undefined) throw new ConfigError('--socket-path and --fd are mutually exclusive');
+  if (!Number.isInteger(cfg.threadPoolSize) || cfg.threadPoolSize < 0 || cfg.threadPoolSize > 1024) throw new ConfigError('invalid --thread-pool-size');
+  if (!Number.isInteger(cfg.numRequestQueues) || cfg.numRequestQueues < 1 || cfg.numRequestQueues > 64) throw new ConfigError('invalid --num-request-queues');
+  if (!['never', 'prefer', 'mandatory'].includes(cfg.inodeFileHandles)) throw new ConfigError(`invalid --inode-file-handles ${cfg.inodeFileHandles}`);
+  if (cfg.inodeFileHandles === 'mandatory') throw new ConfigError('--inode-file-handles=mandatory is not supported yet (inodes are held by O_PATH fds)');
+  return cfg;
+}
+
+/** What `--print-capabilities` prints (the vhost-user backend JSON contract). */
+export const CAPABILITIES = { type: 'fs', features: ['separate-options'] };

@@ -1,0 +1,687 @@
+// The FUSE server: one request chain in, one reply out. Decodes fuse_in_header and each op's
+// arguments (every length from the guest is checked here), calls the FileSystem, and encodes
+// the reply into the chain's writable buffers. Knows nothing of vhost-user or host syscalls.
+//
+// Strings (names, link targets, xattr names) are decoded as latin1 ("binary") strings: one
+// char per byte, so a host file name that is not UTF-8 survives the round trip unchanged.
+
+import type { Logger } from '../log';
+import type { DescChain } from '../virtio/split-queue';
+import { ChainReader, ChainWriter } from '../virtio/chain-io';
+import { STAT_SLOTS, ST } from '../native/binding';
+import {
+  OP, OP_NAMES, SIZE, FATTR, FUSE_GETATTR_FH, FUSE_FSYNC_FDATASYNC, FUSE_LK_FLOCK, INIT,
+  FUSE_KERNEL_VERSION, FUSE_KERNEL_MINOR_VERSION, MAX_BUFFER_SIZE,
+} from './abi';
+import type { Ctx, EntryResult, FileSystem, DirSink, OpenResult, FileLock } from './filesystem';
+import { E } from '../errno';
+
+const NAME_MAX = 255;
+const PATH_MAX = 4096;
+const XATTR_NAME_MAX = 255;
+const XATTR_SIZE_MAX = 65536;
+/** Largest non-WRITE request body we accept (names, xattr values, ...). */
+const MAX_BODY = XATTR_SIZE_MAX + XATTR_NAME_MAX + 64;
+
+const NO_REPLY = -100000;
+
+/** Bytes of reply body each op needs at least; checked before the op runs, so an op with
+ *  side effects never runs when its reply cannot be delivered. */
+const MIN_REPLY: Record<number, number> = {
+  [OP.FUSE_LOOKUP]: SIZE.entry_out, [OP.FUSE_GETATTR]: SIZE.attr_out, [OP.FUSE_SETATTR]: SIZE.attr_out,
+  [OP.FUSE_SYMLINK]: SIZE.entry_out, [OP.FUSE_MKNOD]: SIZE.entry_out, [OP.FUSE_MKDIR]: SIZE.entry_out,
+  [OP.FUSE_LINK]: SIZE.entry_out, [OP.FUSE_OPEN]: SIZE.open_out, [OP.FUSE_OPENDIR]: SIZE.open_out,
+  [OP.FUSE_CREATE]: SIZE.entry_out + SIZE.open_out, [OP.FUSE_TMPFILE]: SIZE.entry_out + SIZE.open_out,
+  [OP.FUSE_WRITE]: SIZE.write_out, [OP.FUSE_STATFS]: SIZE.kstatfs, [OP.FUSE_INIT]: SIZE.init_out,
+  [OP.FUSE_GETLK]: SIZE.lk_out, [OP.FUSE_LSEEK]: SIZE.lseek_out, [OP.FUSE_COPY_FILE_RANGE]: SIZE.write_out,
+};
+
+interface Req {
+  opcode: number;
+  uniqueLo: number;
+  uniqueHi: number;
+  nodeid: number;   // 0 when the guest sent a value no node can have
+  ctx: Ctx;
+  body: Uint8Array; // op arguments (after the in_header, without extensions)
+  dv: DataView;
+  reader: ChainReader;
+  writer: ChainWriter;
+  complete: (usedLen: number) => void;
+}
+
+export interface SessionStats { requests: number; errors: number; malformed: number }
+
+export class FuseSession {
+  private readonly out = Buffer.alloc(SIZE.out_header + MAX_BUFFER_SIZE + 4096);
+  private readonly outDv = new DataView(this.out.buffer, this.out.byteOffset, this.out.byteLength);
+  private readonly st = new BigUint64Array(STAT_SLOTS);
+  private readonly st2 = new BigUint64Array(STAT_SLOTS);
+  private initialized = false;
+  private readdirplus = true;
+  readonly stats: SessionStats = { requests: 0, errors: 0, malformed: 0 };
+
+  constructor(private readonly fs: FileSystem, private readonly log: Logger) {}
+
+  /** Handler for the hiprio queue: FORGET / BATCH_FORGET; never replied, always returned. */
+  readonly handleHiprio = (chain: DescChain, complete: (len: number) => void): void => {
+    this.handle(chain, complete);
+  };
+
+  /** Handler for request queues. */
+  readonly handleRequest = (chain: DescChain, complete: (len: number) => void): void => {
+    this.handle(chain, complete);
+  };
+
+  private handle(chain: DescChain, complete: (len: number) => void): void {
+    this.stats.requests++;
+    const reader = new ChainReader(chain.readable);
+    const writer = new ChainWriter(chain.writable);
+    const hdr = reader.bytes(SIZE.in_header);
+    if (!hdr) {
+      // Without a header there is no unique to answer to: return the buffers, log, move on.
+      this.stats.malformed++;
+      this.log.warn({ head: chain.head, readable: chain.readableLen }, 'request shorter than fuse_in_header; dropped');
+      complete(0);
+      return;
+    }
+    const h = new DataView(hdr.buffer, hdr.byteOffset, SIZE.in_header);
+    const len = h.getUint32(0, true);
+    const opcode = h.getUint32(4, true);
+    const nodeLo = h.getUint32(16, true), nodeHi = h.getUint32(20, true);
+    const extlen = h.getUint16(36, true) * 8;
+    const req: Req = {
+      opcode,
+      uniqueLo: h.getUint32(8, true),
+      uniqueHi: h.getUint32(12, true),
+      nodeid: nodeHi === 0 ? nodeLo : 0,
+      ctx: { uid: h.getUint32(24, true), gid: h.getUint32(28, true), pid: h.getUint32(32, true) },
+      body: EMPTY, dv: EMPTY_DV, reader, writer, complete,
+    };
+    if (len < SIZE.in_header + extlen || len > chain.readableLen) {
+      return this.malformed(req, `in_header.len ${len} does not match the request (${chain.readableLen} readable, extlen ${extlen})`);
+    }
+    const bodyLen = len - SIZE.in_header - extlen;
+    if (opcode === OP.FUSE_WRITE) {
+      const b = reader.bytes(Math.min(bodyLen, SIZE.write_in));
+      if (!b) return this.malformed(req, 'short WRITE');
+      req.body = b;
+    } else {
+      if (bodyLen > MAX_BODY) return this.malformed(req, `request body of ${bodyLen} bytes is too large`);
+      const b = bodyLen === 0 ? EMPTY : reader.bytes(bodyLen);
+      if (!b) return this.malformed(req, 'request body shorter than in_header.len');
+      req.body = b;
+    }
+    req.dv = new DataView(req.body.buffer, req.body.byteOffset, req.body.byteLength);
+
+    const isForget = opcode === OP.FUSE_FORGET || opcode === OP.FUSE_BATCH_FORGET || opcode === OP.FUSE_INTERRUPT;
+    if (!isForget) {
+      const need = SIZE.out_header + (MIN_REPLY[opcode] ?? 0);
+      if (writer.remaining < SIZE.out_header) {
+        return this.malformed(req, `no room for a reply (${writer.remaining} writable bytes)`);
+      }
+      if (writer.remaining < need) {
+        this.log.warn({ op: OP_NAMES[opcode], writable: writer.remaining, need }, 'reply buffer too small');
+        return this.reply(req, -E.EINVAL);
+      }
+    }
+    if (!this.initialized && opcode !== OP.FUSE_INIT && !isForget) {
+      this.log.warn({ op: OP_NAMES[opcode] ?? opcode }, 'request before FUSE_INIT');
+      return this.reply(req, -E.EIO);
+    }
+    let r: number;
+    try {
+      r = this.dispatch(req);
+    } catch (e) {
+      // An exception is a bug in us, not bad input: answer EIO and keep serving.
+      this.log.error({ err: e, op: OP_NAMES[opcode] ?? opcode, nodeid: req.nodeid }, 'op threw');
+      if (process.env.NODE_ENV === 'test') throw e;
+      r = -E.EIO;
+    }
+    if (r === NO_REPLY) return; // the op completes (or already completed) the chain itself
+    this.reply(req, r);
+  }
+
+  /** Finish a request: r >= 0 is a reply body of r bytes in this.out after the header, r < 0 an errno. */
+  private reply(req: Req, r: number): void {
+    const bodyLen = r >= 0 ? r : 0;
+    const total = SIZE.out_header + bodyLen;
+    if (r < 0) this.stats.errors++;
+    this.writeOutHeader(this.outDv, 0, req, total, r < 0 ? r : 0);
+    if (!req.writer.write(this.out.subarray(0, total))) {
+      // Checked up front for fixed-size replies; variable ones (readdir, xattr) are sized by the op.
+      this.log.warn({ op: OP_NAMES[req.opcode], total, room: req.writer.remaining }, 'reply does not fit the buffer');
+      this.writeOutHeader(this.outDv, 0, req, SIZE.out_header, -E.EIO);
+      req.writer.write(this.out.subarray(0, SIZE.out_header));
+    }
+    req.complete(req.writer.written);
+  }
+
+  private writeOutHeader(dv: DataView, off: number, req: Req, len: number, error: number): void {
+    dv.setUint32(off, len, true);
+    dv.setInt32(off + 4, error, true);
+    dv.setUint32(off + 8, req.uniqueLo, true);
+    dv.setUint32(off + 12, req.uniqueHi, true);
+  }
+
+  private malformed(req: Req, why: string): void {
+    this.stats.malformed++;
+    this.log.warn({ op: OP_NAMES[req.opcode] ?? req.opcode, why }, 'malformed request');
+    if (req.writer.remaining >= SIZE.out_header && req.opcode !== OP.FUSE_FORGET && req.opcode !== OP.FUSE_BATCH_FORGET) {
+      this.reply(req, -E.EINVAL);
+    } else {
+      req.complete(0);
+    }
+  }
+
+  // ---- argument helpers ----
+
+  /** A NUL-terminated string at off; null if it runs past the body. */
+  private cstr(req: Req, off: number, max: number): { s: string; next: number } | null {
+    const b = req.body;
+    const end = b.indexOf(0, off);
+    if (end < 0 || end - off > max) return null;
+    return { s: Buffer.from(b.buffer, b.byteOffset + off, end - off).toString('latin1'), next: end + 1 };
+  }
+
+  /** A single path component from the guest. */
+  private name(req: Req, off: number): { s: string; next: number } | number {
+    const n = this.cstr(req, off, PATH_MAX);
+    if (!n) return -E.EINVAL;
+    if (n.s.length > NAME_MAX) return -E.ENAMETOOLONG;
+    if (n.s.length === 0 || n.s.includes('/') || n.s === '.' || n.s === '..') return -E.EINVAL;
+    return n;
+  }
+
+  private u64(req: Req, off: number): number {
+    // Offsets and sizes: anything past 2^53 cannot be a real file position here.
+    const lo = req.dv.getUint32(off, true), hi = req.dv.getUint32(off + 4, true);
+    if (hi >= 0x200000) return -1;
+    return hi * 0x100000000 + lo;
+  }
+
+  /** A u64 id (node id, fh) that must be a slot index: 0 for anything larger than 2^32. */
+  private id(req: Req, off: number): number {
+    return req.dv.getUint32(off + 4, true) === 0 ? req.dv.getUint32(off, true) : 0;
+  }
+
+  private need(req: Req, n: number): boolean {
+    return req.body.byteLength >= n;
+  }
+
+  // ---- reply encoders (into this.out after the header) ----
+
+  private encodeAttr(off: number, st: BigUint64Array, flags: number): void {
+    const dv = this.outDv;
+    dv.setBigUint64(off, st[ST.ino]!, true);
+    dv.setBigUint64(off + 8, st[ST.size]!, true);
+    dv.setBigUint64(off + 16, st[ST.blocks]!, true);
+    dv.setBigUint64(off + 24, st[ST.atime]!, true);
+    dv.setBigUint64(off + 32, st[ST.mtime]!, true);
+    dv.setBigUint64(off + 40, st[ST.ctime]!, true);
+    dv.setUint32(off + 48, Number(st[ST.atimensec]!), true);
+    dv.setUint32(off + 52, Number(st[ST.mtimensec]!), true);
+    dv.setUint32(off + 56, Number(st[ST.ctimensec]!), true);
+    dv.setUint32(off + 60, Number(st[ST.mode]!), true);
+    dv.setUint32(off + 64, Number(st[ST.nlink]! & 0xffffffffn), true);
+    dv.setUint32(off + 68, Number(st[ST.uid]!), true);
+    dv.setUint32(off + 72, Number(st[ST.gid]!), true);
+    dv.setUint32(off + 76, Number(st[ST.rdev]! & 0xffffffffn), true);
+    dv.setUint32(off + 80, Number(st[ST.blksize]!), true);
+    dv.setUint32(off + 84, flags, true);
+  }
+
+  private encodeEntry(off: number, e: EntryResult | null, st: BigUint64Array | null): number {
+    const dv = this.outDv;
+    if (!e || !st) {
+      this.out.fill(0, off, off + SIZE.entry_out);
+      return SIZE.entry_out;
+    }
+    const et = this.fs.entryTimeout, at = this.fs.attrTimeout;
+    dv.setBigUint64(off, BigInt(e.nodeid), true);
+    dv.setBigUint64(off + 8, BigInt(e.generation), true);
+    dv.setBigUint64(off + 16, BigInt(Math.floor(et)), true);
+    dv.setBigUint64(off + 24, BigInt(Math.floor(at)), true);
+    dv.setUint32(off + 32, Math.round((et % 1) * 1e9), true);
+    dv.setUint32(off + 36, Math.round((at % 1) * 1e9), true);
+    this.encodeAttr(off + 40, st, e.attrFlags);
+    return SIZE.entry_out;
+  }
+
+  private encodeAttrOut(off: number, st: BigUint64Array): number {
+    const at = this.fs.attrTimeout;
+    this.outDv.setBigUint64(off, BigInt(Math.floor(at)), true);
+    this.outDv.setUint32(off + 8, Math.round((at % 1) * 1e9), true);
+    this.outDv.setUint32(off + 12, 0, true);
+    this.encodeAttr(off + 16, st, 0);
+    return SIZE.attr_out;
+  }
+
+  private encodeOpen(off: number, o: OpenResult): number {
+    this.outDv.setBigUint64(off, BigInt(o.fh), true);
+    this.outDv.setUint32(off + 8, o.openFlags, true);
+    this.outDv.setUint32(off + 12, 0, true);
+    return SIZE.open_out;
+  }
+
+  private entryReply(r: EntryResult | number): number {
+    if (typeof r === 'number') return r;
+    return this.encodeEntry(SIZE.out_header, r, this.st);
+  }
+
+  // ---- dispatch ----
+
+  private dispatch(req: Req): number {
+    const fs = this.fs, ctx = req.ctx, dv = req.dv, H = SIZE.out_header;
+    switch (req.opcode) {
+      case OP.FUSE_INIT: return this.doInit(req);
+      case OP.FUSE_DESTROY:
+        fs.destroy();
+        this.initialized = false;
+        return 0;
+      case OP.FUSE_LOOKUP: {
+        const n = this.cstr(req, 0, PATH_MAX);
+        if (!n) return -E.EINVAL;
+        if (n.s.length > NAME_MAX) return -E.ENAMETOOLONG;
+        return this.entryReply(fs.lookup(ctx, req.nodeid, n.s, this.st));
+      }
+      case OP.FUSE_FORGET: {
+        if (!this.need(req, SIZE.forget_in)) return this.noReply(req, 'short FORGET');
+        fs.forget(req.nodeid, this.u64(req, 0));
+        return this.noReply(req);
+      }
+      case OP.FUSE_BATCH_FORGET: {
+        if (!this.need(req, SIZE.batch_forget_in)) return this.noReply(req, 'short BATCH_FORGET');
+        const count = dv.getUint32(0, true);
+        if (SIZE.batch_forget_in + count * SIZE.forget_one > req.body.byteLength) return this.noReply(req, 'BATCH_FORGET count past the body');
+        for (let i = 0; i < count; i++) {
+          const o = SIZE.batch_forget_in + i * SIZE.forget_one;
+          fs.forget(this.id(req, o), this.u64(req, o + 8));
+        }
+        return this.noReply(req);
+      }
+      case OP.FUSE_INTERRUPT:
+        // virtio-fs guests never send it (Linux 6.1 virtio_fs_wake_interrupt_and_unlock is a no-op);
+        // requests run to completion anyway, so there is nothing to interrupt.
+        return this.noReply(req);
+      case OP.FUSE_GETATTR: {
+        if (!this.need(req, SIZE.getattr_in)) return -E.EINVAL;
+        const fh = dv.getUint32(0, true) & FUSE_GETATTR_FH ? this.id(req, 8) : null;
+        const r = fs.getattr(ctx, req.nodeid, fh, this.st);
+        return r < 0 ? r : this.encodeAttrOut(H, this.st);
+      }
+      case OP.FUSE_SETATTR: {
+        if (!this.need(req, SIZE.setattr_in)) return -E.EINVAL;
+        const valid = dv.getUint32(0, true);
+        const size = this.u64(req, 16);
+        if ((valid & FATTR.SIZE) && size < 0) return -E.EFBIG;
+        const r = fs.setattr(ctx, req.nodeid, {
+          valid, fh: valid & FATTR.FH ? this.id(req, 8) : 0, size,
+          atime: Number(dv.getBigInt64(32, true)), mtime: Number(dv.getBigInt64(40, true)),
+          atimensec: dv.getUint32(56, true), mtimensec: dv.getUint32(60, true),
+          mode: dv.getUint32(68, true), uid: dv.getUint32(76, true), gid: dv.getUint32(80, true),
+        }, this.st);
+        return r < 0 ? r : this.encodeAttrOut(H, this.st);
+      }
+      case OP.FUSE_READLINK: {
+        const room = Math.min(req.writer.remaining - H, PATH_MAX);
+        if (room <= 0) return -E.ERANGE;
+        return fs.readlink(ctx, req.nodeid, this.out.subarray(H, H + room));
+      }
+      case OP.FUSE_SYMLINK: {
+        const n = this.name(req, 0);
+        if (typeof n === 'number') return n;
+        const t = this.cstr(req, n.next, PATH_MAX);
+        if (!t || t.s.length === 0) return -E.EINVAL;
+        return this.entryReply(fs.symlink(ctx, req.nodeid, n.s, t.s, this.st));
+      }
+      case OP.FUSE_MKNOD: {
+        if (!this.need(req, SIZE.mknod_in)) return -E.EINVAL;
+        const n = this.name(req, SIZE.mknod_in);
+        if (typeof n === 'number') return n;
+        return this.entryReply(fs.mknod(ctx, req.nodeid, n.s, dv.getUint32(0, true), dv.getUint32(4, true), dv.getUint32(8, true), this.st));
+      }
+      case OP.FUSE_MKDIR: {
+        if (!this.need(req, SIZE.mkdir_in)) return -E.EINVAL;
+        const n = this.name(req, SIZE.mkdir_in);
+        if (typeof n === 'number') return n;
+        return this.entryReply(fs.mkdir(ctx, req.nodeid, n.s, dv.getUint32(0, true), dv.getUint32(4, true), this.st));
+      }
+      case OP.FUSE_UNLINK:
+      case OP.FUSE_RMDIR: {
+        const n = this.name(req, 0);
+        if (typeof n === 'number') return n;
+        return req.opcode === OP.FUSE_UNLINK ? fs.unlink(ctx, req.nodeid, n.s) : fs.rmdir(ctx, req.nodeid, n.s);
+      }
+      case OP.FUSE_RENAME:
+      case OP.FUSE_RENAME2: {
+        const fixed = req.opcode === OP.FUSE_RENAME ? SIZE.rename_in : SIZE.rename2_in;
+        if (!this.need(req, fixed)) return -E.EINVAL;
+        const flags = req.opcode === OP.FUSE_RENAME2 ? dv.getUint32(8, true) : 0;
+        const a = this.name(req, fixed);
+        if (typeof a === 'number') return a;
+        const b = this.name(req, a.next);
+        if (typeof b === 'number') return b;
+        return fs.rename(ctx, req.nodeid, a.s, this.id(req, 0), b.s, flags);
+      }
+      case OP.FUSE_LINK: {
+        if (!this.need(req, SIZE.link_in)) return -E.EINVAL;
+        const n = this.name(req, SIZE.link_in);
+        if (typeof n === 'number') return n;
+        return this.entryReply(fs.link(ctx, this.id(req, 0), req.nodeid, n.s, this.st));
+      }
+      case OP.FUSE_OPEN:
+      case OP.FUSE_OPENDIR: {
+        if (!this.need(req, SIZE.open_in)) return -E.EINVAL;
+        const flags = dv.getUint32(0, true);
+        const r = req.opcode === OP.FUSE_OPEN ? fs.open(ctx, req.nodeid, flags) : fs.opendir(ctx, req.nodeid, flags);
+        return typeof r === 'number' ? r : this.encodeOpen(H, r);
+      }
+      case OP.FUSE_CREATE:
+      case OP.FUSE_TMPFILE: {
+        if (!this.need(req, SIZE.create_in)) return -E.EINVAL;
+        const flags = dv.getUint32(0, true), mode = dv.getUint32(4, true), umask = dv.getUint32(8, true);
+        let r;
+        if (req.opcode === OP.FUSE_CREATE) {
+          const n = this.name(req, SIZE.create_in);
+          if (typeof n === 'number') return n;
+          r = fs.create(ctx, req.nodeid, n.s, flags, mode, umask, this.st);
+        } else {
+          r = fs.tmpfile(ctx, req.nodeid, flags, mode, umask, this.st);
+        }
+        if (typeof r === 'number') return r;
+        this.encodeEntry(H, r.entry, this.st);
+        this.encodeOpen(H + SIZE.entry_out, r.open);
+        return SIZE.entry_out + SIZE.open_out;
+      }
+      case OP.FUSE_READ: return this.doRead(req);
+      case OP.FUSE_WRITE: return this.doWrite(req);
+      case OP.FUSE_STATFS: {
+        const sf = this.st2;
+        const r = fs.statfs(ctx, req.nodeid, sf);
+        if (r < 0) return r;
+        const o = this.outDv;
+        o.setBigUint64(H, sf[2]!, true); o.setBigUint64(H + 8, sf[3]!, true); o.setBigUint64(H + 16, sf[4]!, true);
+        o.setBigUint64(H + 24, sf[5]!, true); o.setBigUint64(H + 32, sf[6]!, true);
+        o.setUint32(H + 40, Number(sf[0]!), true); o.setUint32(H + 44, Number(sf[7]!), true);
+        o.setUint32(H + 48, Number(sf[1]!), true);
+        this.out.fill(0, H + 52, H + SIZE.kstatfs);
+        return SIZE.kstatfs;
+      }
+      case OP.FUSE_RELEASE: {
+        if (!this.need(req, SIZE.release_in)) return -E.EINVAL;
+        return fs.release(ctx, this.id(req, 0), dv.getUint32(8, true), dv.getUint32(12, true), dv.getBigUint64(16, true));
+      }
+      case OP.FUSE_RELEASEDIR: {
+        if (!this.need(req, SIZE.release_in)) return -E.EINVAL;
+        return fs.releasedir(ctx, this.id(req, 0));
+      }
+      case OP.FUSE_FLUSH: {
+        if (!this.need(req, SIZE.flush_in)) return -E.EINVAL;
+        return fs.flush(ctx, req.nodeid, this.id(req, 0), dv.getBigUint64(16, true));
+      }
+      case OP.FUSE_FSYNC: {
+        if (!this.need(req, SIZE.fsync_in)) return -E.EINVAL;
+        fs.fsync(ctx, this.id(req, 0), (dv.getUint32(8, true) & FUSE_FSYNC_FDATASYNC) !== 0, (r) => this.reply(req, r < 0 ? r : 0));
+        return NO_REPLY;
+      }
+      case OP.FUSE_FSYNCDIR: {
+        if (!this.need(req, SIZE.fsync_in)) return -E.EINVAL;
+        return fs.fsyncdir(ctx, this.id(req, 0), (dv.getUint32(8, true) & FUSE_FSYNC_FDATASYNC) !== 0);
+      }
+      case OP.FUSE_SETXATTR: {
+        const fixed = this.setxattrExt ? SIZE.setxattr_in_ext : SIZE.setxattr_in;
+        if (!this.need(req, fixed)) return -E.EINVAL;
+        const size = dv.getUint32(0, true), flags = dv.getUint32(4, true);
+        const n = this.cstr(req, fixed, XATTR_NAME_MAX);
+        if (!n || n.s.length === 0) return n ? -E.EINVAL : -E.ERANGE;
+        if (size > XATTR_SIZE_MAX || n.next + size > req.body.byteLength) return -E.EINVAL;
+        return fs.setxattr(ctx, req.nodeid, n.s, req.body.subarray(n.next, n.next + size), flags);
+      }
+      case OP.FUSE_GETXATTR:
+      case OP.FUSE_LISTXATTR: {
+        if (!this.need(req, SIZE.getxattr_in)) return -E.EINVAL;
+        const size = dv.getUint32(0, true);
+        let name = '';
+        if (req.opcode === OP.FUSE_GETXATTR) {
+          const n = this.cstr(req, SIZE.getxattr_in, XATTR_NAME_MAX);
+          if (!n || n.s.length === 0) return n ? -E.EINVAL : -E.ERANGE;
+          name = n.s;
+        }
+        if (size > 0 && size > req.writer.remaining - H) return -E.ERANGE;
+        const buf = this.out.subarray(H, H + Math.min(size, XATTR_SIZE_MAX));
+        const r = req.opcode === OP.FUSE_GETXATTR ? fs.getxattr(ctx, req.nodeid, name, buf) : fs.listxattr(ctx, req.nodeid, buf);
+        if (r < 0) return r;
+        if (size === 0) {
+          // Size probe: fuse_getxattr_out { size, padding }
+          this.outDv.setUint32(H, r, true);
+          this.outDv.setUint32(H + 4, 0, true);
+          return SIZE.getxattr_out;
+        }
+        return r;
+      }
+      case OP.FUSE_REMOVEXATTR: {
+        const n = this.cstr(req, 0, XATTR_NAME_MAX);
+        if (!n || n.s.length === 0) return -E.EINVAL;
+        return fs.removexattr(ctx, req.nodeid, n.s);
+      }
+      case OP.FUSE_READDIR:
+      case OP.FUSE_READDIRPLUS: return this.doReaddir(req);
+      case OP.FUSE_GETLK:
+      case OP.FUSE_SETLK:
+      case OP.FUSE_SETLKW: return this.doLock(req);
+      case OP.FUSE_ACCESS: {
+        if (!this.need(req, SIZE.access_in)) return -E.EINVAL;
+        return fs.access(ctx, req.nodeid, dv.getUint32(0, true));
+      }
+      case OP.FUSE_FALLOCATE: {
+        if (!this.need(req, SIZE.fallocate_in)) return -E.EINVAL;
+        const off = this.u64(req, 8), len = this.u64(req, 16);
+        if (off < 0 || len <= 0) return len === 0 ? -E.EINVAL : -E.EFBIG;
+        return fs.fallocate(ctx, this.id(req, 0), dv.getUint32(24, true), off, len);
+      }
+      case OP.FUSE_LSEEK: {
+        if (!this.need(req, SIZE.lseek_in)) return -E.EINVAL;
+        const off = this.u64(req, 8);
+        if (off < 0) return -E.ENXIO;
+        const r = fs.lseek(ctx, this.id(req, 0), off, dv.getUint32(16, true));
+        if (r < 0) return r;
+        this.outDv.setBigUint64(H, BigInt(r), true);
+        return SIZE.lseek_out;
+      }
+      case OP.FUSE_COPY_FILE_RANGE: {
+        if (!this.need(req, SIZE.copy_file_range_in)) return -E.EINVAL;
+        const offIn = this.u64(req, 8), offOut = this.u64(req, 32), len = this.u64(req, 40);
+        if (offIn < 0 || offOut < 0) return -E.EINVAL;
+        const r = fs.copyFileRange(ctx, this.id(req, 0), offIn, this.id(req, 24), offOut,
+          len < 0 ? MAX_BUFFER_SIZE * 1024 : len, Number(dv.getBigUint64(48, true) & 0xffffffffn));
+        if (r < 0) return r;
+        this.outDv.setUint32(H, r, true);
+        this.outDv.setUint32(H + 4, 0, true);
+        return SIZE.write_out;
+      }
+      case OP.FUSE_SYNCFS: return fs.syncfs(ctx, req.nodeid);
+      case OP.FUSE_IOCTL:
+        // Like both peer virtiofsds: no ioctls are passed through to the host.
+        return -E.ENOTTY;
+      default:
+        this.log.warn({ opcode: req.opcode, name: OP_NAMES[req.opcode] }, 'unsupported opcode');
+        return -E.ENOSYS;
+    }
+  }
+
+  private setxattrExt = false;
+
+  private noReply(req: Req, why?: string): number {
+    if (why) {
+      this.stats.malformed++;
+      this.log.warn({ op: OP_NAMES[req.opcode], why }, 'malformed request');
+    }
+    req.complete(0);
+    return NO_REPLY;
+  }
+
+  private doInit(req: Req): number {
+    if (!this.need(req, SIZE.init_in_v7_6)) return -E.EINVAL;
+    const dv = req.dv;
+    const major = dv.getUint32(0, true), minor = dv.getUint32(4, true);
+    let flags = BigInt(dv.getUint32(12, true));
+    if (major !== FUSE_KERNEL_VERSION) {
+      // The kernel retries with our major if we answer with it and no error (fuse.h "INIT request and reply").
+      this.log.warn({ major, minor }, 'unsupported FUSE major version');
+      if (major < FUSE_KERNEL_VERSION) return -E.EPROTO;
+      this.out.fill(0, SIZE.out_header, SIZE.out_header + SIZE.init_out);
+      this.outDv.setUint32(SIZE.out_header, FUSE_KERNEL_VERSION, true);
+      this.outDv.setUint32(SIZE.out_header + 4, FUSE_KERNEL_MINOR_VERSION, true);
+      return SIZE.init_out;
+    }
+    if (req.body.byteLength >= SIZE.init_in && (flags & (1n << BigInt(INIT.INIT_EXT)))) {
+      flags |= BigInt(dv.getUint32(16, true)) << 32n;
+    }
+    const r = this.fs.init({ major, minor, maxReadahead: dv.getUint32(8, true), flags });
+    if (typeof r === 'number') return r;
+    this.setxattrExt = (r.flags & (1n << BigInt(INIT.SETXATTR_EXT))) !== 0n;
+    this.readdirplus = (r.flags & (1n << BigInt(INIT.DO_READDIRPLUS))) !== 0n;
+    this.initialized = true;
+    const o = this.outDv, H = SIZE.out_header;
+    this.out.fill(0, H, H + SIZE.init_out);
+    o.setUint32(H, FUSE_KERNEL_VERSION, true);
+    o.setUint32(H + 4, Math.min(minor, FUSE_KERNEL_MINOR_VERSION), true);
+    o.setUint32(H + 8, r.maxReadahead, true);
+    o.setUint32(H + 12, Number(r.flags & 0xffffffffn), true);
+    o.setUint16(H + 16, r.maxBackground, true);
+    o.setUint16(H + 18, r.congestionThreshold, true);
+    o.setUint32(H + 20, r.maxWrite, true);
+    o.setUint32(H + 24, r.timeGran, true);
+    o.setUint16(H + 28, r.maxPages, true);
+    o.setUint16(H + 30, 0, true);
+    o.setUint32(H + 32, Number(r.flags >> 32n), true);
+    this.log.info({ minor, flags: '0x' + r.flags.toString(16), readdirplus: this.readdirplus }, 'FUSE session initialized');
+    // Old kernels (minor < 23) expect the 24-byte init_out.
+    return minor < 23 ? 24 : SIZE.init_out;
+  }
+
+  private doRead(req: Req): number {
+    if (!this.need(req, SIZE.read_in)) return -E.EINVAL;
+    const offset = this.u64(req, 8);
+    const size = req.dv.getUint32(16, true);
+    if (offset < 0) return -E.EINVAL;
+    if (size > MAX_BUFFER_SIZE) return -E.EINVAL;
+    const H = SIZE.out_header;
+    const room = req.writer.remaining - H;
+    if (room < 0) return -E.EINVAL;
+    // Header first (filled in when the length is known), then the data straight into guest memory.
+    const hdr = req.writer.views(H);
+    const n = Math.min(size, room);
+    const dst = n > 0 ? req.writer.views(n) : [];
+    if (!hdr || !dst) return -E.EIO;
+    this.fs.read(req.ctx, this.id(req, 0), offset, dst, (r) => {
+      const len = r < 0 ? H : H + r;
+      const hb = Buffer.alloc(H);
+      this.writeOutHeader(new DataView(hb.buffer, hb.byteOffset, H), 0, req, len, r < 0 ? r : 0);
+      let o = 0;
+      for (const v of hdr) { v.set(hb.subarray(o, o + v.length)); o += v.length; }
+      if (r < 0) this.stats.errors++;
+      req.complete(len);
+    });
+    return NO_REPLY;
+  }
+
+  private doWrite(req: Req): number {
+    if (!this.need(req, SIZE.write_in)) return -E.EINVAL;
+    const offset = this.u64(req, 8);
+    const size = req.dv.getUint32(16, true);
+    const writeFlags = req.dv.getUint32(20, true);
+    if (offset < 0) return -E.EFBIG;
+    if (size > MAX_BUFFER_SIZE || size > req.reader.remaining) return -E.EINVAL;
+    const src = size > 0 ? req.reader.views(size) : [];
+    if (!src) return -E.EINVAL;
+    this.fs.write(req.ctx, this.id(req, 0), offset, src, writeFlags, (r) => {
+      if (r < 0) return this.reply(req, r);
+      this.outDv.setUint32(SIZE.out_header, r, true);
+      this.outDv.setUint32(SIZE.out_header + 4, 0, true);
+      this.reply(req, SIZE.write_out);
+    });
+    return NO_REPLY;
+  }
+
+  private doReaddir(req: Req): number {
+    if (!this.need(req, SIZE.read_in)) return -E.EINVAL;
+    const plus = req.opcode === OP.FUSE_READDIRPLUS;
+    // Directory offsets are opaque getdents64 cookies (ext4 uses 64-bit hashes): keep them exact.
+    const offset = req.dv.getBigUint64(8, true);
+    const size = Math.min(req.dv.getUint32(16, true), req.writer.remaining - SIZE.out_header, MAX_BUFFER_SIZE);
+    const sink = new DirBuffer(this, SIZE.out_header, size);
+    const r = this.fs.readdir(req.ctx, this.id(req, 0), offset, plus, sink, this.st2);
+    return r < 0 ? r : sink.used;
+  }
+
+  private doLock(req: Req): number {
+    if (!this.need(req, SIZE.lk_in)) return -E.EINVAL;
+    const dv = req.dv;
+    const fh = this.id(req, 0);
+    const owner = dv.getBigUint64(8, true);
+    const lk: FileLock = {
+      start: dv.getBigUint64(16, true), end: dv.getBigUint64(24, true),
+      type: dv.getUint32(32, true), pid: dv.getUint32(36, true),
+    };
+    const flock = (dv.getUint32(40, true) & FUSE_LK_FLOCK) !== 0;
+    if (req.opcode === OP.FUSE_GETLK) {
+      const r = this.fs.getlk(req.ctx, req.nodeid, fh, owner, lk);
+      if (typeof r === 'number') return r;
+      const o = this.outDv, H = SIZE.out_header;
+      o.setBigUint64(H, r.start, true);
+      o.setBigUint64(H + 8, r.end, true);
+      o.setUint32(H + 16, r.type, true);
+      o.setUint32(H + 20, r.pid, true);
+      return SIZE.lk_out;
+    }
+    this.fs.setlk(req.ctx, req.nodeid, fh, owner, lk, flock, req.opcode === OP.FUSE_SETLKW, (r) => this.reply(req, r < 0 ? r : 0));
+    return NO_REPLY;
+  }
+
+  /** @internal DirBuffer writes entries here. */
+  get outBuffer(): Buffer { return this.out; }
+  /** @internal */
+  get outView(): DataView { return this.outDv; }
+  /** @internal */
+  encodeEntryAt(off: number, e: EntryResult | null, st: BigUint64Array | null): number { return this.encodeEntry(off, e, st); }
+}
+
+const EMPTY = new Uint8Array(0);
+const EMPTY_DV = new DataView(new ArrayBuffer(0));
+
+/** Packs fuse_dirent / fuse_direntplus records into the session's reply buffer. */
+class DirBuffer implements DirSink {
+  used = 0;
+  constructor(private readonly s: FuseSession, private readonly base: number, private readonly size: number) {}
+
+  get room(): number { return this.size - this.used; }
+
+  add(ino: bigint, nextOff: bigint, type: number, name: Uint8Array): boolean {
+    const reclen = (SIZE.dirent + name.length + 7) & ~7;
+    if (reclen > this.room) return false;
+    this.dirent(this.base + this.used, ino, nextOff, type, name, reclen);
+    this.used += reclen;
+    return true;
+  }
+
+  addPlus(entry: EntryResult | null, st: BigUint64Array | null, ino: bigint, nextOff: bigint, type: number, name: Uint8Array): boolean {
+    const reclen = (SIZE.direntplus + name.length + 7) & ~7;
+    if (reclen > this.room) return false;
+    const off = this.base + this.used;
+    this.s.encodeEntryAt(off, entry, st);
+    this.dirent(off + SIZE.entry_out, ino, nextOff, type, name, reclen - SIZE.entry_out);
+    this.used += reclen;
+    return true;
+  }
+
+  private dirent(off: number, ino: bigint, nextOff: bigint, type: number, name: Uint8Array, reclen: number): void {
+    const dv = this.s.outView, out = this.s.outBuffer;
+    dv.setBigUint64(off, ino, true);
+    dv.setBigUint64(off + 8, nextOff, true);
+    dv.setUint32(off + 16, name.length, true);
+    dv.setUint32(off + 20, type, true);
+    out.set(name, off + SIZE.dirent);
+    out.fill(0, off + SIZE.dirent + name.length, off + reclen);
+  }
+}

@@ -1,0 +1,82 @@
+// Open-file and open-dir maps: FUSE fh <-> host fd. fh is the slot index in a shared-memory
+// SlotTable (record: state i32 | nodeid u32 | fd i32 | open flags u32 | 16 spare bytes).
+// A handle with I/O in flight is closed only when the last operation finishes, so a RELEASE
+// racing a thread-pool READ can never close (and let the kernel reuse) an fd under it.
+
+import type { NativeBinding } from '../native/binding';
+import { SlotTable, type SlotBacking } from '../state/slot-table';
+
+export const HANDLE_RECORD = 32;
+const R_NODEID = 4, R_FD = 8, R_FLAGS = 12;
+
+export interface Handle {
+  readonly fh: number;
+  readonly nodeid: number;
+  readonly fd: number;
+  readonly flags: number;
+  /** Operations running off the event loop on this fd. */
+  busy: number;
+  closing: boolean;
+  /** Directory stream position: the getdents64 cookie the fd is at (dirs only). */
+  dirOffset: bigint;
+}
+
+export class HandleTable {
+  private readonly slots: SlotTable;
+  private readonly byFh: (Handle | undefined)[] = [];
+  private live = 0;
+
+  constructor(private readonly native: NativeBinding, backing: SlotBacking, kind: number) {
+    this.slots = new SlotTable(backing, HANDLE_RECORD, 256, kind, 1);
+  }
+
+  get count(): number { return this.live; }
+
+  get(fh: number): Handle | undefined {
+    return this.byFh[fh];
+  }
+
+  add(nodeid: number, fd: number, flags: number): Handle {
+    const fh = this.slots.alloc();
+    const o = this.slots.off(fh);
+    const dv = this.slots.dv;
+    dv.setUint32(o + R_NODEID, nodeid, true);
+    dv.setInt32(o + R_FD, fd, true);
+    dv.setUint32(o + R_FLAGS, flags >>> 0, true);
+    this.slots.publish(fh);
+    const h: Handle = { fh, nodeid, fd, flags, busy: 0, closing: false, dirOffset: 0n };
+    this.byFh[fh] = h;
+    this.live++;
+    return h;
+  }
+
+  /** RELEASE: forget the handle now; close its fd now or when the last in-flight op ends. */
+  remove(h: Handle): void {
+    if (this.byFh[h.fh] !== h) return;
+    this.slots.release(h.fh);
+    this.byFh[h.fh] = undefined;
+    this.live--;
+    h.closing = true;
+    if (h.busy === 0) this.closeFds(h);
+  }
+
+  /** Mark the start and end of an operation that uses h.fd off the event loop. */
+  hold(h: Handle): void { h.busy++; }
+  unhold(h: Handle): void {
+    h.busy--;
+    if (h.busy === 0 && h.closing) this.closeFds(h);
+  }
+
+  removeAll(): void {
+    for (const h of this.byFh) if (h) this.remove(h);
+  }
+
+  close(): void {
+    this.removeAll();
+    this.slots.close();
+  }
+
+  private closeFds(h: Handle): void {
+    this.native.close(h.fd);
+  }
+}

@@ -1,0 +1,769 @@
+// PassthroughFs: the FUSE op table over a host directory.
+//
+// Containment: every inode is held by an O_PATH|O_NOFOLLOW fd and every name the guest sends is
+// one path component resolved with an *at call relative to its parent's fd, never followed if it
+// is a symlink. Files are (re)opened through /proc/self/fd/N of the inode's own fd, which names
+// the inode itself, not a path, so no rename or symlink on the host can redirect it outside.
+// The session has already rejected names containing '/', "." and "..".
+//
+// Concurrency (seed 004): every op decides and mutates the maps in one synchronous stretch.
+// READ, WRITE and FSYNC run their syscall on the libuv thread pool; around them only the
+// handle's busy count changes, and completion touches no map.
+
+import * as nodefs from 'node:fs';
+import type { NativeBinding } from '../native/binding';
+import { ST, toBinary } from '../native/binding';
+import type { Logger } from '../log';
+import { E } from '../errno';
+import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, MAX_BUFFER_SIZE } from '../fuse/abi';
+import type {
+  Ctx, DirSink, EntryResult, FileLock, FileSystem, InitReply, InitRequest, OpenResult, SetattrArgs,
+} from '../fuse/filesystem';
+import { InodeTable, type Inode } from './inode-table';
+import { HandleTable, type Handle } from './handle-table';
+import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
+import * as K from './sys-constants';
+
+export type CacheMode = 'never' | 'metadata' | 'auto' | 'always';
+
+export interface FsOptions {
+  sharedDir: string;
+  cache: CacheMode;
+  xattr: boolean;
+  posixAcl: boolean;
+  announceSubmounts: boolean;
+  readonly: boolean;
+  writeback: boolean;
+  allowDirectIo: boolean;
+  readdirplus: boolean;
+  killprivV2: boolean;
+  /** Do READ/WRITE/FSYNC on the event loop instead of the thread pool (--thread-pool-size=0). */
+  syncIo: boolean;
+  /** Keep the maps in memfds (the daemon) or plain memory (unit tests). */
+  memfdState: boolean;
+}
+
+export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
+  cache: 'auto', xattr: false, posixAcl: false, announceSubmounts: true, readonly: false,
+  writeback: false, allowDirectIo: false, readdirplus: true, killprivV2: false, syncIo: false, memfdState: true,
+};
+
+const HANDLE_KIND_FILE = 2;
+const HANDLE_KIND_DIR = 3;
+const DIRENT_BUF = 64 * 1024;
+/** Largest COPY_FILE_RANGE done in one request: it runs on the event loop. A short count is legal. */
+const COPY_CHUNK = 8 * MAX_BUFFER_SIZE;
+const LOCK_RETRY_MAX_MS = 50;
+
+const bit = (n: number): bigint => 1n << BigInt(n);
+
+function errnoOf(e: unknown): number {
+  const n = (e as { errno?: unknown }).errno;
+  return typeof n === 'number' && n < 0 ? n : -E.EIO;
+}
+
+export class PassthroughFs implements FileSystem {
+  readonly inodes: InodeTable;
+  readonly files: HandleTable;
+  readonly dirs: HandleTable;
+  entryTimeout: number;
+  attrTimeout: number;
+  private readonly procFd: number;
+  private readonly rootFd: number;
+  private readonly dentBuf = new Uint8Array(DIRENT_BUF);
+  private readonly dentDv = new DataView(this.dentBuf.buffer);
+  private readonly tmpSt: BigUint64Array = new BigUint64Array(17);
+  /** POSIX lock owner's private open file description, per inode (OFD locks stand in for POSIX ones). */
+  private readonly lockFds = new Map<number, Map<bigint, number>>();
+  private dontMask = false;
+
+  constructor(private readonly native: NativeBinding, readonly opts: FsOptions, private readonly log: Logger) {
+    const backing = (name: string): SlotBacking => (opts.memfdState ? new MemfdBacking(native, name) : new MemoryBacking());
+    this.inodes = new InodeTable(native, backing('vfsd-inodes'));
+    this.files = new HandleTable(native, backing('vfsd-files'), HANDLE_KIND_FILE);
+    this.dirs = new HandleTable(native, backing('vfsd-dirs'), HANDLE_KIND_DIR);
+    const t = { never: 0, metadata: 86400, auto: 1, always: 86400 }[opts.cache];
+    this.entryTimeout = t;
+    this.attrTimeout = t;
+
+    this.procFd = native.openat(K.AT_FDCWD, '/proc/self/fd', K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    if (this.procFd < 0) throw new Error(`cannot open /proc/self/fd: errno ${-this.procFd}`);
+    const rootFd = native.openat(K.AT_FDCWD, toBinary(opts.sharedDir), K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    if (rootFd < 0) throw new Error(`cannot open shared directory ${opts.sharedDir}: errno ${-rootFd}`);
+    const st = this.tmpSt;
+    const r = native.stat(rootFd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
+    if (r < 0) throw new Error(`cannot stat shared directory: errno ${-r}`);
+    this.rootFd = rootFd;
+    this.inodes.setRoot(rootFd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, Number(st[ST.mode]!));
+  }
+
+  close(): void {
+    this.destroy();
+    this.files.close();
+    this.dirs.close();
+    this.inodes.close();
+    this.native.close(this.procFd);
+  }
+
+  // ---- helpers ----
+
+  private inode(nodeid: number): Inode | undefined {
+    return this.inodes.get(nodeid);
+  }
+
+  private statInode(ino: Inode, st: BigUint64Array): number {
+    return this.native.stat(ino.fd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
+  }
+
+  /** Open the inode itself (not a path) with new flags, through its /proc/self/fd magic link. */
+  private reopen(ino: Inode, flags: number): number {
+    if ((ino.mode & K.S_IFMT) === K.S_IFLNK) return -E.ELOOP;
+    const f = (flags & ~(K.O_CREAT | K.O_EXCL | K.O_NOCTTY | K.O_NOFOLLOW)) | K.O_CLOEXEC;
+    return this.native.openat(this.procFd, String(ino.fd), f, 0);
+  }
+
+  private procPath(ino: Inode): string {
+    return `/proc/self/fd/${ino.fd}`;
+  }
+
+  /** Run a creating syscall with the caller's fs ids (new files belong to the guest user) and umask. */
+  private asCaller<T>(ctx: Ctx, umask: number, fn: () => T): T {
+    const n = this.native;
+    const switchIds = ctx.uid !== 0 || ctx.gid !== 0;
+    const oldMask = this.dontMask ? n.umask(umask & 0o777) : -1;
+    if (switchIds) {
+      n.setfsgid(ctx.gid);
+      n.setfsuid(ctx.uid);
+    }
+    try {
+      return fn();
+    } finally {
+      if (switchIds) {
+        n.setfsuid(0);
+        n.setfsgid(0);
+      }
+      if (oldMask >= 0) n.umask(oldMask);
+    }
+  }
+
+  /** Resolve `name` in `parent` and take one guest reference on it. */
+  private doLookup(parent: Inode, name: string, st: BigUint64Array): EntryResult | number {
+    const fd = this.native.openat(parent.fd, name, K.O_PATH | K.O_NOFOLLOW | K.O_CLOEXEC, 0);
+    if (fd < 0) return fd;
+    return this.entryFromPathFd(parent, fd, st);
+  }
+
+  /** Take one guest reference on the inode behind an O_PATH fd (consumed: kept or closed). */
+  private entryFromPathFd(parent: Inode, fd: number, st: BigUint64Array): EntryResult | number {
+    const r = this.native.stat(fd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
+    if (r < 0) {
+      this.native.close(fd);
+      return r;
+    }
+    const mode = Number(st[ST.mode]!);
+    const ino = this.inodes.lookupOrInsert(fd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, mode);
+    let attrFlags = 0;
+    if (this.opts.announceSubmounts && (mode & K.S_IFMT) === K.S_IFDIR && (ino.mntId !== parent.mntId || ino.dev !== parent.dev)) {
+      attrFlags |= FUSE_ATTR_SUBMOUNT;
+    }
+    return { nodeid: ino.nodeid, generation: ino.generation, attrFlags };
+  }
+
+  private fileHandle(fh: number): Handle | undefined {
+    return this.files.get(fh);
+  }
+
+  private openFlags(flags: number): number {
+    let f = flags & ~(K.O_CREAT | K.O_EXCL | K.O_NOCTTY);
+    if (!this.opts.allowDirectIo) f &= ~K.O_DIRECT;
+    if (this.opts.writeback) {
+      // With a writeback cache the guest may read pages of a write-only file and does
+      // O_APPEND positioning itself (as the C and Rust virtiofsd do).
+      if ((f & K.O_ACCMODE) === K.O_WRONLY) f = (f & ~K.O_ACCMODE) | K.O_RDWR;
+      f &= ~K.O_APPEND;
+    }
+    return f;
+  }
+
+  private fopenFlags(): number {
+    switch (this.opts.cache) {
+      case 'never': case 'metadata': return FOPEN.DIRECT_IO;
+      case 'always': return FOPEN.KEEP_CACHE;
+      default: return 0;
+    }
+  }
+
+  private writes(flags: number): boolean {
+    return (flags & K.O_ACCMODE) !== K.O_RDONLY || (flags & K.O_TRUNC) !== 0;
+  }
+
+  // ---- session ----
+
+  init(req: InitRequest): InitReply | number {
+    const o = this.opts;
+    let want = bit(INIT.ASYNC_READ) | bit(INIT.PARALLEL_DIROPS) | bit(INIT.BIG_WRITES) | bit(INIT.ASYNC_DIO)
+      | bit(INIT.ATOMIC_O_TRUNC) | bit(INIT.MAX_PAGES) | bit(INIT.INIT_EXT) | bit(INIT.HAS_IOCTL_DIR)
+      | bit(INIT.POSIX_LOCKS) | bit(INIT.FLOCK_LOCKS);
+    if (o.cache === 'auto') want |= bit(INIT.AUTO_INVAL_DATA);
+    if (o.readdirplus && o.cache !== 'never') want |= bit(INIT.DO_READDIRPLUS) | bit(INIT.READDIRPLUS_AUTO);
+    if (o.announceSubmounts) want |= bit(INIT.SUBMOUNTS);
+    if (o.writeback) want |= bit(INIT.WRITEBACK_CACHE);
+    if (o.killprivV2) want |= bit(INIT.HANDLE_KILLPRIV_V2);
+    if (o.posixAcl) {
+      const acl = bit(INIT.POSIX_ACL) | bit(INIT.DONT_MASK) | bit(INIT.SETXATTR_EXT);
+      if ((req.flags & acl) !== acl) {
+        this.log.error('--posix-acl needs a guest that supports POSIX_ACL, DONT_MASK and SETXATTR_EXT');
+        return -E.EPROTO;
+      }
+      want |= acl;
+    }
+    const flags = want & req.flags;
+    this.dontMask = (flags & bit(INIT.DONT_MASK)) !== 0n;
+    return {
+      flags, maxReadahead: req.maxReadahead, maxWrite: MAX_BUFFER_SIZE, maxPages: MAX_BUFFER_SIZE / 4096,
+      timeGran: 1, maxBackground: 64, congestionThreshold: 48,
+    };
+  }
+
+  destroy(): void {
+    this.files.removeAll();
+    this.dirs.removeAll();
+    for (const m of this.lockFds.values()) for (const fd of m.values()) this.native.close(fd);
+    this.lockFds.clear();
+    this.inodes.forgetAll();
+  }
+
+  // ---- names ----
+
+  lookup(_ctx: Ctx, parent: number, name: string, st: BigUint64Array): EntryResult | number {
+    const p = this.inode(parent);
+    if (!p) return -E.EBADF;
+    if (name.length === 0 || name.includes('/') || name === '.' || name === '..') return -E.EINVAL;
+    return this.doLookup(p, name, st);
+  }
+
+  forget(nodeid: number, nlookup: number): void {
+    if (nlookup <= 0) return;
+    const ino = this.inodes.get(nodeid);
+    if (ino && ino.nlookup <= nlookup) this.dropLockFds(nodeid);
+    this.inodes.forget(nodeid, nlookup);
+  }
+
+  getattr(_ctx: Ctx, nodeid: number, _fh: number | null, st: BigUint64Array): number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    return this.statInode(ino, st);
+  }
+
+  setattr(_ctx: Ctx, nodeid: number, a: SetattrArgs, st: BigUint64Array): number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    const n = this.native;
+    let h: Handle | undefined;
+    if (a.valid & FATTR.FH) {
+      h = this.fileHandle(a.fh);
+      if (!h || h.nodeid !== nodeid) return -E.EBADF;
+    }
+    const isLink = (ino.mode & K.S_IFMT) === K.S_IFLNK;
+    let r = 0;
+    if (a.valid & FATTR.MODE) {
+      if (isLink) return -E.EOPNOTSUPP;
+      r = n.fchmodat(this.procFd, String(h ? h.fd : ino.fd), a.mode & 0o7777, 0);
+      if (r < 0) return r;
+    }
+    if (a.valid & (FATTR.UID | FATTR.GID)) {
+      const uid = a.valid & FATTR.UID ? a.uid : -1;
+      const gid = a.valid & FATTR.GID ? a.gid : -1;
+      r = n.fchownat(ino.fd, '', uid, gid, K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW);
+      if (r < 0) return r;
+    }
+    if (a.valid & FATTR.SIZE) {
+      if (h) {
+        r = n.ftruncate(h.fd, a.size);
+      } else {
+        const fd = this.reopen(ino, K.O_WRONLY);
+        if (fd < 0) return fd;
+        r = n.ftruncate(fd, a.size);
+        n.close(fd);
+      }
+      if (r < 0) return r;
+    }
+    if (a.valid & (FATTR.ATIME | FATTR.MTIME)) {
+      const at = a.valid & FATTR.ATIME_NOW ? [0, K.UTIME_NOW] : a.valid & FATTR.ATIME ? [a.atime, a.atimensec] : [0, K.UTIME_OMIT];
+      const mt = a.valid & FATTR.MTIME_NOW ? [0, K.UTIME_NOW] : a.valid & FATTR.MTIME ? [a.mtime, a.mtimensec] : [0, K.UTIME_OMIT];
+      r = isLink
+        ? n.utimensat(ino.fd, '', at[0]!, at[1]!, mt[0]!, mt[1]!, K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW)
+        : n.utimensat(K.AT_FDCWD, this.procPath(ino), at[0]!, at[1]!, mt[0]!, mt[1]!, 0);
+      if (r < 0) return r;
+    }
+    r = this.statInode(ino, st);
+    if (r < 0) return r;
+    if ((a.valid & FATTR.KILL_SUIDGID) && !(a.valid & FATTR.MODE)) {
+      r = this.killSuidgid(ino, st);
+      if (r < 0) return r;
+    }
+    return 0;
+  }
+
+  /** Clear setuid, and setgid when group-executable, as a non-root write or truncate would. */
+  private killSuidgid(ino: Inode, st: BigUint64Array): number {
+    const mode = Number(st[ST.mode]!);
+    let clear = mode & K.S_ISUID;
+    if ((mode & (K.S_ISGID | K.S_IXGRP)) === (K.S_ISGID | K.S_IXGRP)) clear |= K.S_ISGID;
+    if (!clear || (mode & K.S_IFMT) !== K.S_IFREG) return 0;
+    const r = this.native.fchmodat(this.procFd, String(ino.fd), mode & 0o7777 & ~clear, 0);
+    return r < 0 ? r : this.statInode(ino, st);
+  }
+
+  readlink(_ctx: Ctx, nodeid: number, buf: Uint8Array): number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    if ((ino.mode & K.S_IFMT) !== K.S_IFLNK) return -E.EINVAL;
+    return this.native.readlinkat(ino.fd, '', buf);
+  }
+
+  private make(ctx: Ctx, parent: number, name: string, umask: number, st: BigUint64Array, fn: (p: Inode) => number): EntryResult | number {
+    const p = this.inode(parent);
+    if (!p) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    const r = this.asCaller(ctx, umask, () => fn(p));
+    if (r < 0) return r;
+    return this.doLookup(p, name, st);
+  }
+
+  symlink(ctx: Ctx, parent: number, name: string, target: string, st: BigUint64Array): EntryResult | number {
+    return this.make(ctx, parent, name, 0, st, (p) => this.native.symlinkat(target, p.fd, name));
+  }
+
+  mknod(ctx: Ctx, parent: number, name: string, mode: number, rdev: number, umask: number, st: BigUint64Array): EntryResult | number {
+    return this.make(ctx, parent, name, umask, st, (p) => this.native.mknodat(p.fd, name, mode, rdev));
+  }
+
+  mkdir(ctx: Ctx, parent: number, name: string, mode: number, umask: number, st: BigUint64Array): EntryResult | number {
+    return this.make(ctx, parent, name, umask, st, (p) => this.native.mkdirat(p.fd, name, mode & 0o7777));
+  }
+
+  unlink(_ctx: Ctx, parent: number, name: string): number {
+    const p = this.inode(parent);
+    if (!p) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    return this.native.unlinkat(p.fd, name, 0);
+  }
+
+  rmdir(_ctx: Ctx, parent: number, name: string): number {
+    const p = this.inode(parent);
+    if (!p) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    return this.native.unlinkat(p.fd, name, K.AT_REMOVEDIR);
+  }
+
+  rename(_ctx: Ctx, parent: number, name: string, newParent: number, newName: string, flags: number): number {
+    const p = this.inode(parent), np = this.inode(newParent);
+    if (!p || !np) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    if (flags & ~(K.RENAME_NOREPLACE | K.RENAME_EXCHANGE | K.RENAME_WHITEOUT)) return -E.EINVAL;
+    return this.native.renameat2(p.fd, name, np.fd, newName, flags);
+  }
+
+  link(_ctx: Ctx, nodeid: number, newParent: number, newName: string, st: BigUint64Array): EntryResult | number {
+    const ino = this.inode(nodeid), np = this.inode(newParent);
+    if (!ino || !np) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    // AT_EMPTY_PATH links the inode itself (needs CAP_DAC_READ_SEARCH); the /proc path is the fallback.
+    let r = this.native.linkat(ino.fd, '', np.fd, newName, K.AT_EMPTY_PATH);
+    if (r === -E.ENOENT || r === -E.EPERM) {
+      r = this.native.linkat(K.AT_FDCWD, this.procPath(ino), np.fd, newName, K.AT_SYMLINK_FOLLOW);
+    }
+    if (r < 0) return r;
+    return this.doLookup(np, newName, st);
+  }
+
+  // ---- files ----
+
+  open(_ctx: Ctx, nodeid: number, flags: number): OpenResult | number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    if (this.opts.readonly && this.writes(flags)) return -E.EROFS;
+    const f = this.openFlags(flags);
+    const fd = this.reopen(ino, f);
+    if (fd < 0) return fd;
+    const h = this.files.add(nodeid, fd, f);
+    return { fh: h.fh, openFlags: this.fopenFlags() };
+  }
+
+  create(ctx: Ctx, parent: number, name: string, flags: number, mode: number, umask: number, st: BigUint64Array): { entry: EntryResult; open: OpenResult } | number {
+    const p = this.inode(parent);
+    if (!p) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    const f = this.openFlags(flags) | K.O_CREAT | K.O_NOFOLLOW | K.O_CLOEXEC | (flags & K.O_EXCL);
+    const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, name, f, mode & 0o7777));
+    if (fd < 0) return fd;
+    return this.adoptOpenFd(p, fd, f, st);
+  }
+
+  tmpfile(ctx: Ctx, parent: number, flags: number, mode: number, umask: number, st: BigUint64Array): { entry: EntryResult; open: OpenResult } | number {
+    const p = this.inode(parent);
+    if (!p) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    let f = this.openFlags(flags) & ~K.O_TRUNC;
+    if ((f & K.O_ACCMODE) === K.O_RDONLY) f |= K.O_RDWR; // O_TMPFILE needs write access
+    const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, '.', f | K.O_TMPFILE | K.O_CLOEXEC, mode & 0o7777));
+    if (fd < 0) return fd;
+    return this.adoptOpenFd(p, fd, f, st);
+  }
+
+  /** A freshly created open file: its inode comes from the fd itself, so no host race can swap it. */
+  private adoptOpenFd(p: Inode, fd: number, flags: number, st: BigUint64Array): { entry: EntryResult; open: OpenResult } | number {
+    const pathFd = this.native.openat(this.procFd, String(fd), K.O_PATH | K.O_CLOEXEC, 0);
+    if (pathFd < 0) {
+      this.native.close(fd);
+      return pathFd;
+    }
+    const entry = this.entryFromPathFd(p, pathFd, st);
+    if (typeof entry === 'number') {
+      this.native.close(fd);
+      return entry;
+    }
+    const h = this.files.add(entry.nodeid, fd, flags);
+    return { entry, open: { fh: h.fh, openFlags: this.fopenFlags() } };
+  }
+
+  read(_ctx: Ctx, fh: number, offset: number, dst: Uint8Array[], cb: (r: number) => void): void {
+    const h = this.fileHandle(fh);
+    if (!h) return cb(-E.EBADF);
+    if (dst.length === 0) return cb(0);
+    if (this.opts.syncIo) return cb(syncCall(() => nodefs.readvSync(h.fd, dst, offset)));
+    this.files.hold(h);
+    nodefs.readv(h.fd, dst, offset, (err, n) => {
+      this.files.unhold(h);
+      cb(err ? errnoOf(err) : n);
+    });
+  }
+
+  write(_ctx: Ctx, fh: number, offset: number, src: Uint8Array[], writeFlags: number, cb: (r: number) => void): void {
+    const h = this.fileHandle(fh);
+    if (!h) return cb(-E.EBADF);
+    if (this.opts.readonly) return cb(-E.EROFS);
+    if (src.length === 0) return cb(0);
+    const done = (n: number): void => {
+      if (n >= 0 && (writeFlags & FUSE_WRITE_KILL_SUIDGID)) {
+        const ino = this.inode(h.nodeid);
+        if (ino && this.statInode(ino, this.tmpSt) === 0) this.killSuidgid(ino, this.tmpSt);
+      }
+      cb(n);
+    };
+    if (this.opts.syncIo) return done(syncCall(() => nodefs.writevSync(h.fd, src, offset)));
+    this.files.hold(h);
+    nodefs.writev(h.fd, src, offset, (err, n) => {
+      this.files.unhold(h);
+      done(err ? errnoOf(err) : n);
+    });
+  }
+
+  statfs(_ctx: Ctx, nodeid: number, out: BigUint64Array): number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    return this.native.fstatfs(ino.fd, out);
+  }
+
+  release(_ctx: Ctx, fh: number): number {
+    const h = this.fileHandle(fh);
+    if (!h) return -E.EBADF;
+    this.files.remove(h);
+    return 0;
+  }
+
+  flush(_ctx: Ctx, nodeid: number, fh: number, lockOwner: bigint): number {
+    const h = this.fileHandle(fh);
+    if (!h) return -E.EBADF;
+    // close() semantics: POSIX locks of this owner on this inode go away ...
+    const owners = this.lockFds.get(nodeid);
+    const lfd = owners?.get(lockOwner);
+    if (lfd !== undefined) {
+      owners!.delete(lockOwner);
+      this.native.close(lfd);
+    }
+    // ... and a file system that acts on close (NFS) sees one: close a duplicate.
+    const d = this.native.dup(h.fd);
+    if (d < 0) return d;
+    return this.native.close(d);
+  }
+
+  fsync(_ctx: Ctx, fh: number, datasync: boolean, cb: (r: number) => void): void {
+    const h = this.fileHandle(fh);
+    if (!h) return cb(-E.EBADF);
+    if (this.opts.syncIo) return cb(this.native.fsync(h.fd, datasync));
+    this.files.hold(h);
+    const done = (err: NodeJS.ErrnoException | null): void => {
+      this.files.unhold(h);
+      cb(err ? errnoOf(err) : 0);
+    };
+    if (datasync) nodefs.fdatasync(h.fd, done);
+    else nodefs.fsync(h.fd, done);
+  }
+
+  fallocate(_ctx: Ctx, fh: number, mode: number, offset: number, length: number): number {
+    const h = this.fileHandle(fh);
+    if (!h) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    return this.native.fallocate(h.fd, mode, offset, length);
+  }
+
+  lseek(_ctx: Ctx, fh: number, offset: number, whence: number): number {
+    const h = this.fileHandle(fh);
+    if (!h) return -E.EBADF;
+    return this.native.lseek(h.fd, offset, whence);
+  }
+
+  copyFileRange(_ctx: Ctx, fhIn: number, offIn: number, fhOut: number, offOut: number, len: number, flags: number): number {
+    const a = this.fileHandle(fhIn), b = this.fileHandle(fhOut);
+    if (!a || !b) return -E.EBADF;
+    if (this.opts.readonly) return -E.EROFS;
+    return this.native.copyFileRange(a.fd, offIn, b.fd, offOut, Math.min(len, COPY_CHUNK), flags);
+  }
+
+  // ---- xattrs ----
+
+  private xattrTarget(nodeid: number, name: string | null): Inode | number {
+    if (!this.opts.xattr) return -E.EOPNOTSUPP;
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    if (name !== null && !this.opts.posixAcl && name.startsWith('system.posix_acl_')) return -E.EOPNOTSUPP;
+    // The /proc path of an O_PATH symlink fd names the magic link, not the symlink.
+    if ((ino.mode & K.S_IFMT) === K.S_IFLNK) return -E.EOPNOTSUPP;
+    return ino;
+  }
+
+  setxattr(_ctx: Ctx, nodeid: number, name: string, value: Uint8Array, flags: number): number {
+    const ino = this.xattrTarget(nodeid, name);
+    if (typeof ino === 'number') return ino;
+    if (this.opts.readonly) return -E.EROFS;
+    return this.native.setxattr(this.procPath(ino), name, value, flags & (K.XATTR_CREATE | K.XATTR_REPLACE), false);
+  }
+
+  getxattr(_ctx: Ctx, nodeid: number, name: string, buf: Uint8Array): number {
+    const ino = this.xattrTarget(nodeid, name);
+    if (typeof ino === 'number') return ino === -E.EOPNOTSUPP ? -E.ENODATA : ino;
+    return this.native.getxattr(this.procPath(ino), name, buf, false);
+  }
+
+  listxattr(_ctx: Ctx, nodeid: number, buf: Uint8Array): number {
+    const ino = this.xattrTarget(nodeid, null);
+    if (typeof ino === 'number') return ino === -E.EOPNOTSUPP ? 0 : ino;
+    const r = this.native.listxattr(this.procPath(ino), buf, false);
+    if (r <= 0 || this.opts.posixAcl) return r;
+    return this.hideAclNames(buf, r);
+  }
+
+  /** Without --posix-acl the guest must not see ACL xattrs it cannot use. */
+  private hideAclNames(buf: Uint8Array, len: number): number {
+    if (buf.length === 0) return len; // size probe: an upper bound is fine
+    const names = Buffer.from(buf.buffer, buf.byteOffset, len).toString('latin1').split('\0').filter((s) => s && !s.startsWith('system.posix_acl_'));
+    const out = names.length ? Buffer.from(names.join('\0') + '\0', 'latin1') : Buffer.alloc(0);
+    buf.set(out);
+    return out.length;
+  }
+
+  removexattr(_ctx: Ctx, nodeid: number, name: string): number {
+    const ino = this.xattrTarget(nodeid, name);
+    if (typeof ino === 'number') return ino;
+    if (this.opts.readonly) return -E.EROFS;
+    return this.native.removexattr(this.procPath(ino), name, false);
+  }
+
+  // ---- directories ----
+
+  opendir(_ctx: Ctx, nodeid: number, _flags: number): OpenResult | number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    const fd = this.reopen(ino, K.O_RDONLY | K.O_DIRECTORY);
+    if (fd < 0) return fd;
+    const h = this.dirs.add(nodeid, fd, K.O_RDONLY);
+    return { fh: h.fh, openFlags: this.opts.cache === 'always' ? FOPEN.CACHE_DIR : 0 };
+  }
+
+  readdir(_ctx: Ctx, fh: number, offset: bigint, plus: boolean, sink: DirSink, st: BigUint64Array): number {
+    const h = this.dirs.get(fh);
+    if (!h) return -E.EBADF;
+    const dir = this.inode(h.nodeid);
+    if (!dir) return -E.EBADF;
+    const n = this.native;
+    if (h.dirOffset !== offset) {
+      const r = n.seekDir(h.fd, offset);
+      if (r < 0) return r;
+    }
+    let pos = offset;
+    const buf = this.dentBuf, dv = this.dentDv;
+    for (;;) {
+      const len = n.getdents64(h.fd, buf);
+      if (len < 0) return len;
+      if (len === 0) break;
+      for (let o = 0; o < len;) {
+        const ino = dv.getBigUint64(o, true);
+        const next = BigInt.asUintN(64, dv.getBigInt64(o + 8, true));
+        const reclen = dv.getUint16(o + 16, true);
+        const type = dv.getUint8(o + 18);
+        let end = buf.indexOf(0, o + 19);
+        if (end < 0 || end > o + reclen) end = o + reclen;
+        const name = buf.subarray(o + 19, end);
+        o += reclen;
+        let ok: boolean;
+        if (!plus) {
+          ok = sink.add(ino, next, type, name);
+        } else if (!this.fitsPlus(sink, name.length)) {
+          ok = false;
+        } else if (isDots(name)) {
+          ok = sink.addPlus(null, null, ino, next, type, name);
+        } else {
+          const e = this.doLookup(dir, Buffer.from(name).toString('latin1'), st);
+          ok = typeof e === 'number' ? sink.addPlus(null, null, ino, next, type, name) : sink.addPlus(e, st, ino, next, type, name);
+        }
+        if (!ok) {
+          // This entry did not fit: leave the stream just before it for the next call.
+          const r = n.seekDir(h.fd, pos);
+          h.dirOffset = r < 0 ? -1n : pos;
+          return r < 0 ? r : 0;
+        }
+        pos = next;
+      }
+    }
+    h.dirOffset = pos;
+    return 0;
+  }
+
+  private fitsPlus(sink: DirSink, nameLen: number): boolean {
+    return ((152 + nameLen + 7) & ~7) <= sink.room;
+  }
+
+  releasedir(_ctx: Ctx, fh: number): number {
+    const h = this.dirs.get(fh);
+    if (!h) return -E.EBADF;
+    this.dirs.remove(h);
+    return 0;
+  }
+
+  fsyncdir(_ctx: Ctx, fh: number, datasync: boolean): number {
+    const h = this.dirs.get(fh);
+    if (!h) return -E.EBADF;
+    return this.native.fsync(h.fd, datasync);
+  }
+
+  // ---- locks ----
+
+  /** The open file description that carries `owner`'s POSIX locks on this inode (OFD locks). */
+  private lockFd(nodeid: number, owner: bigint, create: boolean): number {
+    let owners = this.lockFds.get(nodeid);
+    const fd = owners?.get(owner);
+    if (fd !== undefined) return fd;
+    if (!create) return -E.ENOENT;
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    let nfd = this.reopen(ino, K.O_RDWR);
+    if (nfd === -E.EACCES || nfd === -E.EROFS || nfd === -E.EISDIR || nfd === -E.ETXTBSY) nfd = this.reopen(ino, K.O_RDONLY);
+    if (nfd < 0) return nfd;
+    if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
+    owners.set(owner, nfd);
+    return nfd;
+  }
+
+  private dropLockFds(nodeid: number): void {
+    const owners = this.lockFds.get(nodeid);
+    if (!owners) return;
+    for (const fd of owners.values()) this.native.close(fd);
+    this.lockFds.delete(nodeid);
+  }
+
+  private toFlock(lk: FileLock): BigInt64Array {
+    const len = lk.end >= K.OFFSET_MAX ? 0n : lk.end - lk.start + 1n;
+    return BigInt64Array.of(BigInt(lk.type), BigInt(K.SEEK_SET), BigInt.asIntN(64, lk.start), len, 0n);
+  }
+
+  getlk(_ctx: Ctx, nodeid: number, _fh: number, owner: bigint, lk: FileLock): FileLock | number {
+    if (!this.inode(nodeid)) return -E.EBADF;
+    if (lk.type !== K.F_RDLCK && lk.type !== K.F_WRLCK) return -E.EINVAL;
+    const fd = this.lockFd(nodeid, owner, true);
+    if (fd < 0) return fd;
+    const fl = this.toFlock(lk);
+    const r = this.native.ofdLock(fd, K.F_OFD_GETLK, fl);
+    if (r < 0) return r;
+    const type = Number(fl[0]!);
+    if (type === K.F_UNLCK) return { start: 0n, end: 0n, type, pid: 0 };
+    const start = BigInt.asUintN(64, fl[2]!);
+    const end = fl[3]! === 0n ? K.OFFSET_MAX : start + fl[3]! - 1n;
+    // OFD locks have no owning pid; the guest only uses it for reporting.
+    return { start, end, type, pid: 0 };
+  }
+
+  setlk(ctx: Ctx, nodeid: number, fh: number, owner: bigint, lk: FileLock, flock: boolean, sleep: boolean, cb: (r: number) => void): void {
+    if (lk.type !== K.F_RDLCK && lk.type !== K.F_WRLCK && lk.type !== K.F_UNLCK) return cb(-E.EINVAL);
+    let delay = 1;
+    const attempt = (): void => {
+      // Each attempt re-resolves handle and lock fd: state may have changed while we waited.
+      const r = flock ? this.tryFlock(fh, lk.type) : this.tryPosixLock(nodeid, owner, lk);
+      if (r === -E.EAGAIN && sleep) {
+        setTimeout(attempt, delay);
+        delay = Math.min(delay * 2, LOCK_RETRY_MAX_MS);
+        return;
+      }
+      cb(r);
+    };
+    void ctx;
+    attempt();
+  }
+
+  private tryPosixLock(nodeid: number, owner: bigint, lk: FileLock): number {
+    if (!this.inode(nodeid)) return -E.EBADF;
+    const fd = this.lockFd(nodeid, owner, lk.type !== K.F_UNLCK);
+    if (fd === -E.ENOENT) return 0; // unlocking with no locks held
+    if (fd < 0) return fd;
+    const r = this.native.ofdLock(fd, K.F_OFD_SETLK, this.toFlock(lk));
+    return r === -E.EACCES ? -E.EAGAIN : r;
+  }
+
+  private tryFlock(fh: number, type: number): number {
+    const h = this.fileHandle(fh);
+    if (!h) return -E.EBADF;
+    const op = type === K.F_RDLCK ? K.LOCK_SH : type === K.F_WRLCK ? K.LOCK_EX : K.LOCK_UN;
+    const r = this.native.flock(h.fd, op | K.LOCK_NB);
+    return r === -E.EWOULDBLOCK ? -E.EAGAIN : r;
+  }
+
+  // ---- misc ----
+
+  access(_ctx: Ctx, nodeid: number, mask: number): number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    if ((ino.mode & K.S_IFMT) === K.S_IFLNK) return 0;
+    try {
+      nodefs.accessSync(this.procPath(ino), mask & 7);
+      return 0;
+    } catch (e) {
+      return errnoOf(e);
+    }
+  }
+
+  syncfs(_ctx: Ctx, nodeid: number): number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
+    // syncfs(2) refuses O_PATH fds: open the inode (or, for special files, the root) for reading.
+    let fd = this.reopen(ino, K.O_RDONLY | K.O_NONBLOCK);
+    if (fd < 0) fd = this.native.openat(this.procFd, String(this.rootFd), K.O_RDONLY | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    if (fd < 0) return fd;
+    const r = this.native.syncfs(fd);
+    this.native.close(fd);
+    return r;
+  }
+}
+
+function syncCall(fn: () => number): number {
+  try {
+    return fn();
+  } catch (e) {
+    return errnoOf(e);
+  }
+}
+
+function isDots(name: Uint8Array): boolean {
+  return (name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
+}

@@ -1,0 +1,57 @@
+// Linux x86_64/aarch64 constants the passthrough needs that node:fs does not export.
+import { constants as fsc } from 'node:fs';
+
+export const AT_FDCWD = -100;
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const AT_REMOVEDIR = 0x200;
+export const AT_SYMLINK_FOLLOW = 0x400;
+export const AT_EMPTY_PATH = 0x1000;
+
+export const O_RDONLY = fsc.O_RDONLY;
+export const O_WRONLY = fsc.O_WRONLY;
+export const O_RDWR = fsc.O_RDWR;
+export const O_ACCMODE = 3;
+export const O_CREAT = fsc.O_CREAT;
+export const O_EXCL = fsc.O_EXCL;
+export const O_NOCTTY = fsc.O_NOCTTY;
+export const O_TRUNC = fsc.O_TRUNC;
+export const O_APPEND = fsc.O_APPEND;
+export const O_NONBLOCK = fsc.O_NONBLOCK;
+export const O_DIRECTORY = fsc.O_DIRECTORY;
+export const O_NOFOLLOW = fsc.O_NOFOLLOW;
+export const O_DIRECT = fsc.O_DIRECT ?? 0x4000;
+export const O_CLOEXEC = 0o2000000;
+export const O_PATH = 0o10000000;
+export const O_TMPFILE = 0o20000000 | O_DIRECTORY;
+
+export const S_IFMT = 0o170000;
+export const S_IFDIR = 0o040000;
+export const S_IFREG = 0o100000;
+export const S_IFLNK = 0o120000;
+export const S_ISUID = 0o4000;
+export const S_ISGID = 0o2000;
+export const S_IXGRP = 0o010;
+
+export const UTIME_NOW = (1 << 30) - 1;
+export const UTIME_OMIT = (1 << 30) - 2;
+
+export const F_OFD_GETLK = 36;
+export const F_OFD_SETLK = 37;
+export const F_RDLCK = 0;
+export const F_WRLCK = 1;
+export const F_UNLCK = 2;
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+export const SEEK_SET = 0;
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+export const RENAME_WHITEOUT = 4;
+
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+
+/** fuse_file_lock.end meaning "to end of file". */
+export const OFFSET_MAX = 0x7fffffffffffffffn;

@@ -1,0 +1,145 @@
+// Fixed-size records in a shared-memory region (a memfd), with a free list: the home of the
+// inode, open-file and open-dir maps (virtiofsd's lo_maps). The region is the truth; the JS
+// objects and indexes built over it are caches that a restarted worker rebuilds by scanning.
+//
+// Layout: a 64-byte header, then `capacity` records of `recordSize` bytes. The first 4 bytes
+// of a record are its state word: 0 = free, 1 = valid. Publish last, invalidate first: a
+// record's body is written with plain stores and only then made valid with Atomics.store;
+// removal clears the state word before the slot joins the free list (BRIEF.md, seed 001).
+
+import * as fs from 'node:fs';
+import type { NativeBinding } from '../native/binding';
+
+export const SLOT_MAGIC = 0x56465354; // "VFST"
+export const SLOT_VERSION = 1;
+const HEADER = 64;
+const H_MAGIC = 0, H_VERSION = 4, H_RECORD = 8, H_CAPACITY = 12, H_KIND = 16;
+
+export const SLOT_FREE = 0;
+export const SLOT_VALID = 1;
+
+/** Where a table's bytes live: a memfd (the daemon) or plain memory (unit tests). */
+export interface SlotBacking {
+  /** Make the region at least `bytes` long and return a view of all of it. */
+  resize(bytes: number): ArrayBuffer;
+  readonly fd: number; // -1 for plain memory
+  close(): void;
+}
+
+export class MemfdBacking implements SlotBacking {
+  readonly fd: number;
+  private buf: ArrayBuffer | null = null;
+  constructor(private readonly native: NativeBinding, name: string) {
+    const fd = native.memfdCreate(name, 0);
+    if (fd < 0) throw new Error(`memfd_create(${name}) failed: errno ${-fd}`);
+    this.fd = fd;
+  }
+  resize(bytes: number): ArrayBuffer {
+    // Grow the file first, then map the new size: the old mapping stays valid until replaced.
+    fs.ftruncateSync(this.fd, bytes);
+    const m = this.native.mmap(this.fd, 0, bytes);
+    if (typeof m === 'number') throw new Error(`mmap of state region failed: errno ${-m}`);
+    if (this.buf) this.native.munmap(this.buf);
+    this.buf = m;
+    return m;
+  }
+  close(): void {
+    if (this.buf) this.native.munmap(this.buf);
+    this.buf = null;
+    this.native.close(this.fd);
+  }
+}
+
+export class MemoryBacking implements SlotBacking {
+  readonly fd = -1;
+  private buf = new ArrayBuffer(0);
+  resize(bytes: number): ArrayBuffer {
+    const n = new ArrayBuffer(bytes);
+    new Uint8Array(n).set(new Uint8Array(this.buf));
+    this.buf = n;
+    return n;
+  }
+  close(): void { this.buf = new ArrayBuffer(0); }
+}
+
+export class SlotTable {
+  /** Current view of the whole region. Re-read after alloc(): growing replaces the buffer. */
+  dv!: DataView;
+  private state!: Int32Array;
+  private capacity = 0;
+  private readonly free: number[] = [];
+  private used = 0;
+
+  constructor(
+    private readonly backing: SlotBacking,
+    readonly recordSize: number,
+    initialCapacity: number,
+    readonly kind: number,
+    /** Slots below this are never handed out by alloc() (e.g. 0 unused, 1 = root inode). */
+    private readonly reserved = 1,
+  ) {
+    if (recordSize % 8 !== 0 || recordSize < 8) throw new Error('recordSize must be a multiple of 8');
+    this.map(Math.max(initialCapacity, reserved + 1));
+    this.dv.setUint32(H_MAGIC, SLOT_MAGIC, true);
+    this.dv.setUint32(H_VERSION, SLOT_VERSION, true);
+    this.dv.setUint32(H_RECORD, recordSize, true);
+    this.dv.setUint32(H_KIND, kind, true);
+    for (let i = this.capacity - 1; i >= reserved; i--) this.free.push(i);
+  }
+
+  get fd(): number { return this.backing.fd; }
+  get size(): number { return this.capacity; }
+  get inUse(): number { return this.used; }
+
+  /** Byte offset of a record. */
+  off(slot: number): number { return HEADER + slot * this.recordSize; }
+
+  isValid(slot: number): boolean {
+    return slot > 0 && slot < this.capacity && Atomics.load(this.state, this.off(slot) >> 2) === SLOT_VALID;
+  }
+
+  /** A free slot, zeroed, not yet valid. */
+  alloc(): number {
+    if (this.free.length === 0) this.grow();
+    const slot = this.free.pop()!;
+    new Uint8Array(this.dv.buffer, this.off(slot), this.recordSize).fill(0);
+    this.used++;
+    return slot;
+  }
+
+  /** Make a filled slot valid: the last store of a publish. */
+  publish(slot: number): void {
+    Atomics.store(this.state, this.off(slot) >> 2, SLOT_VALID);
+  }
+
+  /** Invalidate first, then recycle. */
+  release(slot: number): void {
+    Atomics.store(this.state, this.off(slot) >> 2, SLOT_FREE);
+    this.free.push(slot);
+    this.used--;
+  }
+
+  /** Claim a reserved slot (below `reserved`) directly, e.g. the root inode. */
+  claimReserved(slot: number): void {
+    if (slot >= this.reserved) throw new Error('not a reserved slot');
+    new Uint8Array(this.dv.buffer, this.off(slot), this.recordSize).fill(0);
+    this.used++;
+  }
+
+  private grow(): void {
+    // Grow-then-count: the region is made larger before the new capacity is recorded.
+    const old = this.capacity;
+    this.map(old * 2);
+    for (let i = this.capacity - 1; i >= old; i--) this.free.push(i);
+  }
+
+  private map(capacity: number): void {
+    const buf = this.backing.resize(HEADER + capacity * this.recordSize);
+    this.dv = new DataView(buf);
+    this.state = new Int32Array(buf);
+    this.capacity = capacity;
+    this.dv.setUint32(H_CAPACITY, capacity, true);
+  }
+
+  close(): void { this.backing.close(); }
+}
