@@ -108,7 +108,7 @@ export function parseArgs(argv: string[]): Config {
     .version(false)
     .help()
     .strict()
-    .exitProcess(false)
+    .exitProcess(true)
     .fail((msg, err) => { throw new ConfigError(err?.message ?? msg); })
     .parseSync();
 

@@ -143,7 +143,7 @@ test('openat2 RESOLVE_BENEATH refuses ".." and absolute paths (EXDEV) but opens 
   try {
     assert.equal(n.openat2(sub, '../plain', C.O_RDONLY, 0, RESOLVE_BENEATH), -E.EXDEV);
     assert.equal(n.openat2(sub, '/etc/hostname', C.O_RDONLY, 0, RESOLVE_BENEATH), -E.EXDEV);
-    const fd = n.openat2(sub, 'f', C.O_RDONLY | C.O_CLOEXEC, 0, RESOLVE_BENEATH);
+    const fd = n.openat2(sub, 'f', C.O_RDONLY | 0o2000000 /* O_CLOEXEC */, 0, RESOLVE_BENEATH);
     assert.ok(fd >= 0, `openat2: ${fd}`);
     n.close(fd);
     assert.equal(n.openat2(sub, 'f', C.O_RDONLY, 0o644, 0), -E.EINVAL, 'mode without O_CREAT');
@@ -154,7 +154,7 @@ test('openat2 RESOLVE_BENEATH refuses ".." and absolute paths (EXDEV) but opens 
 
 test('mkdirat, symlinkat, readlinkat, linkat, renameat2 and unlinkat manage entries', () => {
   assert.equal(n.mkdirat(dfd, 'd1', 0o700), 0);
-  assert.equal(Number(statOf(dfd, 'd1')[ST.mode]) & 0o7777, 0o700 & ~process.umask());
+  assert.equal(Number(statOf(dfd, 'd1')[ST.mode]) & 0o7777, 0o700);
   fs.writeFileSync(path.join(dir, 'a'), 'A');
   fs.writeFileSync(path.join(dir, 'b'), 'B');
   assert.equal(n.symlinkat('a', dfd, 's'), 0);
