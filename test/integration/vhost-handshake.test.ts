@@ -133,6 +133,7 @@ test('handshake: QEMU 7.2 realize + start sequence against our back-end', async 
   assert.equal(fe.maxMemSlots, MAX_MEM_SLOTS);
   assert.ok(fe.backendReqFd >= 0);
 
+  await fe.sync();
   const s = backend.state;
   assert.equal(s.features, OFFERED_FEATURES); // the guest acks all three transport bits + bit 30
   assert.equal(s.owner, true);
@@ -229,6 +230,7 @@ test('stop/start: rmmod+insmod (new rings, no memory re-sent) and pause/cont bot
 
   // insmod after rmmod: the guest reset the device; fresh rings, base 0; ADD_MEM_REG not re-sent.
   await fe.start({ resetRings: true });
+  await fe.sync();
   assert.equal(backend.state.regions.length, 1);
   assert.equal(await echo(fe, 1, 'after reset'), 'ECHO:after reset');
   await fe.request(0, [new Uint8Array(48)], []);
@@ -253,6 +255,7 @@ test('SET_MEM_TABLE path (no CONFIGURE_MEM_SLOTS) and a front-end without PROTOC
   await fe.rpc(Req.VHOST_USER_SET_PROTOCOL_FEATURES, encodeU64(fe.ackedProtocolFeatures));
   await fe.rpc(Req.VHOST_USER_SET_OWNER);
   await fe.start();
+  await fe.sync();
   assert.equal(backend.state.regions.length, 1);
   assert.equal(await echo(fe, 1, 'table'), 'ECHO:table');
   // Replacing the table while rings run: they are stopped, remapped and restarted.
@@ -266,6 +269,7 @@ test('SET_MEM_TABLE path (no CONFIGURE_MEM_SLOTS) and a front-end without PROTOC
   q.fe.features = maskClear(OFFERED_FEATURES, bit(VirtioFeature.VHOST_USER_F_PROTOCOL_FEATURES));
   await q.fe.rpc(Req.VHOST_USER_SET_OWNER);
   await q.fe.start();
+  await q.fe.sync();
   assert.equal(hasBit(q.backend.state.features, VirtioFeature.VHOST_USER_F_PROTOCOL_FEATURES), false);
   assert.equal(q.backend.state.rings[1].enabled, true);
   assert.equal(await echo(q.fe, 1, 'legacy'), 'ECHO:legacy');
@@ -380,6 +384,7 @@ test('ADD_MEM_REG / REM_MEM_REG while rings run; RESET_DEVICE; GET/SET_STATUS', 
 
   // RESET_DEVICE: rings stopped and forgotten, memory kept; a new start serves again.
   await fe.rpcAck(Req.VHOST_USER_RESET_DEVICE);
+  await fe.sync();
   assert.equal(backend.state.rings[1].started, false);
   assert.equal(backend.state.rings[1].kickFd, -1);
   assert.equal(backend.state.features, 0);

@@ -319,6 +319,14 @@ export class VhostUserFrontend {
     return p;
   }
 
+  /**
+   * Barrier: a GET_FEATURES round trip, so every message sent before has been handled (the
+   * back-end answers in order). QEMU >= 8.2 does the same after SET_VRING_ENABLE.
+   */
+  async sync(): Promise<void> {
+    await this.getU64(Req.VHOST_USER_GET_FEATURES);
+  }
+
   /** Signal queue's kick eventfd. */
   kick(queue: number): void {
     const rc = this.native.eventfdWrite(this.qfds[queue].kick, 1);

@@ -88,7 +88,7 @@ export function defineOpSuite(name: string, o: SuiteOptions): void {
 
     await t.test('LOOKUP errors: missing name, unknown parent, names that are not one component', async () => {
       assert.equal((await c.lookup(1, 'missing')).error, -E.ENOENT);
-      assert.equal((await c.lookup(987654, 'x')).error, -E.EBADF);
+      assert.equal((await c.lookup(987654, 'x')).error, ts ? -E.EBADF : -E.ENOENT);
       assert.equal((await c.lookup(1, 'x'.repeat(300))).error, -E.ENAMETOOLONG);
       if (ts) {
         assert.equal((await c.lookup(1, 'a/b')).error, -E.EINVAL);
@@ -162,7 +162,7 @@ export function defineOpSuite(name: string, o: SuiteOptions): void {
       assert.equal(fs.readlinkSync(host('sl')), 'target/path');
       assert.equal((await c.readlink(r.entry!.nodeid)).body.toString(), 'target/path');
       assert.equal((await c.symlink(1, 'sl', 'x')).error, -E.EEXIST);
-      assert.equal((await c.readlink(1)).error, -E.EINVAL);
+      assert.equal((await c.readlink(1)).error, ts ? -E.EINVAL : -E.ENOENT);
     });
 
     await t.test('MKNOD makes FIFOs and regular files; MKDIR makes directories', async () => {
@@ -204,9 +204,11 @@ export function defineOpSuite(name: string, o: SuiteOptions): void {
       fs.writeFileSync(host('gone'), '');
       fs.mkdirSync(host('full'));
       fs.writeFileSync(host('full', 'x'), '');
+      // A guest looks a name up before it removes it (the C virtiofsd answers EIO otherwise).
+      for (const n of ['gone', 'full', 'a.txt']) await node(n);
       assert.equal((await c.unlink(1, 'gone')).error, 0);
       assert.ok(!fs.existsSync(host('gone')));
-      assert.equal((await c.unlink(1, 'gone')).error, -E.ENOENT);
+      assert.equal((await c.unlink(1, 'gone')).error, ts ? -E.ENOENT : -E.EIO);
       assert.equal((await c.unlink(1, 'full')).error, -E.EISDIR);
       assert.equal((await c.rmdir(1, 'full')).error, -E.ENOTEMPTY);
       assert.equal((await c.rmdir(1, 'a.txt')).error, -E.ENOTDIR);
@@ -219,12 +221,16 @@ export function defineOpSuite(name: string, o: SuiteOptions): void {
       fs.writeFileSync(host('r2'), '2');
       fs.mkdirSync(host('rdir'));
       const rdir = await node('rdir');
+      await node('r1');
+      await node('r2');
       assert.equal((await c.rename(1, 'r1', rdir, 'moved')).error, 0);
+      await node('moved', rdir);
       assert.equal(fs.readFileSync(host('rdir', 'moved'), 'utf8'), '1');
       assert.equal((await c.rename(rdir, 'moved', 1, 'r2')).error, 0, 'rename over an existing file');
       assert.equal(fs.readFileSync(host('r2'), 'utf8'), '1');
-      assert.equal((await c.rename(1, 'nope', 1, 'x')).error, -E.ENOENT);
+      assert.equal((await c.rename(1, 'nope', 1, 'x')).error, ts ? -E.ENOENT : -E.EIO);
       fs.writeFileSync(host('r3'), '3');
+      await node('r3');
       assert.equal((await c.rename(1, 'r3', 1, 'r2', 1)).error, -E.EEXIST, 'NOREPLACE');
       assert.equal((await c.rename(1, 'r3', 1, 'r2', 2)).error, 0, 'EXCHANGE');
       assert.equal(fs.readFileSync(host('r2'), 'utf8'), '3');
@@ -412,6 +418,7 @@ export function defineOpSuite(name: string, o: SuiteOptions): void {
     });
 
     await t.test('ACCESS', async () => {
+      if (!ts) return; // the C virtiofsd has no access op (ENOSYS)
       assert.equal((await c.access(1, 0)).error, 0);
       assert.equal((await c.access(1, 7)).error, 0);
     });
@@ -487,8 +494,9 @@ export function defineOpSuite(name: string, o: SuiteOptions): void {
     });
 
     await t.test('DESTROY ends the session; requests before a new INIT fail', async () => {
+      if (!ts) return; // the C virtiofsd answers DESTROY with EAGAIN over vhost-user
       assert.equal((await c.destroy()).error, 0);
-      if (ts) assert.equal((await c.getattr(1)).error, -E.EIO);
+      assert.equal((await c.getattr(1)).error, -E.EIO);
       assert.equal((await c.init()).error, 0);
       assert.equal((await c.getattr(1)).error, 0);
     });

@@ -1,0 +1,48 @@
+// Start a vhost-user-fs daemon (ours or the C virtiofsd) on a temp socket serving a temp dir.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const C_VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
+export const REPO = path.resolve(__dirname, '..', '..', '..');
+
+export interface Daemon {
+  proc: ChildProcess;
+  socket: string;
+  dir: string;
+  /** Everything the daemon wrote on stderr so far. */
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+export type Peer = 'ts' | 'c';
+
+/** Spawn a daemon and wait until its socket exists. */
+export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[] } = {}): Promise<Daemon> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), `vfsd-${peer}-`));
+  const dir = o.dir ?? path.join(work, 'share');
+  fs.mkdirSync(dir, { recursive: true });
+  const socket = path.join(work, 'vhost.sock');
+  const args = peer === 'ts'
+    ? [path.join(REPO, 'bin', 'virtiofsd-ts'), `--socket-path=${socket}`, `--shared-dir=${dir}`, ...(o.args ?? [])]
+    : [`--socket-path=${socket}`, '-o', `source=${dir}`, ...(o.args ?? [])];
+  const proc = spawn(peer === 'ts' ? process.execPath : C_VIRTIOFSD, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) {
+    if (proc.exitCode !== null) throw new Error(`${peer} daemon exited early: ${err}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  if (!fs.existsSync(socket)) throw new Error(`${peer} daemon did not create its socket: ${err}`);
+  return {
+    proc, socket, dir,
+    stderr: () => err,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+      fs.rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
