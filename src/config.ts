@@ -76,7 +76,7 @@ export function parseArgs(argv: string[]): Config {
   const a = yargs(argv)
     .scriptName('virtiofsd-ts')
     .usage('$0 --socket-path=PATH --shared-dir=DIR [options]\n\nvhost-user virtio-fs backend.')
-    .parserConfiguration({ 'boolean-negation': true, 'camel-case-expansion': true, 'duplicate-arguments-array': false })
+    .parserConfiguration({ 'boolean-negation': true, 'camel-case-expansion': true })
     .option('shared-dir', { type: 'string', describe: 'Shared directory path' })
     .option('socket-path', { type: 'string', describe: 'vhost-user socket path' })
     .option('socket', { type: 'string', hidden: true, describe: 'Deprecated alias of --socket-path' })

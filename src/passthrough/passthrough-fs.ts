@@ -76,6 +76,7 @@ export class PassthroughFs implements FileSystem {
   /** POSIX lock owner's private open file description, per inode (OFD locks stand in for POSIX ones). */
   private readonly lockFds = new Map<number, Map<bigint, number>>();
   private dontMask = false;
+  private hasOpenat2 = true;
 
   constructor(private readonly native: NativeBinding, readonly opts: FsOptions, private readonly log: Logger) {
     const backing = (name: string): SlotBacking => (opts.memfdState ? new MemfdBacking(native, name) : new MemoryBacking());
@@ -148,7 +149,14 @@ export class PassthroughFs implements FileSystem {
 
   /** Resolve `name` in `parent` and take one guest reference on it. */
   private doLookup(parent: Inode, name: string, st: BigUint64Array): EntryResult | number {
-    const fd = this.native.openat(parent.fd, name, K.O_PATH | K.O_NOFOLLOW | K.O_CLOEXEC, 0);
+    const flags = K.O_PATH | K.O_NOFOLLOW | K.O_CLOEXEC;
+    let fd = -E.ENOSYS;
+    if (this.hasOpenat2) {
+      // Defence in depth: the kernel itself refuses to leave the parent or follow any link.
+      fd = this.native.openat2(parent.fd, name, flags, 0, K.RESOLVE_BENEATH | K.RESOLVE_NO_MAGICLINKS | K.RESOLVE_NO_SYMLINKS);
+      if (fd === -E.ENOSYS) this.hasOpenat2 = false;
+    }
+    if (fd === -E.ENOSYS) fd = this.native.openat(parent.fd, name, flags, 0);
     if (fd < 0) return fd;
     return this.entryFromPathFd(parent, fd, st);
   }

@@ -55,3 +55,8 @@ export const XATTR_REPLACE = 2;
 
 /** fuse_file_lock.end meaning "to end of file". */
 export const OFFSET_MAX = 0x7fffffffffffffffn;
+
+// openat2(2) struct open_how.resolve
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+export const RESOLVE_NO_SYMLINKS = 0x04;
+export const RESOLVE_BENEATH = 0x08;

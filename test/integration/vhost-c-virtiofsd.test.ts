@@ -73,7 +73,10 @@ test('the test front-end drives the C virtiofsd through FUSE_INIT', { skip: !fs.
     throw e;
   } finally {
     fe?.close();
-    const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 5000))]);
+    // It serves one connection, then exits.
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 5000)))]);
+    clearTimeout(timer);
     if (code === 'timeout') child.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -1,0 +1,39 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseArgs, ConfigError } from '../../src/config';
+
+test('Rust virtiofsd long options are understood', () => {
+  const c = parseArgs(['--socket-path=/run/s', '--shared-dir=/srv', '--cache=never', '--xattr', '--no-announce-submounts', '--thread-pool-size=0', '--readonly']);
+  assert.equal(c.socketPath, '/run/s');
+  assert.equal(c.sharedDir, '/srv');
+  assert.equal(c.cache, 'never');
+  assert.equal(c.xattr, true);
+  assert.equal(c.announceSubmounts, false);
+  assert.equal(c.threadPoolSize, 0);
+  assert.equal(c.readonly, true);
+});
+
+test('the C virtiofsd -o form is understood, alone and comma-joined', () => {
+  const c = parseArgs(['--socket-path=/run/s', '-o', 'source=/srv,cache=none', '-o', 'xattr', '-o', 'posix_acl,log_level=debug']);
+  assert.equal(c.sharedDir, '/srv');
+  assert.equal(c.cache, 'never');
+  assert.equal(c.xattr, true);
+  assert.equal(c.posixAcl, true);
+  assert.equal(c.logLevel, 'debug');
+});
+
+test('--fd replaces --socket-path, and the two exclude each other', () => {
+  assert.equal(parseArgs(['--fd=3', '--shared-dir=/srv']).fd, 3);
+  assert.throws(() => parseArgs(['--fd=3', '--socket-path=/s', '--shared-dir=/srv']), ConfigError);
+});
+
+test('missing or invalid settings are errors, not silent defaults', () => {
+  assert.throws(() => parseArgs(['--socket-path=/s']), ConfigError);
+  assert.throws(() => parseArgs(['--socket-path=/s', '--shared-dir=/srv', '--cache=sometimes']), ConfigError);
+  assert.throws(() => parseArgs(['--socket-path=/s', '-o', 'source=/srv,bogus']), ConfigError);
+  assert.throws(() => parseArgs(['--socket-path=/s', '--shared-dir=/srv', '--no-such-flag']), ConfigError);
+});
+
+test('--print-capabilities needs nothing else', () => {
+  assert.equal(parseArgs(['--print-capabilities']).printCapabilities, true);
+});
