@@ -74,7 +74,7 @@ export class PassthroughFs implements FileSystem {
   private readonly dentDv = new DataView(this.dentBuf.buffer);
   private readonly tmpSt: BigUint64Array = new BigUint64Array(17);
   /** POSIX lock owner's private open file description, per inode (OFD locks stand in for POSIX ones). */
-  private readonly lockFds = new Map<number, Map<bigint, number>>();
+  private readonly lockFds = new Map<number, Map<bigint, LockOwner>>();
   private dontMask = false;
   private hasOpenat2 = true;
 
@@ -236,7 +236,7 @@ export class PassthroughFs implements FileSystem {
   destroy(): void {
     this.files.removeAll();
     this.dirs.removeAll();
-    for (const m of this.lockFds.values()) for (const fd of m.values()) this.native.close(fd);
+    for (const m of this.lockFds.values()) for (const l of m.values()) this.native.close(l.fd);
     this.lockFds.clear();
     this.inodes.forgetAll();
   }
@@ -487,10 +487,10 @@ export class PassthroughFs implements FileSystem {
     if (!h) return -E.EBADF;
     // close() semantics: POSIX locks of this owner on this inode go away ...
     const owners = this.lockFds.get(nodeid);
-    const lfd = owners?.get(lockOwner);
-    if (lfd !== undefined) {
+    const l = owners?.get(lockOwner);
+    if (l) {
       owners!.delete(lockOwner);
-      this.native.close(lfd);
+      this.native.close(l.fd);
     }
     // ... and a file system that acts on close (NFS) sees one: close a duplicate.
     const d = this.native.dup(h.fd);
@@ -660,25 +660,26 @@ export class PassthroughFs implements FileSystem {
   // ---- locks ----
 
   /** The open file description that carries `owner`'s POSIX locks on this inode (OFD locks). */
-  private lockFd(nodeid: number, owner: bigint, create: boolean): number {
+  private lockOwner(nodeid: number, owner: bigint, create: boolean): LockOwner | number {
     let owners = this.lockFds.get(nodeid);
-    const fd = owners?.get(owner);
-    if (fd !== undefined) return fd;
+    const known = owners?.get(owner);
+    if (known) return known;
     if (!create) return -E.ENOENT;
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
-    let nfd = this.reopen(ino, K.O_RDWR);
-    if (nfd === -E.EACCES || nfd === -E.EROFS || nfd === -E.EISDIR || nfd === -E.ETXTBSY) nfd = this.reopen(ino, K.O_RDONLY);
-    if (nfd < 0) return nfd;
+    let fd = this.reopen(ino, K.O_RDWR);
+    if (fd === -E.EACCES || fd === -E.EROFS || fd === -E.EISDIR || fd === -E.ETXTBSY) fd = this.reopen(ino, K.O_RDONLY);
+    if (fd < 0) return fd;
     if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
-    owners.set(owner, nfd);
-    return nfd;
+    const l: LockOwner = { fd, pid: 0 };
+    owners.set(owner, l);
+    return l;
   }
 
   private dropLockFds(nodeid: number): void {
     const owners = this.lockFds.get(nodeid);
     if (!owners) return;
-    for (const fd of owners.values()) this.native.close(fd);
+    for (const l of owners.values()) this.native.close(l.fd);
     this.lockFds.delete(nodeid);
   }
 
@@ -690,24 +691,38 @@ export class PassthroughFs implements FileSystem {
   getlk(_ctx: Ctx, nodeid: number, _fh: number, owner: bigint, lk: FileLock): FileLock | number {
     if (!this.inode(nodeid)) return -E.EBADF;
     if (lk.type !== K.F_RDLCK && lk.type !== K.F_WRLCK) return -E.EINVAL;
-    const fd = this.lockFd(nodeid, owner, true);
-    if (fd < 0) return fd;
+    const me = this.lockOwner(nodeid, owner, true);
+    if (typeof me === 'number') return me;
     const fl = this.toFlock(lk);
-    const r = this.native.ofdLock(fd, K.F_OFD_GETLK, fl);
+    const r = this.native.ofdLock(me.fd, K.F_OFD_GETLK, fl);
     if (r < 0) return r;
     const type = Number(fl[0]!);
     if (type === K.F_UNLCK) return { start: 0n, end: 0n, type, pid: 0 };
     const start = BigInt.asUintN(64, fl[2]!);
     const end = fl[3]! === 0n ? K.OFFSET_MAX : start + fl[3]! - 1n;
-    // OFD locks have no owning pid; the guest only uses it for reporting.
-    return { start, end, type, pid: 0 };
+    return { start, end, type, pid: this.holderPid(nodeid, owner, lk, fl) };
   }
 
-  setlk(ctx: Ctx, nodeid: number, fh: number, owner: bigint, lk: FileLock, flock: boolean, sleep: boolean, cb: (r: number) => void): void {
+  /**
+   * OFD locks carry no pid, but the guest wants the holder's. The holder is the other owner
+   * whose own view (F_OFD_GETLK ignores one's own locks) does not show the same conflict;
+   * its pid is the one its SETLK carried.
+   */
+  private holderPid(nodeid: number, owner: bigint, lk: FileLock, conflict: BigInt64Array): number {
+    for (const [o, l] of this.lockFds.get(nodeid) ?? []) {
+      if (o === owner) continue;
+      const probe = this.toFlock(lk);
+      if (this.native.ofdLock(l.fd, K.F_OFD_GETLK, probe) < 0) continue;
+      if (probe[0] !== conflict[0] || probe[2] !== conflict[2] || probe[3] !== conflict[3]) return l.pid;
+    }
+    return 0;
+  }
+
+  setlk(_ctx: Ctx, nodeid: number, fh: number, owner: bigint, lk: FileLock, flock: boolean, sleep: boolean, cb: (r: number) => void): void {
     if (lk.type !== K.F_RDLCK && lk.type !== K.F_WRLCK && lk.type !== K.F_UNLCK) return cb(-E.EINVAL);
     let delay = 1;
     const attempt = (): void => {
-      // Each attempt re-resolves handle and lock fd: state may have changed while we waited.
+      // Each attempt re-resolves handle and lock owner: state may have changed while we waited.
       const r = flock ? this.tryFlock(fh, lk.type) : this.tryPosixLock(nodeid, owner, lk);
       if (r === -E.EAGAIN && sleep) {
         setTimeout(attempt, delay);
@@ -716,16 +731,16 @@ export class PassthroughFs implements FileSystem {
       }
       cb(r);
     };
-    void ctx;
     attempt();
   }
 
   private tryPosixLock(nodeid: number, owner: bigint, lk: FileLock): number {
     if (!this.inode(nodeid)) return -E.EBADF;
-    const fd = this.lockFd(nodeid, owner, lk.type !== K.F_UNLCK);
-    if (fd === -E.ENOENT) return 0; // unlocking with no locks held
-    if (fd < 0) return fd;
-    const r = this.native.ofdLock(fd, K.F_OFD_SETLK, this.toFlock(lk));
+    const l = this.lockOwner(nodeid, owner, lk.type !== K.F_UNLCK);
+    if (l === -E.ENOENT) return 0; // unlocking with no locks held
+    if (typeof l === 'number') return l;
+    const r = this.native.ofdLock(l.fd, K.F_OFD_SETLK, this.toFlock(lk));
+    if (r === 0 && lk.type !== K.F_UNLCK) l.pid = lk.pid;
     return r === -E.EACCES ? -E.EAGAIN : r;
   }
 
@@ -763,6 +778,9 @@ export class PassthroughFs implements FileSystem {
     return r;
   }
 }
+
+/** A guest lock owner's private open file description on one inode, and the pid its locks report. */
+interface LockOwner { fd: number; pid: number }
 
 function syncCall(fn: () => number): number {
   try {

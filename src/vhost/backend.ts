@@ -210,6 +210,7 @@ export class VhostUserFsBackend {
   private s: DeviceState;
   private conn: VhostUserConnection | null = null;
   private closing: Promise<void> | null = null;
+  private served: Promise<void> | null = null;
 
   constructor(o: VhostUserFsBackendOptions) {
     const nrq = o.numRequestQueues ?? 1;
@@ -243,22 +244,28 @@ export class VhostUserFsBackend {
     if (this.conn) throw new Error('VhostUserFsBackend already serves a connection');
     const conn = new VhostUserConnection(this.native, fd, this.log);
     this.conn = conn;
-    return new Promise<void>((resolve) => {
+    // 'close' comes after the message being handled (if any) has finished, so the teardown never
+    // races a handler (e.g. GET_VRING_BASE waiting for its ring to drain).
+    this.served = new Promise<void>((resolve) => {
       conn.once('close', () => {
         void this.teardown().then(() => {
           this.log.info('vhost-user: front-end disconnected');
+          this.served = null;
           this.opts.onDisconnect?.();
           resolve();
         });
       });
-      conn.start((m) => this.onMessage(m));
     });
+    conn.start((m) => this.onMessage(m));
+    return this.served;
   }
 
   /** Drop the connection from our side; resolves when the teardown is complete. */
   async close(): Promise<void> {
+    const served = this.served;
     if (this.conn) this.conn.close();
-    await this.teardown();
+    if (served) await served;
+    else await this.teardown();
   }
 
   // ---- dispatch ----

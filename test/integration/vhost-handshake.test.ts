@@ -431,3 +431,15 @@ test('GET_VRING_BASE reply carries the index asked for', async () => {
   assert.deepEqual(decodeVringState(r.payload), { index: 3, num: 1 });
   await p.cleanup();
 });
+
+test('backend.close() from our side: the front-end sees the connection close; everything is released', async () => {
+  const fdsBefore = openFds();
+  const p = await startPair();
+  assert.equal(await echo(p.fe, 1, 'bye'), 'ECHO:bye');
+  await p.backend.close();
+  await p.served;
+  assert.equal(p.disconnected(), true);
+  await assert.rejects(p.fe.readReply(1000), /closed/);
+  await p.cleanup();
+  assert.equal(openFds(), fdsBefore);
+});

@@ -387,10 +387,14 @@ export function defineOpSuite(name: string, o: SuiteOptions): void {
       const { nodeid, fh } = await createFile('locked', 'x'.repeat(100));
       const F_RDLCK = 0, F_WRLCK = 1, F_UNLCK = 2;
       const MAX = 0x7fffffffffffffffn;
+      const pid = c.pid;
+      c.pid = 4242;
       assert.equal((await c.setlk(nodeid, fh, 1n, 0n, MAX, F_WRLCK)).error, 0);
+      c.pid = pid;
       const g = await c.getlk(nodeid, fh, 2n, 0n, 10n, F_RDLCK);
       assert.equal(g.error, 0);
       assert.equal(g.lock!.type, F_WRLCK, 'owner 2 sees owner 1 lock');
+      assert.equal(g.lock!.pid, 4242, 'with the pid that took it');
       assert.equal((await c.getlk(nodeid, fh, 1n, 0n, 10n, F_WRLCK)).lock!.type, F_UNLCK, 'own lock is no conflict');
       assert.equal((await c.setlk(nodeid, fh, 2n, 0n, 10n, F_WRLCK)).error, -E.EAGAIN);
       const waiting = c.setlk(nodeid, fh, 2n, 0n, 10n, F_WRLCK, { sleep: true });
