@@ -42,6 +42,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
   const backend = new VhostUserFsBackend({
     native, log, numRequestQueues: cfg.numRequestQueues,
     makeHandler: (q) => (q === 0 ? session.handleHiprio : session.handleRequest),
+    onRingStopping: () => fs.cancelWaits(),
   });
   await backend.serve(conn);
   log.info({ stats: session.stats }, 'client disconnected, shutting down');

@@ -76,6 +76,7 @@ export class PassthroughFs implements FileSystem {
   /** POSIX lock owner's private open file description, per inode (OFD locks stand in for POSIX ones). */
   private readonly lockFds = new Map<number, Map<bigint, LockOwner>>();
   private dontMask = false;
+  private readonly lockWaits = new Set<LockWait>();
   private hasOpenat2 = true;
 
   constructor(private readonly native: NativeBinding, readonly opts: FsOptions, private readonly log: Logger) {
@@ -721,17 +722,33 @@ export class PassthroughFs implements FileSystem {
   setlk(_ctx: Ctx, nodeid: number, fh: number, owner: bigint, lk: FileLock, flock: boolean, sleep: boolean, cb: (r: number) => void): void {
     if (lk.type !== K.F_RDLCK && lk.type !== K.F_WRLCK && lk.type !== K.F_UNLCK) return cb(-E.EINVAL);
     let delay = 1;
+    const wait: LockWait = { timer: undefined, cb };
     const attempt = (): void => {
       // Each attempt re-resolves handle and lock owner: state may have changed while we waited.
       const r = flock ? this.tryFlock(fh, lk.type) : this.tryPosixLock(nodeid, owner, lk);
       if (r === -E.EAGAIN && sleep) {
-        setTimeout(attempt, delay);
+        wait.timer = setTimeout(attempt, delay);
+        this.lockWaits.add(wait);
         delay = Math.min(delay * 2, LOCK_RETRY_MAX_MS);
         return;
       }
+      this.lockWaits.delete(wait);
       cb(r);
     };
     attempt();
+  }
+
+  /**
+   * Finish every SETLKW still waiting, with EINTR (as a signal would). The device is stopping
+   * (guest reset, VM stop, QEMU exit) and QEMU waits for every request in flight to complete.
+   */
+  cancelWaits(): void {
+    const waits = [...this.lockWaits];
+    this.lockWaits.clear();
+    for (const w of waits) {
+      clearTimeout(w.timer);
+      w.cb(-E.EINTR);
+    }
   }
 
   private tryPosixLock(nodeid: number, owner: bigint, lk: FileLock): number {
@@ -781,6 +798,9 @@ export class PassthroughFs implements FileSystem {
 
 /** A guest lock owner's private open file description on one inode, and the pid its locks report. */
 interface LockOwner { fd: number; pid: number }
+
+/** A SETLKW waiting for its lock. */
+interface LockWait { timer: NodeJS.Timeout | undefined; cb: (r: number) => void }
 
 function syncCall(fn: () => number): number {
   try {

@@ -195,6 +195,8 @@ export interface VhostUserFsBackendOptions {
   makeHandler(queueIndex: number): ChainHandler;
   /** Called after the front-end disconnected and all device resources were released. */
   onDisconnect?(): void;
+  /** Called when ring q is about to stop; requests that could wait forever (SETLKW) must finish now. */
+  onRingStopping?(queueIndex: number): void;
 }
 
 /** What a request handler returns: the reply body for requests that always get one. */
@@ -668,6 +670,7 @@ export class VhostUserFsBackend {
     const runner = this.runners[q];
     if (!runner) return;
     this.runners[q] = null;
+    this.opts.onRingStopping?.(q);
     const last = await runner.stop();
     this.s.rings[q].base = last;
     this.log.info({ queue: q, base: last }, 'vhost-user: ring paused');

@@ -16,6 +16,10 @@ function suite(peer: Peer, name: string, args: string[], xattr: boolean): void {
       return {
         client: new FuseClient((q, out, inLens) => fe.request(q, out, inLens)),
         dir: d.dir,
+        async stopRings() {
+          await fe.stop();
+          await fe.start();
+        },
         async teardown() {
           fe.close();
           await d.stop();

@@ -451,15 +451,22 @@ export class VhostUserFrontend {
   }
 
   private collect(queue: number): void {
-    for (const u of this.drivers[queue].takeUsed()) {
-      const p = this.pending[queue].get(u.head);
-      if (!p) {
-        this.unclaimed.push({ queue, head: u.head, len: u.len });
-        continue;
+    // takeUsed() publishes used_event only after reading used.idx: an entry the device pushed in
+    // between saw the old used_event and sent no call. Re-read until a pass finds nothing, as
+    // Linux's virtqueue_enable_cb_prepare + virtqueue_poll do (seen with 32 requests in flight).
+    for (;;) {
+      const used = this.drivers[queue].takeUsed();
+      if (used.length === 0) break;
+      for (const u of used) {
+        const p = this.pending[queue].get(u.head);
+        if (!p) {
+          this.unclaimed.push({ queue, head: u.head, len: u.len });
+          continue;
+        }
+        this.pending[queue].delete(u.head);
+        clearTimeout(p.timer);
+        p.resolve({ len: u.len, in: u.in });
       }
-      this.pending[queue].delete(u.head);
-      clearTimeout(p.timer);
-      p.resolve({ len: u.len, in: u.in });
     }
     this.updatePoll(queue);
   }
