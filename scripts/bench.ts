@@ -401,6 +401,7 @@ async function main(): Promise<void> {
   try { cVersion = execFileSync(C_VIRTIOFSD, ['--version'], { encoding: 'utf8' }).split('\n')[0]; } catch { /* optional */ }
   const cells: Cell[] = [];
   const started = Date.now();
+  const loadavgStart = os.loadavg();
   process.stderr.write(`bench: ${o.only.length} workloads × ${o.depths.length} depths × ${cols.length} daemons, ${o.warmup} s warm-up + ${o.duration} s each\n`);
   for (const col of cols) {
     process.stderr.write(`${col.label}\n`);
@@ -408,10 +409,10 @@ async function main(): Promise<void> {
   }
   const machine = {
     cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '?', node: process.version, kernel: os.release(),
-    cVirtiofsd: cVersion, date: new Date().toISOString(),
+    cVirtiofsd: cVersion, date: new Date().toISOString(), loadavgStart, loadavgEnd: os.loadavg(),
   };
   const out = [
-    `virtiofsd-ts bench — ${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, Linux ${machine.kernel}; ${o.warmup} s warm-up + ${o.duration} s per cell; total ${((Date.now() - started) / 1000).toFixed(0)} s`,
+    `virtiofsd-ts bench — ${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, Linux ${machine.kernel}; ${o.warmup} s warm-up + ${o.duration} s per cell; total ${((Date.now() - started) / 1000).toFixed(0)} s; load average ${machine.loadavgStart.map((x) => x.toFixed(2)).join(' ')} at start, ${machine.loadavgEnd.map((x) => x.toFixed(2)).join(' ')} at end`,
     `columns: ${cols.map((c) => `${c.name} = ${c.label}`).join('; ')}`,
     '',
     markdown(cells, o),
