@@ -22,7 +22,15 @@ struct Poller {
   bool active = false;   // uv handle initialised and not yet closed
   bool uvLive = false;   // close callback still to come
   bool jsLive = true;    // External not yet finalized
+  bool inCallback = false;
 };
+
+// The JS references go as soon as the watcher stops, but not while the callback that may have
+// called pollStop is still running on them.
+void ReleaseJs(Poller* p) {
+  p->cb.Reset();
+  p->ctx.reset();
+}
 
 void MaybeFree(Poller* p) {
   if (!p->uvLive && !p->jsLive) delete p;
@@ -36,14 +44,13 @@ void OnClose(uv_handle_t* h) {
 
 void CleanupHook(void* arg);
 
-// Drop the JS references first: the close callback may run after the env is gone (worker
-// teardown), where touching napi would be unsafe.
+// JS references are dropped here rather than in the close callback, which may run after the env
+// is gone (worker teardown), where touching napi would be unsafe.
 void Stop(Poller* p, bool fromHook) {
   if (!p->active) return;
   p->active = false;
   if (!fromHook) napi_remove_env_cleanup_hook(p->env, CleanupHook, p);
-  p->cb.Reset();
-  p->ctx.reset();
+  if (!p->inCallback) ReleaseJs(p);
   uv_poll_stop(&p->handle);
   uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), OnClose);
 }
@@ -60,14 +67,18 @@ void OnPoll(uv_poll_t* h, int status, int events) {
   // MakeCallback (not Call): we enter JS from the loop, so async hooks, nextTicks and
   // microtasks must run as for any other libuv-driven callback.
   // napi_make_callback wants an object receiver; the global object stands in for `undefined`.
+  p->inCallback = true;
   p->cb.MakeCallback(env.Global(), {Napi::Number::New(env, status), Napi::Number::New(env, events)},
                      *p->ctx);
+  p->inCallback = false;
   // napi leaves a thrown exception pending on the env; nobody above us would see it, so
   // re-raise it as an uncaught exception (process 'uncaughtException', default: crash).
   if (env.IsExceptionPending()) {
     Napi::Error err = env.GetAndClearPendingException();
     napi_fatal_exception(env, err.Value());
   }
+  // p is still valid: its close callback cannot run before we return to libuv.
+  if (!p->active) ReleaseJs(p);
 }
 
 void FinalizePoller(Napi::Env, Poller* p) {

@@ -39,8 +39,10 @@ export interface NativeBinding {
 
   // ---- event loop integration ----
   /** Watch fd for readability (events = 1) / writability (2) with uv_poll_t on Node's loop.
-   *  cb(status, events): status < 0 is a libuv error. The handle keeps the loop alive until pollStop. */
-  pollStart(fd: number, events: number, cb: (status: number, events: number) => void): PollHandle;
+   *  cb(status, events): status < 0 is a libuv error. The handle keeps the loop alive until pollStop.
+   *  -errno on failure (EEXIST: the fd number is already watched; pollStop before close). libuv
+   *  switches the fd to O_NONBLOCK. */
+  pollStart(fd: number, events: number, cb: (status: number, events: number) => void): PollHandle | number;
   /** Stop and free the watcher. Idempotent. */
   pollStop(h: PollHandle): void;
 
@@ -103,7 +105,7 @@ export interface NativeBinding {
   lseek(fd: number, offset: number, whence: number): number;
   /** lseek(fd, offset, SEEK_SET) with an exact 64-bit offset (getdents64 cookies can exceed 2^53). 0 or -errno. */
   seekDir(fd: number, offset: bigint): number;
-  /** copy_file_range(2); offsets are updated in place. Bytes copied or -errno. */
+  /** copy_file_range(2) at the given offsets (the fds' positions do not move). Bytes copied or -errno. */
   copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, len: number, flags: number): number;
   /** fstatfs(2) into out (8 u64, see STATFS). 0 or -errno. */
   fstatfs(fd: number, out: BigUint64Array): number;
@@ -138,6 +140,13 @@ export interface NativeBinding {
   raiseNofile(want: number): number;
   /** umask(2): returns the previous mask. */
   umask(mask: number): number;
+}
+
+/** pollStart that throws (with the errno) where a watch cannot be set up. */
+export function watchFd(native: Pick<NativeBinding, 'pollStart'>, fd: number, events: number, cb: (status: number, events: number) => void): PollHandle {
+  const h = native.pollStart(fd, events, cb);
+  if (typeof h === 'number') throw Object.assign(new Error(`cannot watch fd ${fd}: errno ${-h}`), { errno: h });
+  return h;
 }
 
 /** A UTF-8 string (e.g. a path from the command line) in the one-char-per-byte form the shim takes. */

@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import type { Logger } from '../log';
-import type { NativeBinding, PollHandle } from '../native/binding';
+import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
 import { HEADER_SIZE, MAX_FDS, MAX_PAYLOAD, MessageHeader, decodeHeader, encodeMessage, requestName } from './message';
 
 const { EAGAIN, EINTR } = osConstants.errno;
@@ -70,7 +70,7 @@ export class VhostUserConnection extends EventEmitter {
     this.handler = handler;
     const rc = this.native.setNonblocking(this.fd, true);
     if (rc < 0) this.log.warn({ fd: this.fd, errno: -rc }, 'vhost-user: cannot make the socket nonblocking');
-    this.poll = this.native.pollStart(this.fd, POLL_READABLE, (status) => {
+    this.poll = watchFd(this.native, this.fd, POLL_READABLE, (status) => {
       if (status < 0) {
         this.log.error({ fd: this.fd, status }, 'vhost-user: poll error on the socket');
         this.onEof();

@@ -2,7 +2,7 @@
 
 import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import type { NativeBinding } from '../native/binding';
+import { watchFd, type NativeBinding } from '../native/binding';
 
 const { EAGAIN, EINTR, ECONNABORTED } = osConstants.errno;
 const POLL_READABLE = 1;
@@ -66,7 +66,7 @@ export function acceptOne(native: NativeBinding, listenFd: number, signal?: Abor
       native.pollStop(h);
       reject(new ListenerError('accept aborted', -osConstants.errno.ECANCELED));
     };
-    const h = native.pollStart(listenFd, POLL_READABLE, (status) => {
+    const h = watchFd(native, listenFd, POLL_READABLE, (status) => {
       if (status < 0) {
         native.pollStop(h);
         signal?.removeEventListener('abort', onAbort);

@@ -3,7 +3,7 @@
 // is signalled at most once per drain pass, or at once for a completion arriving outside a pass
 // (the driver's EVENT_IDX / NO_INTERRUPT choice is honoured by SplitQueue.shouldNotify).
 
-import type { NativeBinding, PollHandle } from '../native/binding';
+import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
 import type { Logger } from '../log';
 import type { GuestMemory } from './guest-memory';
 import type { DescChain, SplitQueue } from './split-queue';
@@ -82,7 +82,7 @@ export class QueueRunner {
   start(): void {
     if (this.started || this.stopping) return;
     this.started = true;
-    this.poll = this.native.pollStart(this.kickFd, POLL_READABLE, this.onReadable);
+    this.poll = watchFd(this.native, this.kickFd, POLL_READABLE, this.onReadable);
     this.pass();
   }
 

@@ -84,6 +84,7 @@ test('getdents64 returns entries with names, types and inode numbers; 0 at the e
     assert.equal(parseDirents(buf, n.getdents64(fd, buf)).length, ents.length);
     assert.equal(n.seekDir(fd, 2n ** 64n), -E.EINVAL, 'beyond 64 bits');
     assert.throws(() => n.seekDir(fd, 5 as unknown as bigint), TypeError);
+    assert.equal(n.seekDir(fd, 0n), 0);
     assert.equal(n.getdents64(fd, new Uint8Array(8)), -E.EINVAL, 'buffer too small for one entry');
   } finally {
     n.close(fd);

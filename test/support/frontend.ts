@@ -13,7 +13,7 @@
 import { constants as osConstants } from 'node:os';
 import type { Logger } from '../../src/log';
 import { silentLogger } from '../../src/log';
-import type { NativeBinding, PollHandle } from '../../src/native/binding';
+import { watchFd, type NativeBinding, type PollHandle } from '../../src/native/binding';
 import { VhostUserConnection, type VhostUserMessage } from '../../src/vhost/connection';
 import {
   ProtocolFeature,
@@ -439,7 +439,7 @@ export class VhostUserFrontend {
     const want = this.pending[queue].size > 0 && !this.closed;
     const h = this.polls[queue];
     if (want && !h) {
-      this.polls[queue] = this.native.pollStart(this.qfds[queue].call, 1, (status) => {
+      this.polls[queue] = watchFd(this.native, this.qfds[queue].call, 1, (status) => {
         if (status < 0) return;
         this.native.eventfdRead(this.qfds[queue].call);
         this.collect(queue);
