@@ -3,7 +3,8 @@
 # in it.  See docs/testing-e2e.md.
 #
 #   run.sh --socket PATH --script GUEST_SCRIPT --out DIR [--tag myfs] [--timeout 480]
-#          [--mem 1G] [--smp 2] [--env NAME=VALUE]... [--mount-opts OPTS] [--verbose]
+#          [--mem 1G] [--smp 1] [--env NAME=VALUE]... [--mount-opts OPTS] [--verbose]
+#   (--smp defaults to $VFSD_GUEST_SMP or 1: under TCG one vCPU is faster than two here)
 #
 # In the guest, GUEST_SCRIPT (a host path; the guest sees the host's / read-only) runs with
 # /bin/sh inside a chroot of the host root, cwd = $SHARE = /mnt/vfs (the virtio-fs mount),
@@ -20,9 +21,9 @@ REPO="$(cd "$HERE/../.." && pwd)"
 CACHE="${VFSD_GUEST_CACHE:-$REPO/.cache/guest}"
 QEMU="${VFSD_QEMU:-qemu-system-x86_64}"
 
-SOCKET="" TAG=myfs SCRIPT="" OUT="" TIMEOUT=480 MEM=1G SMP="${VFSD_GUEST_SMP:-2}" VERBOSE=0 MOUNTOPTS=""
+SOCKET="" TAG=myfs SCRIPT="" OUT="" TIMEOUT=480 MEM=1G SMP="${VFSD_GUEST_SMP:-1}" VERBOSE=0 MOUNTOPTS=""
 ENVS=()
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --socket) SOCKET="$2"; shift 2 ;;

@@ -14,8 +14,8 @@ sync; echo 3 > /proc/sys/vm/drop_caches
 echo "--- verify-only after drop_caches"
 fio --name=seqwrite --rw=write --verify_only $common > /tmp/fio2.txt
 cut -d';' -f1-5 /tmp/fio2.txt
-echo "--- random write 4k + verify (8 MiB of the file)"
-fio --name=randwrite --filename="$F" --size=8m --bs=4k --rw=randwrite --ioengine=psync --numjobs=1 \
+echo "--- random write 4k + verify (first 4 MiB of the file)"
+fio --name=randwrite --filename="$F" --size=4m --bs=4k --rw=randwrite --ioengine=psync --numjobs=1 \
     --verify=crc32c --do_verify=1 --randrepeat=1 --random_generator=tausworthe64 \
     --output-format=terse --terse-version=3 > /tmp/fio3.txt
 cut -d';' -f1-5 /tmp/fio3.txt
