@@ -72,9 +72,12 @@ Napi::Value Accept(const Napi::CallbackInfo& info) {
 Napi::Value Socketpair(const Napi::CallbackInfo& info) {
   Args a(info, "socketpair");
   auto out = a.Typed<int32_t, napi_int32_array>(0, "an Int32Array", 2);
+  // Optional: true for SOCK_SEQPACKET (message boundaries kept, fds ride with their message).
+  const bool seqpacket = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
   VFS_CHECK(a);
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return Num(a.Env(), -errno);
+  const int type = seqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) < 0) return Num(a.Env(), -errno);
   out[0] = sv[0];
   out[1] = sv[1];
   return Num(a.Env(), 0);

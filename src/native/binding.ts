@@ -27,8 +27,9 @@ export interface NativeBinding {
   unixConnect(path: string): number;
   /** accept4(fd, SOCK_CLOEXEC). The new fd is blocking. fd or -errno (EAGAIN when none is pending). */
   accept(fd: number): number;
-  /** socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC); writes both fds to out[0], out[1]. 0 or -errno. */
-  socketpair(out: Int32Array): number;
+  /** socketpair(AF_UNIX, SOCK_STREAM (or SOCK_SEQPACKET) | SOCK_CLOEXEC); writes both fds to
+   *  out[0], out[1]. 0 or -errno. */
+  socketpair(out: Int32Array, seqpacket?: boolean): number;
   /** recvmsg(2) with SCM_RIGHTS (MSG_CMSG_CLOEXEC). Bytes read (0 = EOF) or -errno; received fds are
    *  written to fds[0..], the rest of fds is set to -1. Fds beyond fds.length are closed. */
   recvmsg(fd: number, buf: Uint8Array, fds: Int32Array): number;

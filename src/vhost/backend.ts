@@ -1,14 +1,14 @@
 // The vhost-user-fs back-end: the device state machine behind one front-end connection.
 //
-// It negotiates features, keeps the memory table and the ring configuration, and runs a
-// QueueRunner (src/virtio) for every ring that is started and enabled. It never parses guest data:
-// what a chain means is the business of the handler that options.makeHandler(queueIndex) returns.
+// It negotiates features, keeps the memory table and the ring configuration, and hands every
+// ring that is started and enabled to its DataPlane (this process, or a supervised worker).
+// It never parses guest data: what a chain means is the data plane's business.
 //
 // Ring lifecycle (spec "Ring states"): a ring is started by SET_VRING_KICK and stopped by
 // GET_VRING_BASE; it is enabled by SET_VRING_ENABLE when VHOST_USER_F_PROTOCOL_FEATURES was
 // negotiated, and enabled from the start otherwise. A ring is processed only while it is started
 // AND enabled (a started-but-disabled ring is left alone, which is "without side effects").
-// Every change goes through syncRing(), which makes the running QueueRunners match DeviceState.
+// Every change goes through syncRing(), which makes the data plane's running rings match DeviceState.
 //
 // Errors: a malformed or unsupported message is logged and answered with a failure (a non-zero
 // u64 for NEED_REPLY with REPLY_ACK; a zero-length reply for requests that always get a reply,
@@ -19,8 +19,8 @@ import { constants as osConstants } from 'node:os';
 import type { Logger } from '../log';
 import type { NativeBinding } from '../native/binding';
 import { GuestMemory } from '../virtio/guest-memory';
-import { QueueRunner, type ChainHandler } from '../virtio/queue-runner';
-import { SplitQueue } from '../virtio/split-queue';
+import type { ChainHandler } from '../virtio/queue-runner';
+import { LocalDataPlane, type DataPlane } from './data-plane';
 import { VhostUserConnection, type VhostUserMessage } from './connection';
 import {
   MemRegion,
@@ -191,11 +191,13 @@ export interface VhostUserFsBackendOptions {
   log: Logger;
   /** Number of request queues (besides hiprio). Default 1; at most 255. */
   numRequestQueues?: number;
-  /** The chain handler for a queue; called each time that queue's runner is (re)created. */
-  makeHandler(queueIndex: number): ChainHandler;
+  /** Where rings are served. Default: a LocalDataPlane over makeHandler. */
+  dataPlane?: DataPlane;
+  /** The chain handler for a queue (LocalDataPlane only); called each time that queue's runner is (re)created. */
+  makeHandler?(queueIndex: number): ChainHandler;
   /** Called after the front-end disconnected and all device resources were released. */
   onDisconnect?(): void;
-  /** Called when ring q is about to stop; requests that could wait forever (SETLKW) must finish now. */
+  /** Called when ring q is about to stop; requests that could wait forever (SETLKW) must finish now (LocalDataPlane only). */
   onRingStopping?(queueIndex: number): void;
 }
 
@@ -208,7 +210,9 @@ export class VhostUserFsBackend {
   private readonly log: Logger;
   private readonly opts: VhostUserFsBackendOptions;
   private readonly mem: GuestMemory;
-  private readonly runners: Array<QueueRunner | null>;
+  private readonly plane: DataPlane;
+  /** Rings the data plane is serving now. */
+  private readonly running: boolean[];
   private s: DeviceState;
   private conn: VhostUserConnection | null = null;
   private closing: Promise<void> | null = null;
@@ -224,7 +228,10 @@ export class VhostUserFsBackend {
     this.log = o.log;
     this.numQueues = 1 + nrq;
     this.mem = new GuestMemory(o.native);
-    this.runners = new Array<QueueRunner | null>(this.numQueues).fill(null);
+    this.running = new Array<boolean>(this.numQueues).fill(false);
+    if (o.dataPlane) this.plane = o.dataPlane;
+    else if (o.makeHandler) this.plane = new LocalDataPlane({ native: o.native, log: o.log, makeHandler: o.makeHandler, onRingStopping: o.onRingStopping });
+    else throw new Error('VhostUserFsBackend needs a dataPlane or makeHandler');
     this.s = initialDeviceState(this.numQueues);
   }
 
@@ -504,7 +511,7 @@ export class VhostUserFsBackend {
 
   private setVringNum(st: { index: number; num: number }): void {
     const r = this.ring(st.index);
-    if (this.runners[st.index]) throw new VhostUserError('bad-state', `ring ${st.index} is running; its size cannot change`);
+    if (this.running[st.index]) throw new VhostUserError('bad-state', `ring ${st.index} is running; its size cannot change`);
     const n = st.num;
     if (n < 1 || n > MAX_QUEUE_SIZE || (n & (n - 1)) !== 0) {
       throw new VhostUserError('bad-value', `ring ${st.index} size ${n} is not a power of two in 1..${MAX_QUEUE_SIZE}`);
@@ -519,7 +526,7 @@ export class VhostUserFsBackend {
     const addr: RingAddrState = { flags: a.flags, descVa: a.descVa, usedVa: a.usedVa, availVa: a.availVa, logGpa: a.logGpa };
     this.checkRingAddr(a.index, addr, r.num);
     r.addr = addr;
-    if (this.runners[a.index]) await this.restartRing(a.index);
+    if (this.running[a.index]) await this.restartRing(a.index);
   }
 
   /** The three ring parts must be aligned (virtio 2.7) and lie inside mapped memory. */
@@ -543,7 +550,7 @@ export class VhostUserFsBackend {
 
   private setVringBase(st: { index: number; num: number }): void {
     const r = this.ring(st.index);
-    if (this.runners[st.index]) throw new VhostUserError('bad-state', `ring ${st.index} is running; its base cannot change`);
+    if (this.running[st.index]) throw new VhostUserError('bad-state', `ring ${st.index} is running; its base cannot change`);
     if (st.num > 0xffff) throw new VhostUserError('bad-value', `ring ${st.index} base ${st.num} is not a 16-bit index`);
     r.base = st.num;
   }
@@ -578,7 +585,7 @@ export class VhostUserFsBackend {
     const r = this.ring(f.index);
     const fd = f.noFd ? this.takeNoFd(m, 'SET_VRING_CALL') : this.takeOneFd(m, 'SET_VRING_CALL');
     // The runner switches first, so it never signals a closed (possibly reused) fd number.
-    this.runners[f.index]?.setCallFd(fd);
+    if (this.running[f.index]) this.plane.setCallFd(f.index, fd);
     const old = r.callFd;
     r.callFd = fd;
     if (old >= 0) this.native.close(old);
@@ -607,7 +614,7 @@ export class VhostUserFsBackend {
     const r = this.s.rings[q];
     const want = r.started && r.enabled;
     if (!want) await this.stopRunner(q);
-    else if (!this.runners[q]) this.startRunner(q);
+    else if (!this.running[q]) this.startRunner(q);
   }
 
   private async syncAllRings(): Promise<void> {
@@ -647,19 +654,12 @@ export class VhostUserFsBackend {
     }
     try {
       this.checkRingAddr(q, r.addr, r.num);
-      const queue = new SplitQueue(this.mem, {
-        size: r.num, descVa: r.addr.descVa, availVa: r.addr.availVa, usedVa: r.addr.usedVa,
-        lastAvail: r.base, eventIdx: this.eventIdx, log: this.log, index: q,
-      });
-      const runner = new QueueRunner({
-        native: this.native, mem: this.mem, index: q, queue, kickFd: r.kickFd, callFd: r.callFd,
-        handler: this.opts.makeHandler(q), log: this.log,
-      });
-      runner.start();
-      this.runners[q] = runner;
+      this.plane.startRing({
+        index: q, size: r.num, descVa: r.addr.descVa, availVa: r.addr.availVa, usedVa: r.addr.usedVa,
+        base: r.base, eventIdx: this.eventIdx, kickFd: r.kickFd, callFd: r.callFd,
+      }, { regions: this.s.regions, mem: this.mem });
+      this.running[q] = true;
       this.log.info({ queue: q, size: r.num, base: r.base, eventIdx: this.eventIdx }, 'vhost-user: ring running');
-      // Requests may be waiting already (the kick may have come before we watched the fd).
-      runner.kick();
     } catch (e) {
       this.log.error({ queue: q, err: e }, 'vhost-user: cannot start ring');
     }
@@ -667,11 +667,10 @@ export class VhostUserFsBackend {
 
   /** Stop ring q's runner if any; its lastAvail becomes the ring's base. */
   private async stopRunner(q: number): Promise<void> {
-    const runner = this.runners[q];
-    if (!runner) return;
-    this.runners[q] = null;
-    this.opts.onRingStopping?.(q);
-    const last = await runner.stop();
+    if (!this.running[q]) return;
+    this.running[q] = false;
+    this.plane.ringStopping?.(q);
+    const last = await this.plane.stopRing(q);
     this.s.rings[q].base = last;
     this.log.info({ queue: q, base: last }, 'vhost-user: ring paused');
   }

@@ -1,0 +1,89 @@
+// The keeper <-> worker control channel: a SOCK_SEQPACKET socketpair carrying one JSON object
+// per packet, with the packet's file descriptors (SCM_RIGHTS) attached to it. Packets keep
+// their boundaries, so a message and its fds always arrive together and in order.
+// Control traffic only: guest data never crosses this channel.
+
+import { EventEmitter } from 'node:events';
+import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
+import type { Logger } from '../log';
+
+/** Largest packet (JSON text). Fd batches are split by the sender well below this. */
+export const MAX_PACKET = 64 * 1024;
+/** Most fds one packet carries (the kernel's SCM_MAX_FD is 253). */
+export const MAX_FDS_PER_PACKET = 250;
+
+export interface ChannelMessage {
+  readonly t: string;
+  readonly [k: string]: unknown;
+}
+
+export type ChannelHandler = (msg: ChannelMessage, fds: number[]) => void;
+
+export class ControlChannel extends EventEmitter {
+  private poll: PollHandle | null = null;
+  private readonly buf = new Uint8Array(MAX_PACKET);
+  private readonly fdBuf = new Int32Array(MAX_FDS_PER_PACKET + 3);
+  private closed = false;
+
+  constructor(private readonly native: NativeBinding, readonly fd: number, private readonly log: Logger) {
+    super();
+  }
+
+  /** Start delivering messages to handler (synchronously, in order). 'close' is emitted at EOF. */
+  start(handler: ChannelHandler): void {
+    this.native.setNonblocking(this.fd, true);
+    this.poll = watchFd(this.native, this.fd, 1, (status) => {
+      if (status < 0) return this.shut('poll error');
+      for (;;) {
+        const n = this.native.recvmsg(this.fd, this.buf, this.fdBuf);
+        if (n === -11 /* EAGAIN */) return;
+        if (n <= 0) return this.shut(n === 0 ? 'eof' : `recvmsg errno ${-n}`);
+        const fds: number[] = [];
+        for (const f of this.fdBuf) if (f >= 0) fds.push(f);
+        let msg: ChannelMessage;
+        try {
+          msg = JSON.parse(Buffer.from(this.buf.buffer, 0, n).toString('utf8')) as ChannelMessage;
+        } catch {
+          this.log.error({ bytes: n }, 'control channel: unparsable packet; dropped');
+          for (const f of fds) this.native.close(f);
+          continue;
+        }
+        handler(msg, fds);
+        if (this.closed) return;
+      }
+    });
+  }
+
+  /** Send one message with fds (the fds stay ours: the receiver gets duplicates). */
+  send(msg: ChannelMessage, fds: readonly number[] = []): boolean {
+    if (this.closed) return false;
+    const bytes = Buffer.from(JSON.stringify(msg), 'utf8');
+    if (bytes.length > MAX_PACKET || fds.length > MAX_FDS_PER_PACKET) throw new Error(`control message ${msg.t} too large`);
+    // The socket is nonblocking for receiving; a full send buffer is rare (small messages), so
+    // wait it out rather than reorder messages.
+    let r = this.native.sendmsg(this.fd, bytes, bytes.length, fds);
+    if (r === -11 /* EAGAIN */) {
+      this.native.setNonblocking(this.fd, false);
+      r = this.native.sendmsg(this.fd, bytes, bytes.length, fds);
+      this.native.setNonblocking(this.fd, true);
+    }
+    if (r === bytes.length) return true;
+    this.log.warn({ t: msg.t, errno: -r }, 'control channel: send failed');
+    return false;
+  }
+
+  close(): void {
+    this.shut('closed');
+  }
+
+  get isClosed(): boolean { return this.closed; }
+
+  private shut(why: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.poll) this.native.pollStop(this.poll);
+    this.poll = null;
+    this.native.close(this.fd);
+    this.emit('close', why);
+  }
+}
