@@ -24,6 +24,8 @@ export interface Config {
   inodeFileHandles: string;
   rlimitNofile?: number;
   numRequestQueues: number;
+  /** Serve from a worker process supervised by this one (the default). */
+  keeper: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -101,6 +103,7 @@ export function parseArgs(argv: string[]): Config {
     .option('socket-group', { type: 'string', describe: 'Group that may connect to the socket' })
     .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
     .option('preserve-noatime', { type: 'boolean', describe: 'Accepted for compatibility' })
+    .option('keeper', { type: 'boolean', default: true, describe: 'Serve rings from a restartable worker process (--no-keeper: one process)' })
     .option('num-request-queues', { type: 'number', default: 1, describe: 'Request queues offered to QEMU' })
     .option('o', { type: 'string', array: true, describe: 'C virtiofsd style options: source=DIR,cache=none|auto|always,xattr,...' })
     .option('f', { type: 'boolean', describe: 'Foreground (always)' })
@@ -132,6 +135,7 @@ export function parseArgs(argv: string[]): Config {
     inodeFileHandles: a.inodeFileHandles,
     rlimitNofile: a.rlimitNofile,
     numRequestQueues: a.numRequestQueues,
+    keeper: a.keeper,
   };
   applyDashO(cfg, a.o ?? []);
   if (cfg.printCapabilities) return cfg;

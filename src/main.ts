@@ -1,6 +1,9 @@
-// virtiofsd-ts entry point: parse the command line, open the shared directory, wait for
-// QEMU on the vhost-user socket, serve that one connection, exit when it closes (as both
-// peer virtiofsds do).
+// virtiofsd-ts entry point: parse the command line, wait for QEMU on the vhost-user socket,
+// serve that one connection, exit when it closes (as both peer virtiofsds do).
+//
+// By default this process is the keeper: it holds the vhost-user connection and the device
+// state and runs the data plane in a worker process (src/worker), restarting it when it dies
+// (SIGHUP: restart it on purpose, e.g. after an upgrade). --no-keeper serves in one process.
 
 import { parseArgs, ConfigError, CAPABILITIES, type Config } from './config';
 import { createLogger, type Logger } from './log';
@@ -9,23 +12,21 @@ import { PassthroughFs, DEFAULT_FS_OPTIONS } from './passthrough/passthrough-fs'
 import { FuseSession } from './fuse/session';
 import { VhostUserFsBackend } from './vhost/backend';
 import { listenUnix, acceptOne } from './vhost/listener';
+import { WorkerDataPlane } from './keeper/worker-data-plane';
+import type { FsOptions } from './passthrough/passthrough-fs';
 
-export async function serve(cfg: Config, native: NativeBinding, log: Logger): Promise<void> {
-  // The guest's requests carry modes already masked by the guest; ours must not mask again.
-  native.umask(0);
-  const nofile = native.raiseNofile(cfg.rlimitNofile ?? 1_000_000);
-  if (nofile < 0) log.warn({ errno: -nofile }, 'could not raise RLIMIT_NOFILE');
-  if (cfg.sandbox !== 'none') log.warn({ sandbox: cfg.sandbox }, 'sandboxing is not implemented; running without a sandbox');
-
-  const fs = new PassthroughFs(native, {
+function fsOptions(cfg: Config): FsOptions {
+  return {
     ...DEFAULT_FS_OPTIONS,
     sharedDir: cfg.sharedDir, cache: cfg.cache, xattr: cfg.xattr, posixAcl: cfg.posixAcl,
     announceSubmounts: cfg.announceSubmounts, readonly: cfg.readonly, writeback: cfg.writeback,
     allowDirectIo: cfg.allowDirectIo, readdirplus: cfg.readdirplus, killprivV2: cfg.killprivV2,
     syncIo: cfg.threadPoolSize === 0,
-  }, log);
-  const session = new FuseSession(fs, log);
+  };
+}
 
+/** Listen (or take --fd), announce readiness, accept QEMU's one connection. */
+async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): Promise<number> {
   let listenFd: number;
   if (cfg.fd !== undefined) {
     listenFd = cfg.fd;
@@ -38,15 +39,45 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
   const conn = await acceptOne(native, listenFd);
   native.close(listenFd);
   log.info('vhost-user connection established');
+  return conn;
+}
 
-  const backend = new VhostUserFsBackend({
-    native, log, numRequestQueues: cfg.numRequestQueues,
-    makeHandler: (q) => (q === 0 ? session.handleHiprio : session.handleRequest),
-    onRingStopping: () => fs.cancelWaits(),
+export async function serve(cfg: Config, native: NativeBinding, log: Logger): Promise<void> {
+  // The guest's requests carry modes already masked by the guest; ours must not mask again.
+  native.umask(0);
+  const nofile = native.raiseNofile(cfg.rlimitNofile ?? 1_000_000);
+  if (nofile < 0) log.warn({ errno: -nofile }, 'could not raise RLIMIT_NOFILE');
+  if (cfg.sandbox !== 'none') log.warn({ sandbox: cfg.sandbox }, 'sandboxing is not implemented; running without a sandbox');
+
+  if (!cfg.keeper) {
+    const fs = new PassthroughFs(native, fsOptions(cfg), log);
+    const session = new FuseSession(fs, log);
+    const backend = new VhostUserFsBackend({
+      native, log, numRequestQueues: cfg.numRequestQueues,
+      makeHandler: (q) => (q === 0 ? session.handleHiprio : session.handleRequest),
+      onRingStopping: () => fs.cancelWaits(),
+    });
+    await backend.serve(await acceptFrontend(cfg, native, log));
+    log.info({ stats: session.stats }, 'client disconnected, shutting down');
+    fs.close();
+    return;
+  }
+
+  // Fail early, in the keeper, on a shared directory the worker could not open.
+  const probe = native.openat(-100, toBinary(cfg.sharedDir), 0o10000000 | 0o200000 | 0o2000000, 0);
+  if (probe < 0) throw new Error(`cannot open shared directory ${cfg.sharedDir}: errno ${-probe}`);
+  native.close(probe);
+  const conn = await acceptFrontend(cfg, native, log);
+  const plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel });
+  plane.start();
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: restarting the worker');
+    plane.restart();
   });
+  const backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane });
   await backend.serve(conn);
-  log.info({ stats: session.stats }, 'client disconnected, shutting down');
-  fs.close();
+  log.info({ workerStarts: plane.starts }, 'client disconnected, shutting down');
+  await plane.close();
 }
 
 export function main(argv: string[]): void {
@@ -66,7 +97,7 @@ export function main(argv: string[]): void {
   }
   // Must be set before the first thread-pool job: libuv sizes its pool once.
   if (cfg.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(cfg.threadPoolSize);
-  const log = createLogger(cfg.logLevel);
+  const log = cfg.keeper ? createLogger(cfg.logLevel, { role: 'keeper' }) : createLogger(cfg.logLevel);
   serve(cfg, loadNative(), log).then(
     () => process.exit(0),
     (e: unknown) => {

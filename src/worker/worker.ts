@@ -1,0 +1,133 @@
+// The worker: the process that touches guest data. It serves the rings the keeper hands it
+// (memory table, ring addresses, kick/call fds) with the FUSE session over the passthrough
+// file system. It owns nothing that must outlive it: when it dies, the keeper starts another.
+//
+// Protocol (keeper -> worker; see keeper/worker-data-plane.ts for the other side):
+//   init {fs, logLevel}                      open the shared directory, build the FUSE session
+//   mem {regions} + one fd per region        replace the memory table (rings are stopped)
+//   ring-start {cfg} + [kick, call?]         serve a ring
+//   ring-stopping {index}                    finish requests that could wait forever
+//   ring-stop {index, seq}                   stop; answer ring-stopped {index, seq, base}
+//   call-fd {index} + [fd]?                  the guest's interrupt fd changed
+// The worker answers: ready (after init), ring-stopped.
+
+import type { Logger } from '../log';
+import { createLogger } from '../log';
+import { loadNative, type NativeBinding } from '../native/binding';
+import { ControlChannel, type ChannelMessage } from '../keeper/channel';
+import { GuestMemory } from '../virtio/guest-memory';
+import { LocalDataPlane, type RingConfig } from '../vhost/data-plane';
+import type { MemRegion } from '../vhost/message';
+import { PassthroughFs, type FsOptions } from '../passthrough/passthrough-fs';
+import { FuseSession } from '../fuse/session';
+
+/** The fd a worker finds its control channel on. */
+export const WORKER_CHANNEL_FD = 3;
+
+export class Worker {
+  private fs: PassthroughFs | null = null;
+  private session: FuseSession | null = null;
+  private plane: LocalDataPlane | null = null;
+  private readonly mem: GuestMemory;
+  private regions: Array<MemRegion & { fd: number }> = [];
+  /** The worker's own duplicates of each ring's kick and call fds. */
+  private readonly ringFds = new Map<number, { kick: number; call: number }>();
+
+  constructor(private readonly native: NativeBinding, private readonly channel: ControlChannel, private log: Logger) {
+    this.mem = new GuestMemory(native);
+  }
+
+  start(): void {
+    this.channel.on('close', (why: string) => {
+      // The keeper is gone: so is the connection to QEMU. Nothing left to serve.
+      this.log.info({ why }, 'control channel closed; worker exiting');
+      process.exit(0);
+    });
+    this.channel.start((m, fds) => {
+      try {
+        this.onMessage(m, fds);
+      } catch (e) {
+        // Our own invariant broke: die, and let the keeper start a fresh worker.
+        this.log.fatal({ err: e, t: m.t }, 'worker failed handling a control message');
+        process.exit(70);
+      }
+    });
+  }
+
+  private onMessage(m: ChannelMessage, fds: number[]): void {
+    switch (m.t) {
+      case 'init': {
+        const o = m as unknown as { fs: FsOptions; logLevel: string };
+        this.log = createLogger(o.logLevel, { role: 'worker', pid: process.pid });
+        this.fs = new PassthroughFs(this.native, o.fs, this.log);
+        const session = new FuseSession(this.fs, this.log);
+        this.session = session;
+        const fs = this.fs;
+        this.plane = new LocalDataPlane({
+          native: this.native, log: this.log,
+          makeHandler: (q) => (q === 0 ? session.handleHiprio : session.handleRequest),
+          onRingStopping: () => fs.cancelWaits(),
+        });
+        this.channel.send({ t: 'ready', pid: process.pid });
+        return;
+      }
+      case 'mem': {
+        const regions = (m as unknown as { regions: MemRegion[] }).regions;
+        if (fds.length !== regions.length) throw new Error(`mem: ${regions.length} regions, ${fds.length} fds`);
+        this.mem.clear();
+        for (const r of this.regions) this.native.close(r.fd);
+        this.regions = regions.map((r, i) => ({ ...r, fd: fds[i]! }));
+        for (const r of this.regions) {
+          const rc = this.mem.addRegion({ ...r });
+          if (rc < 0) throw new Error(`cannot map guest memory region at gpa 0x${r.gpa.toString(16)}: errno ${-rc}`);
+        }
+        return;
+      }
+      case 'ring-start': {
+        const cfg = (m as unknown as { cfg: RingConfig }).cfg;
+        const [kick, call] = [fds[0] ?? -1, fds[1] ?? -1];
+        this.ringFds.set(cfg.index, { kick, call });
+        this.plane!.startRing({ ...cfg, kickFd: kick, callFd: call }, { regions: this.regions, mem: this.mem });
+        return;
+      }
+      case 'ring-stopping':
+        this.plane!.ringStopping((m as unknown as { index: number }).index);
+        return;
+      case 'ring-stop': {
+        const { index, seq } = m as unknown as { index: number; seq: number };
+        void this.plane!.stopRing(index).then((base) => {
+          const f = this.ringFds.get(index);
+          this.ringFds.delete(index);
+          if (f) for (const fd of [f.kick, f.call]) if (fd >= 0) this.native.close(fd);
+          this.channel.send({ t: 'ring-stopped', index, seq, base });
+        });
+        return;
+      }
+      case 'call-fd': {
+        const index = (m as unknown as { index: number }).index;
+        const fd = fds[0] ?? -1;
+        const f = this.ringFds.get(index);
+        this.plane!.setCallFd(index, fd);
+        if (f) {
+          if (f.call >= 0) this.native.close(f.call);
+          f.call = fd;
+        } else if (fd >= 0) {
+          this.native.close(fd);
+        }
+        return;
+      }
+      default:
+        for (const fd of fds) this.native.close(fd);
+        this.log.warn({ t: m.t }, 'unknown control message');
+    }
+  }
+}
+
+export function workerMain(): void {
+  const native = loadNative();
+  const log = createLogger(process.env.VFSD_LOG_LEVEL ?? 'info', { role: 'worker', pid: process.pid });
+  const channel = new ControlChannel(native, WORKER_CHANNEL_FD, log);
+  new Worker(native, channel, log).start();
+}
+
+if (require.main === module) workerMain();
