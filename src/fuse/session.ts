@@ -13,7 +13,7 @@ import {
   OP, OP_NAMES, SIZE, FATTR, FUSE_GETATTR_FH, FUSE_FSYNC_FDATASYNC, FUSE_LK_FLOCK, INIT,
   FUSE_KERNEL_VERSION, FUSE_KERNEL_MINOR_VERSION, MAX_BUFFER_SIZE,
 } from './abi';
-import type { Ctx, EntryResult, FileSystem, DirSink, OpenResult, FileLock } from './filesystem';
+import type { Ctx, EntryResult, FileSystem, DirSink, OpenResult, FileLock, InitRequest, InitReply } from './filesystem';
 import { E } from '../errno';
 
 const NAME_MAX = 255;
@@ -60,7 +60,27 @@ export class FuseSession {
   private readdirplus = true;
   readonly stats: SessionStats = { requests: 0, errors: 0, malformed: 0 };
 
+  /** Told of every FUSE_INIT that succeeded (null after DESTROY): a restarted worker replays it. */
+  onInit: ((req: InitRequest | null) => void) | null = null;
+
   constructor(private readonly fs: FileSystem, private readonly log: Logger) {}
+
+  /**
+   * Resume a session negotiated by an earlier worker: the guest will not send INIT again.
+   * The same request gives the same negotiation.
+   */
+  restoreInit(req: InitRequest): boolean {
+    const r = this.fs.init(req);
+    if (typeof r === 'number') return false;
+    this.applyInit(r);
+    return true;
+  }
+
+  private applyInit(r: InitReply): void {
+    this.setxattrExt = (r.flags & (1n << BigInt(INIT.SETXATTR_EXT))) !== 0n;
+    this.readdirplus = (r.flags & (1n << BigInt(INIT.DO_READDIRPLUS))) !== 0n;
+    this.initialized = true;
+  }
 
   /** Handler for the hiprio queue: FORGET / BATCH_FORGET; never replied, always returned. */
   readonly handleHiprio = (chain: DescChain, complete: (len: number) => void): void => {
@@ -277,6 +297,7 @@ export class FuseSession {
       case OP.FUSE_DESTROY:
         fs.destroy();
         this.initialized = false;
+        this.onInit?.(null);
         return 0;
       case OP.FUSE_LOOKUP: {
         const n = this.cstr(req, 0, PATH_MAX);
@@ -537,11 +558,11 @@ export class FuseSession {
     if (req.body.byteLength >= SIZE.init_in && (flags & (1n << BigInt(INIT.INIT_EXT)))) {
       flags |= BigInt(dv.getUint32(16, true)) << 32n;
     }
-    const r = this.fs.init({ major, minor, maxReadahead: dv.getUint32(8, true), flags });
+    const initReq: InitRequest = { major, minor, maxReadahead: dv.getUint32(8, true), flags };
+    const r = this.fs.init(initReq);
     if (typeof r === 'number') return r;
-    this.setxattrExt = (r.flags & (1n << BigInt(INIT.SETXATTR_EXT))) !== 0n;
-    this.readdirplus = (r.flags & (1n << BigInt(INIT.DO_READDIRPLUS))) !== 0n;
-    this.initialized = true;
+    this.applyInit(r);
+    this.onInit?.(initReq);
     const o = this.outDv, H = SIZE.out_header;
     this.out.fill(0, H, H + SIZE.init_out);
     o.setUint32(H, FUSE_KERNEL_VERSION, true);

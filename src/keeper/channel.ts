@@ -29,11 +29,26 @@ export class ControlChannel extends EventEmitter {
     super();
   }
 
+  private handler: ChannelHandler | null = null;
+
   /** Start delivering messages to handler (synchronously, in order). 'close' is emitted at EOF. */
   start(handler: ChannelHandler): void {
+    this.handler = handler;
     this.native.setNonblocking(this.fd, true);
     this.poll = watchFd(this.native, this.fd, 1, (status) => {
       if (status < 0) return this.shut('poll error');
+      this.drain();
+    });
+  }
+
+  /**
+   * Deliver every packet already queued, now. The keeper calls it when the worker has died, so
+   * that the worker's last fd registrations are taken in before a new worker is fed.
+   */
+  drain(): void {
+    const handler = this.handler;
+    if (!handler || this.closed) return;
+    {
       for (;;) {
         const n = this.native.recvmsg(this.fd, this.buf, this.fdBuf);
         if (n === -11 /* EAGAIN */) return;
@@ -51,7 +66,7 @@ export class ControlChannel extends EventEmitter {
         handler(msg, fds);
         if (this.closed) return;
       }
-    });
+    }
   }
 
   /** Send one message with fds (the fds stay ours: the receiver gets duplicates). */

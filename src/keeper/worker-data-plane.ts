@@ -7,12 +7,16 @@
 // A stop requested while no worker is alive waits for the next one.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
 import type { DataPlane, MemoryTable, RingConfig } from '../vhost/data-plane';
 import type { FsOptions } from '../passthrough/passthrough-fs';
-import { ControlChannel, type ChannelMessage } from './channel';
+import { ControlChannel, MAX_FDS_PER_PACKET, type ChannelMessage } from './channel';
+import { FdStore } from './fd-store';
+import { InflightRegion } from '../state/inflight';
+import type { FuseInitRecord } from '../worker/worker';
 
 export interface WorkerDataPlaneOptions {
   native: NativeBinding;
@@ -36,11 +40,26 @@ export class WorkerDataPlane implements DataPlane {
   private seq = 0;
   private readonly stops = new Map<number, Stop>();
   private closing = false;
+  private readonly inflight = new Map<number, { fd: number; bytes: number }>();
+  /** The guest's FUSE_INIT, replayed into every new worker (the guest sends it only once). */
+  private fuseInit: FuseInitRecord | null = null;
   private exited: Promise<void> = Promise.resolve();
   /** Worker starts so far (1 = the first). */
   starts = 0;
+  /** Duplicates of every fd the worker registered: they outlive it. */
+  readonly fds: FdStore;
+  /** The memfds of the inode, open-file and open-dir maps, kept across workers. */
+  private readonly stateFds: { inodes: number; files: number; dirs: number };
 
-  constructor(private readonly o: WorkerDataPlaneOptions) {}
+  constructor(private readonly o: WorkerDataPlaneOptions) {
+    this.fds = new FdStore(o.native);
+    const mk = (name: string): number => {
+      const fd = o.native.memfdCreate(`vfsd-${name}`, 0);
+      if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
+      return fd;
+    };
+    this.stateFds = { inodes: mk('inodes'), files: mk('files'), dirs: mk('dirs') };
+  }
 
   /** Start the first worker. */
   start(): void {
@@ -53,7 +72,7 @@ export class WorkerDataPlane implements DataPlane {
 
   startRing(cfg: RingConfig, table: MemoryTable): void {
     this.regions = table.regions;
-    this.rings.set(cfg.index, { ...cfg });
+    this.rings.set(cfg.index, { ...cfg, inflightFd: this.inflightFd(cfg.index, cfg.size) });
     this.sendMem();
     this.sendRingStart(cfg, false);
   }
@@ -83,6 +102,9 @@ export class WorkerDataPlane implements DataPlane {
     this.channel?.close();
     this.child?.kill('SIGKILL');
     await this.exited;
+    this.fds.clear();
+    for (const fd of Object.values(this.stateFds)) this.o.native.close(fd);
+    for (const r of this.inflight.values()) this.o.native.close(r.fd);
   }
 
   /** Planned upgrade: start a new worker from the code on disk and retire the old one. */
@@ -109,6 +131,8 @@ export class WorkerDataPlane implements DataPlane {
     this.channel = channel;
     this.exited = new Promise<void>((resolve) => {
       child.once('exit', (code, signal) => {
+        // Take in what the worker said before it died (its last fd registrations) first.
+        channel.drain();
         channel.close();
         if (this.child === child) {
           this.child = null;
@@ -121,7 +145,22 @@ export class WorkerDataPlane implements DataPlane {
       });
     });
     channel.start((m, fds) => this.onMessage(m, fds));
-    channel.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel });
+    const { inodes, files, dirs } = this.stateFds;
+    channel.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel, fuseInit: this.fuseInit }, [inodes, files, dirs]);
+    // Hand back every fd the previous workers registered, then let the worker build its maps.
+    let keys: string[] = [];
+    let batch: number[] = [];
+    for (const [k, fd] of this.fds.entries()) {
+      keys.push(k);
+      batch.push(fd);
+      if (batch.length === MAX_FDS_PER_PACKET) {
+        channel.send({ t: 'fds', keys }, batch);
+        keys = [];
+        batch = [];
+      }
+    }
+    if (batch.length > 0) channel.send({ t: 'fds', keys }, batch);
+    channel.send({ t: 'go' });
     this.memSent = '';
     if (this.regions.length > 0) this.sendMem();
     for (const cfg of this.rings.values()) this.sendRingStart(cfg, recover);
@@ -138,13 +177,37 @@ export class WorkerDataPlane implements DataPlane {
   }
 
   private sendRingStart(cfg: RingConfig, recover: boolean): void {
-    const fds = cfg.callFd >= 0 ? [cfg.kickFd, cfg.callFd] : [cfg.kickFd];
-    this.channel?.send({ t: 'ring-start', cfg: { ...cfg, kickFd: -1, callFd: -1 }, recover }, fds);
+    const r = this.rings.get(cfg.index) ?? cfg;
+    const fds = [r.kickFd, r.inflightFd ?? -1, r.callFd].filter((fd) => fd >= 0);
+    this.channel?.send({ t: 'ring-start', cfg: { ...r, kickFd: -1, callFd: -1, inflightFd: -1 }, recover, hasCall: r.callFd >= 0 }, fds);
+  }
+
+  /** The ring's in-flight region: a memfd we keep, sized for the queue (re-made if it grew). */
+  private inflightFd(index: number, size: number): number {
+    const want = InflightRegion.sizeFor(size);
+    const have = this.inflight.get(index);
+    if (have && have.bytes >= want) return have.fd;
+    if (have) this.o.native.close(have.fd);
+    const fd = this.o.native.memfdCreate(`vfsd-inflight-${index}`, 0);
+    if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
+    fs.ftruncateSync(fd, want);
+    this.inflight.set(index, { fd, bytes: want });
+    return fd;
   }
 
   private onMessage(m: ChannelMessage, fds: number[]): void {
+    if (m.t === 'fd-put' && fds.length === 1) {
+      this.fds.put(String(m.k), fds[0]!);
+      return;
+    }
     for (const fd of fds) this.o.native.close(fd);
     switch (m.t) {
+      case 'fd-del':
+        this.fds.del(String(m.k));
+        return;
+      case 'fuse-init':
+        this.fuseInit = (m as unknown as { req: FuseInitRecord | null }).req;
+        return;
       case 'ready':
         return;
       case 'ring-stopped': {

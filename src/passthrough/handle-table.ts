@@ -5,6 +5,7 @@
 
 import type { NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
+import { NO_FD_REGISTRY, type FdRegistry } from '../state/fd-registry';
 
 export const HANDLE_RECORD = 32;
 const R_NODEID = 4, R_FD = 8, R_FLAGS = 12;
@@ -26,11 +27,38 @@ export class HandleTable {
   private readonly byFh: (Handle | undefined)[] = [];
   private live = 0;
 
-  constructor(private readonly native: NativeBinding, backing: SlotBacking, kind: number) {
+  /** keyOf: the fd registry key of a handle. recovered: as for InodeTable. */
+  constructor(
+    private readonly native: NativeBinding,
+    backing: SlotBacking,
+    kind: number,
+    private readonly keyOf: (fh: number) => string = String,
+    private readonly registry: FdRegistry = NO_FD_REGISTRY,
+    recovered?: Map<string, number>,
+  ) {
     this.slots = new SlotTable(backing, HANDLE_RECORD, 256, kind, 1);
+    if (this.slots.inUse > 0) this.recover(recovered ?? new Map());
+  }
+
+  private recover(fds: Map<string, number>): void {
+    const dv = this.slots.dv;
+    for (const fh of [...this.slots.validSlots()]) {
+      const o = this.slots.off(fh);
+      const fd = fds.get(this.keyOf(fh));
+      if (fd === undefined) {
+        this.slots.release(fh);
+        continue;
+      }
+      fds.delete(this.keyOf(fh));
+      dv.setInt32(o + R_FD, fd, true);
+      // The directory stream position is unknown: the next READDIR seeks.
+      this.byFh[fh] = { fh, nodeid: dv.getUint32(o + R_NODEID, true), fd, flags: dv.getUint32(o + R_FLAGS, true) | 0, busy: 0, closing: false, dirOffset: -1n };
+      this.live++;
+    }
   }
 
   get count(): number { return this.live; }
+  get stateFd(): number { return this.slots.fd; }
 
   get(fh: number): Handle | undefined {
     return this.byFh[fh];
@@ -38,6 +66,7 @@ export class HandleTable {
 
   add(nodeid: number, fd: number, flags: number): Handle {
     const fh = this.slots.alloc();
+    this.registry.put(this.keyOf(fh), fd);
     const o = this.slots.off(fh);
     const dv = this.slots.dv;
     dv.setUint32(o + R_NODEID, nodeid, true);
@@ -54,6 +83,8 @@ export class HandleTable {
   remove(h: Handle): void {
     if (this.byFh[h.fh] !== h) return;
     this.slots.release(h.fh);
+    // Now, not at close: the fh may be handed out again before an in-flight op lets us close.
+    this.registry.del(this.keyOf(h.fh));
     this.byFh[h.fh] = undefined;
     this.live--;
     h.closing = true;

@@ -8,6 +8,7 @@
 
 import type { NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
+import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 
 // Record layout (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |
 // mnt_id u64 | fd i32 | mode u32 | handle_len u32 | handle_type i32 | handle[128]
@@ -37,9 +38,50 @@ export class InodeTable {
   private readonly byKey = new Map<string, Inode>();
   private readonly generations: number[] = [];
 
-  constructor(private readonly native: NativeBinding, backing: SlotBacking) {
+  /**
+   * recovered: the fds a previous worker registered, by key. When the backing already holds a
+   * table, every published record is rebuilt with its fd from there (and taken out of the map).
+   */
+  constructor(
+    private readonly native: NativeBinding,
+    backing: SlotBacking,
+    private readonly registry: FdRegistry = NO_FD_REGISTRY,
+    recovered?: Map<string, number>,
+  ) {
     // Slots 0 (invalid node id) and 1 (root) are never handed out by alloc().
     this.slots = new SlotTable(backing, INODE_RECORD, 1024, INODE_TABLE_KIND, 2);
+    if (this.slots.inUse > 0) this.recover(recovered ?? new Map());
+  }
+
+  /** Rebuild the caches from the published records of a previous worker. */
+  private recover(fds: Map<string, number>): void {
+    const dv = this.slots.dv;
+    for (const slot of [...this.slots.validSlots()]) {
+      const o = this.slots.off(slot);
+      const key = fdKey.inode(slot);
+      const fd = fds.get(key);
+      if (fd === undefined) {
+        // Published without its fd cannot happen (put precedes publish); treat as torn.
+        this.slots.release(slot);
+        continue;
+      }
+      fds.delete(key);
+      const dev = dv.getBigUint64(o + R_DEV, true), ino = dv.getBigUint64(o + R_INO, true), mntId = dv.getBigUint64(o + R_MNT, true);
+      const gen = dv.getUint32(o + R_GEN, true);
+      const inode: Inode = {
+        nodeid: slot, generation: gen, fd, dev, ino, mntId, mode: dv.getUint32(o + R_MODE, true),
+        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true),
+      };
+      dv.setInt32(o + R_FD, fd, true);
+      this.generations[slot] = gen;
+      this.byNodeid[slot] = inode;
+      this.byKey.set(inode.key, inode);
+    }
+  }
+
+  /** The root, if this table was recovered with one. */
+  get root(): Inode | undefined {
+    return this.byNodeid[1];
   }
 
   get count(): number { return this.byKey.size; }
@@ -108,14 +150,17 @@ export class InodeTable {
   }
 
   private remove(inode: Inode): void {
-    // Invalidate first (slot), then drop the caches, then close the fd.
+    // Invalidate first (slot), then drop the caches and the keeper's copy, then close the fd.
     this.slots.release(inode.nodeid);
     this.byNodeid[inode.nodeid] = undefined;
     this.byKey.delete(inode.key);
+    this.registry.del(fdKey.inode(inode.nodeid));
     this.native.close(inode.fd);
   }
 
   private install(slot: number, fd: number, dev: bigint, ino: bigint, mntId: bigint, mode: number, gen: number): Inode {
+    // The keeper holds the fd before the record that names it becomes valid.
+    this.registry.put(fdKey.inode(slot), fd);
     const dv = this.slots.dv;
     const o = this.slots.off(slot);
     dv.setUint32(o + R_GEN, gen, true);

@@ -22,6 +22,7 @@ import type {
 import { InodeTable, type Inode } from './inode-table';
 import { HandleTable, type Handle } from './handle-table';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
+import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 import * as K from './sys-constants';
 
 export type CacheMode = 'never' | 'metadata' | 'auto' | 'always';
@@ -41,6 +42,18 @@ export interface FsOptions {
   syncIo: boolean;
   /** Keep the maps in memfds (the daemon) or plain memory (unit tests). */
   memfdState: boolean;
+}
+
+/** The memfds of the three maps. */
+export interface StateFds { inodes: number; files: number; dirs: number }
+
+/** Where the maps live and who keeps the fds: set by a worker, empty for one process. */
+export interface FsState {
+  /** Adopt these memfds (a restarted worker: the maps of its predecessor). */
+  fds?: Partial<StateFds>;
+  registry?: FdRegistry;
+  /** Fds the keeper kept for the previous worker, by registry key; consumed. */
+  recovered?: Map<string, number>;
 }
 
 export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
@@ -76,14 +89,22 @@ export class PassthroughFs implements FileSystem {
   /** POSIX lock owner's private open file description, per inode (OFD locks stand in for POSIX ones). */
   private readonly lockFds = new Map<number, Map<bigint, LockOwner>>();
   private dontMask = false;
+  private readonly registry: FdRegistry;
   private readonly lockWaits = new Set<LockWait>();
   private hasOpenat2 = true;
 
-  constructor(private readonly native: NativeBinding, readonly opts: FsOptions, private readonly log: Logger) {
-    const backing = (name: string): SlotBacking => (opts.memfdState ? new MemfdBacking(native, name) : new MemoryBacking());
-    this.inodes = new InodeTable(native, backing('vfsd-inodes'));
-    this.files = new HandleTable(native, backing('vfsd-files'), HANDLE_KIND_FILE);
-    this.dirs = new HandleTable(native, backing('vfsd-dirs'), HANDLE_KIND_DIR);
+  constructor(private readonly native: NativeBinding, readonly opts: FsOptions, private readonly log: Logger, state: FsState = {}) {
+    const backing = (name: keyof StateFds): SlotBacking => {
+      const fd = state.fds?.[name] ?? -1;
+      if (fd >= 0) return new MemfdBacking(native, `vfsd-${name}`, fd);
+      return opts.memfdState ? new MemfdBacking(native, `vfsd-${name}`) : new MemoryBacking();
+    };
+    const registry = state.registry ?? NO_FD_REGISTRY;
+    this.registry = registry;
+    const recovered = state.recovered ?? new Map<string, number>();
+    this.inodes = new InodeTable(native, backing('inodes'), registry, recovered);
+    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered);
+    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered);
     const t = { never: 0, metadata: 86400, auto: 1, always: 86400 }[opts.cache];
     this.entryTimeout = t;
     this.attrTimeout = t;
@@ -95,8 +116,36 @@ export class PassthroughFs implements FileSystem {
     const st = this.tmpSt;
     const r = native.stat(rootFd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
     if (r < 0) throw new Error(`cannot stat shared directory: errno ${-r}`);
-    this.rootFd = rootFd;
-    this.inodes.setRoot(rootFd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, Number(st[ST.mode]!));
+    const root = this.inodes.root;
+    if (root) {
+      // A recovered table: its root must still be the shared directory.
+      native.close(rootFd);
+      if (root.dev !== st[ST.dev] || root.ino !== st[ST.ino]) throw new Error('recovered state is for another shared directory');
+      this.rootFd = root.fd;
+    } else {
+      this.rootFd = rootFd;
+      this.inodes.setRoot(rootFd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, Number(st[ST.mode]!));
+    }
+    // Lock owners' open file descriptions; anything else left over belongs to no valid record.
+    for (const [key, fd] of recovered) {
+      const m = /^l(\d+):(\d+)$/.exec(key);
+      if (m && this.inodes.get(Number(m[1]))) {
+        const nodeid = Number(m[1]);
+        let owners = this.lockFds.get(nodeid);
+        if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
+        owners.set(BigInt(m[2]!), { fd, pid: 0 });
+      } else {
+        native.close(fd);
+        registry.del(key);
+      }
+    }
+    recovered.clear();
+    if (this.inodes.count > 1) log.info({ inodes: this.inodes.count, files: this.files.count, dirs: this.dirs.count }, 'state recovered');
+  }
+
+  /** The memfds holding the maps (the keeper keeps them across workers). */
+  get stateFds(): StateFds {
+    return { inodes: this.inodes.stateFd, files: this.files.stateFd, dirs: this.dirs.stateFd };
   }
 
   close(): void {
@@ -237,8 +286,7 @@ export class PassthroughFs implements FileSystem {
   destroy(): void {
     this.files.removeAll();
     this.dirs.removeAll();
-    for (const m of this.lockFds.values()) for (const l of m.values()) this.native.close(l.fd);
-    this.lockFds.clear();
+    for (const nodeid of [...this.lockFds.keys()]) this.dropLockFds(nodeid);
     this.inodes.forgetAll();
   }
 
@@ -491,6 +539,7 @@ export class PassthroughFs implements FileSystem {
     const l = owners?.get(lockOwner);
     if (l) {
       owners!.delete(lockOwner);
+      this.registry.del(fdKey.lock(nodeid, lockOwner));
       this.native.close(l.fd);
     }
     // ... and a file system that acts on close (NFS) sees one: close a duplicate.
@@ -673,6 +722,7 @@ export class PassthroughFs implements FileSystem {
     if (fd < 0) return fd;
     if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
     const l: LockOwner = { fd, pid: 0 };
+    this.registry.put(fdKey.lock(nodeid, owner), fd);
     owners.set(owner, l);
     return l;
   }
@@ -680,7 +730,10 @@ export class PassthroughFs implements FileSystem {
   private dropLockFds(nodeid: number): void {
     const owners = this.lockFds.get(nodeid);
     if (!owners) return;
-    for (const l of owners.values()) this.native.close(l.fd);
+    for (const [owner, l] of owners) {
+      this.registry.del(fdKey.lock(nodeid, owner));
+      this.native.close(l.fd);
+    }
     this.lockFds.delete(nodeid);
   }
 

@@ -22,6 +22,8 @@ export const SLOT_VALID = 1;
 export interface SlotBacking {
   /** Make the region at least `bytes` long and return a view of all of it. */
   resize(bytes: number): ArrayBuffer;
+  /** Current size in bytes (0 for a new region). */
+  readonly bytes: number;
   readonly fd: number; // -1 for plain memory
   close(): void;
 }
@@ -29,14 +31,20 @@ export interface SlotBacking {
 export class MemfdBacking implements SlotBacking {
   readonly fd: number;
   private buf: ArrayBuffer | null = null;
-  constructor(private readonly native: NativeBinding, name: string) {
-    const fd = native.memfdCreate(name, 0);
+  /** A new memfd, or (adopt) one made earlier, e.g. by a worker that has since died. */
+  constructor(private readonly native: NativeBinding, name: string, adopt = -1) {
+    const fd = adopt >= 0 ? adopt : native.memfdCreate(name, 0);
     if (fd < 0) throw new Error(`memfd_create(${name}) failed: errno ${-fd}`);
     this.fd = fd;
   }
+  /** Current size of the region in bytes. */
+  get bytes(): number {
+    return fs.fstatSync(this.fd).size;
+  }
   resize(bytes: number): ArrayBuffer {
     // Grow the file first, then map the new size: the old mapping stays valid until replaced.
-    fs.ftruncateSync(this.fd, bytes);
+    // Never shrink: another process may hold records past the size asked for.
+    if (bytes > this.bytes) fs.ftruncateSync(this.fd, bytes);
     const m = this.native.mmap(this.fd, 0, bytes);
     if (typeof m === 'number') throw new Error(`mmap of state region failed: errno ${-m}`);
     if (this.buf) this.native.munmap(this.buf);
@@ -53,7 +61,9 @@ export class MemfdBacking implements SlotBacking {
 export class MemoryBacking implements SlotBacking {
   readonly fd = -1;
   private buf = new ArrayBuffer(0);
+  get bytes(): number { return this.buf.byteLength; }
   resize(bytes: number): ArrayBuffer {
+    if (bytes <= this.buf.byteLength) return this.buf;
     const n = new ArrayBuffer(bytes);
     new Uint8Array(n).set(new Uint8Array(this.buf));
     this.buf = n;
@@ -70,6 +80,11 @@ export class SlotTable {
   private readonly free: number[] = [];
   private used = 0;
 
+  /**
+   * A table over `backing`. An empty backing is formatted; a backing that already holds a table
+   * (a restarted worker adopting its predecessor's region) is validated and its free list and
+   * counts are rebuilt from the records' state words.
+   */
   constructor(
     private readonly backing: SlotBacking,
     readonly recordSize: number,
@@ -79,12 +94,39 @@ export class SlotTable {
     private readonly reserved = 1,
   ) {
     if (recordSize % 8 !== 0 || recordSize < 8) throw new Error('recordSize must be a multiple of 8');
+    if (backing.bytes >= HEADER) {
+      this.attach();
+      return;
+    }
     this.map(Math.max(initialCapacity, reserved + 1));
     this.dv.setUint32(H_MAGIC, SLOT_MAGIC, true);
     this.dv.setUint32(H_VERSION, SLOT_VERSION, true);
-    this.dv.setUint32(H_RECORD, recordSize, true);
+    this.dv.setUint32(H_RECORD, this.recordSize, true);
     this.dv.setUint32(H_KIND, kind, true);
     for (let i = this.capacity - 1; i >= reserved; i--) this.free.push(i);
+  }
+
+  private attach(): void {
+    const dv = new DataView(this.backing.resize(this.backing.bytes));
+    const bad = (why: string): Error => new Error(`state region (kind ${this.kind}) is not usable: ${why}`);
+    if (dv.getUint32(H_MAGIC, true) !== SLOT_MAGIC) throw bad('bad magic');
+    if (dv.getUint32(H_VERSION, true) !== SLOT_VERSION) throw bad(`version ${dv.getUint32(H_VERSION, true)}`);
+    if (dv.getUint32(H_RECORD, true) !== this.recordSize) throw bad(`record size ${dv.getUint32(H_RECORD, true)}`);
+    if (dv.getUint32(H_KIND, true) !== this.kind) throw bad(`kind ${dv.getUint32(H_KIND, true)}`);
+    // The capacity word is written after the region grew, so the region is at least that big.
+    const capacity = dv.getUint32(H_CAPACITY, true);
+    if (HEADER + capacity * this.recordSize > this.backing.bytes) throw bad(`capacity ${capacity} past the region`);
+    this.map(capacity);
+    for (let i = capacity - 1; i >= this.reserved; i--) {
+      if (Atomics.load(this.state, this.off(i) >> 2) === SLOT_VALID) this.used++;
+      else this.free.push(i);
+    }
+    for (let i = 1; i < this.reserved; i++) if (this.isValid(i)) this.used++;
+  }
+
+  /** Slots that hold a published record, in index order. */
+  *validSlots(): IterableIterator<number> {
+    for (let i = 1; i < this.capacity; i++) if (this.isValid(i)) yield i;
   }
 
   get fd(): number { return this.backing.fd; }

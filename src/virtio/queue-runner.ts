@@ -1,14 +1,25 @@
 // Drives one virtqueue: kick eventfd readable → drain it → pop chains → hand them to the handler.
 // Completions (sync inside the handler, or later from async I/O) push used entries; the call eventfd
-// is signalled at most once per drain pass, or at once for a completion arriving outside a pass
+// is signalled at most once per drain pass, and completions arriving outside a pass are signalled
+// together once per turn of the event loop (setImmediate), always after the last of them
 // (the driver's EVENT_IDX / NO_INTERRUPT choice is honoured by SplitQueue.shouldNotify).
+//
+// With an InflightRegion (src/state/inflight.ts) every request is recorded there, so that a worker
+// killed at any instruction can be replaced by one that re-runs exactly the requests the guest is
+// still waiting for (`resubmit`, from InflightRegion.recover), oldest first, before new ones:
+//   popHead → markInflight → [after-mark-inflight] → chainAt → handler → ... → complete:
+//   prePut → pushUsed → [after-push-used] → postPut → [after-post-put]      ([..] = crash points)
 
 import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
 import type { Logger } from '../log';
+import type { InflightRegion } from '../state/inflight';
+import { crashpoint } from '../state/crashpoint';
 import type { GuestMemory } from './guest-memory';
 import type { DescChain, SplitQueue } from './split-queue';
 
-export type ChainHandler = (chain: DescChain, complete: (usedLen: number) => void) => void;
+/** replay: the chain was popped by a previous worker that died before completing it, so its
+ *  side effects may already have happened (non-idempotent operations need to know). */
+export type ChainHandler = (chain: DescChain, complete: (usedLen: number) => void, replay: boolean) => void;
 
 /** The part of the native shim a runner uses (injectable for tests). */
 export type QueueRunnerNative = Pick<NativeBinding, 'pollStart' | 'pollStop' | 'eventfdRead' | 'eventfdWrite'>;
@@ -18,6 +29,11 @@ export interface QueueRunnerOptions {
   kickFd: number; callFd: number; handler: ChainHandler; log: Logger;
   /** Chains popped per pass before yielding to the event loop (default: queue size). */
   batch?: number;
+  /** Record every request in this region (its desc_num must equal the queue size). */
+  inflight?: InflightRegion;
+  /** Heads to run before any new avail entry, in order (InflightRegion.recover().resubmit; the queue
+   *  must then start at recover().lastAvail). They stay recorded as in flight with their old counters. */
+  resubmit?: number[];
 }
 
 const POLL_READABLE = 1;
@@ -44,8 +60,13 @@ export class QueueRunner {
   private immediate: NodeJS.Immediate | null = null;
   private stopPromise: Promise<number> | null = null;
   private stopResolve: ((lastAvail: number) => void) | null = null;
+  private readonly inflight: InflightRegion | null;
+  private readonly resubmit: number[];
+  private resubmitPos = 0;
+  private flush: NodeJS.Immediate | null = null; // pending call for completions outside a pass
   private readonly onReadable: (status: number, events: number) => void;
   private readonly onImmediate: () => void;
+  private readonly onFlush: () => void;
 
   constructor(o: QueueRunnerOptions) {
     this.index = o.index;
@@ -60,6 +81,12 @@ export class QueueRunner {
     this.completers = new Array(size);
     this.outstanding = new Uint8Array(size);
     this.writableLen = new Float64Array(size);
+    this.inflight = o.inflight ?? null;
+    this.resubmit = o.resubmit !== undefined ? o.resubmit.slice() : [];
+    if (this.inflight !== null) {
+      const bad = this.inflight.validate(size);
+      if (bad !== null) throw new Error(`queue ${o.index}: ${bad}`);
+    }
     this.onReadable = (status: number) => {
       if (status < 0) {
         this.log.error({ queue: this.index, status }, 'kick fd poll error');
@@ -72,13 +99,18 @@ export class QueueRunner {
       this.immediate = null;
       this.pass();
     };
+    this.onFlush = () => {
+      this.flush = null;
+      this.notify();
+    };
   }
 
   /** Chains handed to the handler and not yet completed. */
   get inFlight(): number { return this.outstandingCount; }
 
   /** Watch kickFd and run one pass at once (requests may already be waiting, e.g. after a backend
-   *  restart, when the kick that announced them went to the previous process). */
+   *  restart, when the kick that announced them went to the previous process). The pass runs the
+   *  resubmitted heads first. */
   start(): void {
     if (this.started || this.stopping) return;
     this.started = true;
@@ -99,6 +131,7 @@ export class QueueRunner {
       clearImmediate(this.immediate);
       this.immediate = null;
     }
+    if (this.flush !== null) { clearImmediate(this.flush); this.flush = null; this.notify(); }
     this.stopPromise = new Promise<number>((resolve) => {
       if (this.outstandingCount === 0) resolve(this.queue.lastAvail);
       else this.stopResolve = resolve;
@@ -128,10 +161,23 @@ export class QueueRunner {
             if (this.immediate === null) this.immediate = setImmediate(this.onImmediate);
             break;
           }
+          if (this.resubmitPos < this.resubmit.length) {
+            // Not counted against the batch: all of them (at most the queue size) go out in the
+            // first pass, so a stop() right after start() still waits for every one.
+            this.replay(this.resubmit[this.resubmitPos++]);
+            continue;
+          }
+          if (this.inflight !== null) {
+            const head = this.queue.popHead();
+            if (head < 0) break;
+            n++;
+            this.popTracked(head, this.inflight);
+            continue;
+          }
           const chain = this.queue.pop();
           if (chain === null) break;
           n++;
-          this.dispatch(chain);
+          this.dispatch(chain, false);
         }
       } while (this.rerun && !this.stopping && this.immediate === null);
     } catch (e) {
@@ -141,11 +187,45 @@ export class QueueRunner {
       if (this.poll !== null) { this.native.pollStop(this.poll); this.poll = null; }
     } finally {
       this.inPass = false;
+      if (this.flush !== null) { clearImmediate(this.flush); this.flush = null; } // covered below
       this.notify(); // once per pass: covers sync completions and chains dropped by pop()
     }
   }
 
-  private dispatch(chain: DescChain): void {
+  /** A head from popHead(): record it, then walk it. */
+  private popTracked(head: number, inflight: InflightRegion): void {
+    if (this.outstanding[head] !== 0) {
+      // Checked before markInflight so that the request in flight keeps its counter.
+      this.log.error({ queue: this.index, head }, 'driver re-posted an in-flight descriptor head; ignored');
+      return;
+    }
+    inflight.markInflight(head);
+    crashpoint('after-mark-inflight');
+    const chain = this.queue.chainAt(head);
+    if (chain !== null) this.dispatch(chain, false);
+    else this.completeInvalid(head);
+  }
+
+  /** A head left in flight by a previous worker (already recorded, so not marked again). */
+  private replay(head: number): void {
+    if (!(Number.isInteger(head) && head >= 0 && head < this.queue.size) || this.outstanding[head] !== 0) {
+      this.log.error({ queue: this.index, head }, 'resubmitted head out of range or repeated; ignored');
+      return;
+    }
+    const chain = this.queue.chainAt(head);
+    if (chain !== null) this.dispatch(chain, true);
+    else this.completeInvalid(head);
+  }
+
+  /** An invalid chain goes back to the guest with len 0, through the tracked completion. */
+  private completeInvalid(head: number): void {
+    this.outstanding[head] = 1;
+    this.writableLen[head] = 0;
+    this.outstandingCount++;
+    this.complete(head, 0);
+  }
+
+  private dispatch(chain: DescChain, replay: boolean): void {
     const head = chain.head;
     if (this.outstanding[head] !== 0) {
       // The driver re-posted a head it has not got back: it cannot tell the two apart either.
@@ -158,7 +238,7 @@ export class QueueRunner {
     let complete = this.completers[head];
     if (complete === undefined) complete = this.completers[head] = this.makeCompleter(head);
     try {
-      this.handler(chain, complete);
+      this.handler(chain, complete, replay);
     } catch (e) {
       if (process.env.NODE_ENV === 'test') throw e;
       this.log.error({ queue: this.index, head, err: e }, 'request handler threw; completing with 0');
@@ -183,9 +263,21 @@ export class QueueRunner {
     }
     this.outstanding[head] = 0;
     this.outstandingCount--;
-    this.queue.pushUsed(head, usedLen >>> 0);
-    if (!this.inPass) this.notify();
+    const inflight = this.inflight;
+    if (inflight === null) {
+      this.queue.pushUsed(head, usedLen >>> 0);
+    } else {
+      // ORDER (libvhost-user vu_queue_push): name the head, publish it, then retire it.
+      inflight.prePut(head);
+      this.queue.pushUsed(head, usedLen >>> 0);
+      crashpoint('after-push-used');
+      inflight.postPut(head, this.queue.usedIndex);
+      crashpoint('after-post-put');
+    }
+    if (!this.inPass && this.flush === null) this.flush = setImmediate(this.onFlush);
     if (this.outstandingCount === 0 && this.stopResolve !== null) {
+      // The caller may drop the call fd once stop() resolves: signal now rather than next turn.
+      if (this.flush !== null) { clearImmediate(this.flush); this.flush = null; this.notify(); }
       const resolve = this.stopResolve;
       this.stopResolve = null;
       resolve(this.queue.lastAvail);

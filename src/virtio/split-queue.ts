@@ -261,4 +261,49 @@ export class SplitQueue {
     this.reason = reason;
     return null;
   }
+
+  // ---- In-flight tracking (QueueRunner with an InflightRegion) ----
+  // With an in-flight region, nothing may reach the used ring without prePut/postPut around it, so
+  // the runner pops heads, records them, and walks them itself: an invalid chain goes back through
+  // its tracked completion instead of pop()'s silent pushUsed.
+
+  /** Next avail entry's head without walking its chain, or -1 when the ring is empty. The same
+   *  avail-index rules as pop(); an out-of-range entry is logged and skipped, as there. */
+  popHead(): number {
+    for (;;) {
+      if (this.last === this.shadowAvail) {
+        const idx = Atomics.load(this.avail, 1); // acquire, as in pop()
+        const pending = (idx - this.last) & 0xffff;
+        if (pending === 0) return -1;
+        if (pending > this.size) {
+          if (!this.corrupt) {
+            this.corrupt = true;
+            this.log.error({ queue: this.index, availIdx: idx, lastAvail: this.last, size: this.size },
+              'avail ring index moved by more than the queue size; ring ignored');
+          }
+          return -1;
+        }
+        this.corrupt = false;
+        this.shadowAvail = idx;
+      }
+      const head = this.avail[2 + (this.last & this.mask)];
+      this.last = (this.last + 1) & 0xffff;
+      if (this.eventIdx) Atomics.store(this.used16, this.availEventSlot, this.last);
+      if (head < this.size) return head;
+      this.log.warn({ queue: this.index, head }, 'avail ring entry out of range; skipped');
+    }
+  }
+
+  /** The chain starting at descriptor `head`, with pop()'s validation, leaving the avail ring and
+   *  lastAvail alone (for heads from popHead() or resubmitted after a restart). null, logged, if
+   *  the chain is invalid; nothing is pushed. */
+  chainAt(head: number): DescChain | null {
+    if (!(Number.isInteger(head) && head >= 0 && head < this.size)) {
+      this.log.warn({ queue: this.index, head }, 'descriptor head out of range');
+      return null;
+    }
+    const chain = this.walk(head);
+    if (chain === null) this.log.warn({ queue: this.index, head, reason: this.reason }, 'invalid descriptor chain');
+    return chain;
+  }
 }

@@ -3,13 +3,15 @@
 // file system. It owns nothing that must outlive it: when it dies, the keeper starts another.
 //
 // Protocol (keeper -> worker; see keeper/worker-data-plane.ts for the other side):
-//   init {fs, logLevel}                      open the shared directory, build the FUSE session
+//   init {fs, logLevel} + [inodes, files, dirs memfds]   the maps' shared memory
+//   fds {keys} + fds                         fds kept for earlier workers (any number of these)
+//   go                                       adopt the maps, open the share, build the session
 //   mem {regions} + one fd per region        replace the memory table (rings are stopped)
 //   ring-start {cfg} + [kick, call?]         serve a ring
 //   ring-stopping {index}                    finish requests that could wait forever
 //   ring-stop {index, seq}                   stop; answer ring-stopped {index, seq, base}
 //   call-fd {index} + [fd]?                  the guest's interrupt fd changed
-// The worker answers: ready (after init), ring-stopped.
+// The worker sends: ready (after go), ring-stopped, fd-put {k} + [fd], fd-del {k}.
 
 import type { Logger } from '../log';
 import { createLogger } from '../log';
@@ -20,6 +22,12 @@ import { LocalDataPlane, type RingConfig } from '../vhost/data-plane';
 import type { MemRegion } from '../vhost/message';
 import { PassthroughFs, type FsOptions } from '../passthrough/passthrough-fs';
 import { FuseSession } from '../fuse/session';
+import type { FdRegistry } from '../state/fd-registry';
+
+/** The FUSE_INIT a guest sent, in JSON-safe form (flags as a decimal string). */
+export interface FuseInitRecord { major: number; minor: number; maxReadahead: number; flags: string }
+
+interface WorkerInit { fs: FsOptions; logLevel: string; fuseInit: FuseInitRecord | null }
 
 /** The fd a worker finds its control channel on. */
 export const WORKER_CHANNEL_FD = 3;
@@ -31,7 +39,11 @@ export class Worker {
   private readonly mem: GuestMemory;
   private regions: Array<MemRegion & { fd: number }> = [];
   /** The worker's own duplicates of each ring's kick and call fds. */
-  private readonly ringFds = new Map<number, { kick: number; call: number }>();
+  private readonly ringFds = new Map<number, { kick: number; call: number; inflight: number }>();
+  private init: WorkerInit | null = null;
+  private stateFds: number[] = [];
+  /** Fds the keeper kept for our predecessors, by registry key, until the maps claim them. */
+  private readonly recovered = new Map<string, number>();
 
   constructor(private readonly native: NativeBinding, private readonly channel: ControlChannel, private log: Logger) {
     this.mem = new GuestMemory(native);
@@ -57,11 +69,33 @@ export class Worker {
   private onMessage(m: ChannelMessage, fds: number[]): void {
     switch (m.t) {
       case 'init': {
-        const o = m as unknown as { fs: FsOptions; logLevel: string };
-        this.log = createLogger(o.logLevel, { role: 'worker', pid: process.pid });
-        this.fs = new PassthroughFs(this.native, o.fs, this.log);
+        this.init = m as unknown as WorkerInit;
+        this.stateFds = fds;
+        this.log = createLogger(this.init.logLevel, { role: 'worker', pid: process.pid });
+        return;
+      }
+      case 'fds': {
+        const keys = (m as unknown as { keys: string[] }).keys;
+        if (keys.length !== fds.length) throw new Error(`fds: ${keys.length} keys, ${fds.length} fds`);
+        keys.forEach((k, i) => this.recovered.set(k, fds[i]!));
+        return;
+      }
+      case 'go': {
+        if (!this.init) throw new Error('go before init');
+        const [inodes, files, dirs] = this.stateFds;
+        const channel = this.channel;
+        const registry: FdRegistry = {
+          put: (k, fd) => { channel.send({ t: 'fd-put', k }, [fd]); },
+          del: (k) => { channel.send({ t: 'fd-del', k }); },
+        };
+        this.fs = new PassthroughFs(this.native, this.init.fs, this.log, { fds: { inodes, files, dirs }, registry, recovered: this.recovered });
         const session = new FuseSession(this.fs, this.log);
         this.session = session;
+        const fuseInit = this.init.fuseInit;
+        if (fuseInit && !session.restoreInit({ ...fuseInit, flags: BigInt(fuseInit.flags) })) throw new Error('cannot resume the FUSE session');
+        session.onInit = (req) => {
+          this.channel.send({ t: 'fuse-init', req: req ? { ...req, flags: req.flags.toString() } : null });
+        };
         const fs = this.fs;
         this.plane = new LocalDataPlane({
           native: this.native, log: this.log,
@@ -84,10 +118,10 @@ export class Worker {
         return;
       }
       case 'ring-start': {
-        const cfg = (m as unknown as { cfg: RingConfig }).cfg;
-        const [kick, call] = [fds[0] ?? -1, fds[1] ?? -1];
-        this.ringFds.set(cfg.index, { kick, call });
-        this.plane!.startRing({ ...cfg, kickFd: kick, callFd: call }, { regions: this.regions, mem: this.mem });
+        const { cfg, recover, hasCall } = m as unknown as { cfg: RingConfig; recover: boolean; hasCall: boolean };
+        const [kick, inflightFd, call] = [fds[0] ?? -1, fds[1] ?? -1, hasCall ? fds[2] ?? -1 : -1];
+        this.ringFds.set(cfg.index, { kick, call, inflight: inflightFd });
+        this.plane!.startRing({ ...cfg, kickFd: kick, callFd: call, inflightFd, recover }, { regions: this.regions, mem: this.mem });
         return;
       }
       case 'ring-stopping':
@@ -98,7 +132,7 @@ export class Worker {
         void this.plane!.stopRing(index).then((base) => {
           const f = this.ringFds.get(index);
           this.ringFds.delete(index);
-          if (f) for (const fd of [f.kick, f.call]) if (fd >= 0) this.native.close(fd);
+          if (f) for (const fd of [f.kick, f.call, f.inflight]) if (fd >= 0) this.native.close(fd);
           this.channel.send({ t: 'ring-stopped', index, seq, base });
         });
         return;

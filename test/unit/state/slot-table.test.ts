@@ -37,3 +37,29 @@ test('a released slot is reused zeroed', () => {
   assert.equal(s2, s);
   assert.equal(t.dv.getUint32(t.off(s2) + 4, true), 0);
 });
+
+test('a table adopted from an existing region keeps its published records and reuses only free slots', () => {
+  const backing = new MemoryBacking();
+  const t = new SlotTable(backing, 16, 4, 3, 2);
+  const kept: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const s = t.alloc();
+    t.dv.setUint32(t.off(s) + 8, 7000 + s, true);
+    if (i % 2 === 0) { t.publish(s); kept.push(s); }
+    // odd ones: filled but never published, as if the writer died before the publish store
+  }
+  const again = new SlotTable(backing, 16, 4, 3, 2);
+  assert.deepEqual([...again.validSlots()], kept);
+  assert.equal(again.inUse, kept.length);
+  for (const s of kept) assert.equal(again.dv.getUint32(again.off(s) + 8, true), 7000 + s);
+  const fresh = new Set<number>();
+  for (let i = 0; i < 10; i++) fresh.add(again.alloc());
+  for (const s of kept) assert.ok(!fresh.has(s), `published slot ${s} handed out again`);
+});
+
+test('a region of another kind or record size is refused', () => {
+  const backing = new MemoryBacking();
+  new SlotTable(backing, 16, 4, 3, 1);
+  assert.throws(() => new SlotTable(backing, 32, 4, 3, 1), /record size/);
+  assert.throws(() => new SlotTable(backing, 16, 4, 9, 1), /kind/);
+});

@@ -78,7 +78,7 @@ test('start() serves requests that were already waiting', () => {
   assert.equal(native.writes.length, 1);
 });
 
-test('async completions outside a pass notify immediately', async () => {
+test('async completions outside a pass are signalled in the same turn of the event loop', async () => {
   const pending: Array<() => void> = [];
   const { drv, native, runner } = setup((chain, complete) => {
     pending.push(() => complete(chain.writableLen));
@@ -91,9 +91,11 @@ test('async completions outside a pass notify immediately', async () => {
   assert.equal(runner.inFlight, 2);
   await tick();
   pending[0]();
-  assert.equal(native.writes.length, 1);
-  assert.equal(drv.takeUsed().length, 1);
+  assert.equal(drv.takeUsed().length, 1, 'pushed at once');
+  await tick();
+  assert.equal(native.writes.length, 1, 'signalled before the next turn');
   pending[1]();
+  await tick();
   assert.equal(native.writes.length, 2);
   assert.equal(runner.inFlight, 0);
 });
@@ -246,11 +248,14 @@ test('EVENT_IDX: the runner calls only when used_event asks for it', async () =>
   for (let i = 0; i < 3; i++) drv.add([te('x')], [4], { indirect: false });
   native.fire();
   pending[0]();
+  await tick();
   assert.equal(native.writes.length, 1, 'first completion');
   drv.setUsedEvent(10); // driver is not interested until used idx 11
   pending[1]();
+  await tick();
   assert.equal(native.writes.length, 1);
   drv.setUsedEvent(2);
   pending[2]();
+  await tick();
   assert.equal(native.writes.length, 2);
 });

@@ -1,0 +1,39 @@
+// Named crash points for recovery tests: VFSD_CRASHPOINT=name (or name:count) makes the process
+// SIGKILL itself at the count-th hit of that point (default the first), with no cleanup, the way a
+// real crash would hit it. Unset, a crash point costs one comparison.
+//
+// Points (in the order one tracked request passes them; see src/virtio/queue-runner.ts):
+//   after-mark-inflight  the chain is recorded in flight, its handler has not run
+//   after-push-used      its used entry is visible to the guest, post_put not done
+//   after-post-put       the region records the completion
+
+let target: string | null = null;
+let remaining = 0;
+let onCrash: (name: string) => void = () => { process.kill(process.pid, 'SIGKILL'); };
+
+function arm(spec: string | undefined): void {
+  target = null;
+  if (spec === undefined || spec === '') return;
+  const m = /^([^:]+)(?::(\d+))?$/.exec(spec);
+  if (m === null || (m[2] !== undefined && Number(m[2]) < 1)) {
+    throw new Error(`VFSD_CRASHPOINT=${spec}: expected name or name:count (count >= 1)`);
+  }
+  target = m[1];
+  remaining = m[2] === undefined ? 1 : Number(m[2]);
+}
+
+arm(process.env.VFSD_CRASHPOINT);
+
+export function crashpoint(name: string): void {
+  if (target === null || name !== target) return;
+  if (--remaining > 0) return;
+  target = null;
+  onCrash(name);
+}
+
+/** For in-process tests: arm a point (same syntax as VFSD_CRASHPOINT; undefined disarms) and
+ *  replace the SIGKILL, e.g. with a function that throws. */
+export function armCrashpointForTest(spec: string | undefined, action?: (name: string) => void): void {
+  arm(spec);
+  onCrash = action ?? (() => { process.kill(process.pid, 'SIGKILL'); });
+}
