@@ -119,10 +119,10 @@ export class WorkerDataPlane implements DataPlane {
     if (r < 0) throw new Error(`socketpair: errno ${-r}`);
     const [mine, theirs] = [pair[0]!, pair[1]!];
     const script = this.o.workerScript ?? path.join(__dirname, '..', 'worker', 'worker.js');
-    const child = spawn(process.execPath, [script], {
-      stdio: ['ignore', 'inherit', 'inherit', theirs],
-      env: { ...process.env, ...this.o.env },
-    });
+    const env: NodeJS.ProcessEnv = { ...process.env, ...this.o.env };
+    // A test's crash point fires in the first worker only; its successors must recover.
+    if (this.starts > 0) delete env.VFSD_CRASHPOINT;
+    const child = spawn(process.execPath, [script], { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
     n.close(theirs);
     this.child = child;
     this.starts++;
