@@ -54,7 +54,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
     const session = new FuseSession(fs, log);
     const backend = new VhostUserFsBackend({
       native, log, numRequestQueues: cfg.numRequestQueues,
-      makeHandler: (q) => (q === 0 ? session.handleHiprio : session.handleRequest),
+      makeHandler: (q) => session.handlerFor(q, null),
       onRingStopping: () => fs.cancelWaits(),
     });
     await backend.serve(await acceptFrontend(cfg, native, log));

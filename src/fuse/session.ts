@@ -15,6 +15,8 @@ import {
 } from './abi';
 import type { Ctx, EntryResult, FileSystem, DirSink, OpenResult, FileLock, InitRequest, InitReply } from './filesystem';
 import { E } from '../errno';
+import { Journal, J_DONE } from '../state/journal';
+import { crashpoint } from '../state/crashpoint';
 
 const NAME_MAX = 255;
 const PATH_MAX = 4096;
@@ -47,7 +49,20 @@ interface Req {
   reader: ChainReader;
   writer: ChainWriter;
   complete: (usedLen: number) => void;
+  /** Journaled request: its queue's journal. */
+  journal?: Journal;
+  /** The chain's descriptor head (the journal's record index). */
+  head: number;
+  /** A re-run after a crash whose first run may have completed: relax EEXIST/ENOENT. */
+  relaxed?: boolean;
 }
+
+/** Requests whose second run would differ from the first: answered exactly once via the journal. */
+const JOURNALED = new Set<number>([
+  OP.FUSE_MKDIR, OP.FUSE_MKNOD, OP.FUSE_SYMLINK, OP.FUSE_LINK, OP.FUSE_CREATE, OP.FUSE_TMPFILE,
+  OP.FUSE_UNLINK, OP.FUSE_RMDIR, OP.FUSE_RENAME, OP.FUSE_RENAME2, OP.FUSE_SETATTR, OP.FUSE_WRITE,
+  OP.FUSE_SETXATTR, OP.FUSE_REMOVEXATTR, OP.FUSE_FALLOCATE, OP.FUSE_COPY_FILE_RANGE,
+]);
 
 export interface SessionStats { requests: number; errors: number; malformed: number }
 
@@ -89,10 +104,16 @@ export class FuseSession {
 
   /** Handler for request queues. */
   readonly handleRequest = (chain: DescChain, complete: (len: number) => void): void => {
-    this.handle(chain, complete);
+    this.handle(chain, complete, false, null);
   };
 
-  private handle(chain: DescChain, complete: (len: number) => void): void {
+  /** The handler for one queue: hiprio (0) or a request queue with its outcome journal. */
+  handlerFor(queueIndex: number, journal: Journal | null): (chain: DescChain, complete: (len: number) => void, replay: boolean) => void {
+    if (queueIndex === 0) return this.handleHiprio;
+    return (chain, complete, replay) => this.handle(chain, complete, replay, journal);
+  }
+
+  private handle(chain: DescChain, complete: (len: number) => void, replay = false, journal: Journal | null = null): void {
     this.stats.requests++;
     const reader = new ChainReader(chain.readable);
     const writer = new ChainWriter(chain.writable);
@@ -115,7 +136,7 @@ export class FuseSession {
       uniqueHi: h.getUint32(12, true),
       nodeid: nodeHi === 0 ? nodeLo : 0,
       ctx: { uid: h.getUint32(24, true), gid: h.getUint32(28, true), pid: h.getUint32(32, true) },
-      body: EMPTY, dv: EMPTY_DV, reader, writer, complete,
+      body: EMPTY, dv: EMPTY_DV, reader, writer, complete, head: chain.head,
     };
     if (len < SIZE.in_header + extlen || len > chain.readableLen) {
       return this.malformed(req, `in_header.len ${len} does not match the request (${chain.readableLen} readable, extlen ${extlen})`);
@@ -148,9 +169,26 @@ export class FuseSession {
       this.log.warn({ op: OP_NAMES[opcode] ?? opcode }, 'request before FUSE_INIT');
       return this.reply(req, -E.EIO);
     }
+    if (journal && JOURNALED.has(opcode)) {
+      if (replay) {
+        const rec = journal.find(chain.head, req.uniqueLo, req.uniqueHi, opcode);
+        if (rec && rec.state === J_DONE) {
+          // Ran to completion before the crash: answer as it was answered, do not run it again.
+          this.log.info({ op: OP_NAMES[opcode], head: chain.head }, 'replayed request answered from the journal');
+          if (rec.error < 0) return this.reply(req, rec.error);
+          this.out.set(rec.body, SIZE.out_header);
+          return this.reply(req, rec.body.length);
+        }
+        req.relaxed = rec !== null;
+      }
+      journal.intent(chain.head, req.uniqueLo, req.uniqueHi, opcode);
+      req.journal = journal;
+      crashpoint('after-journal-intent');
+    }
     let r: number;
     try {
       r = this.dispatch(req);
+      if (req.relaxed && r !== NO_REPLY) r = this.relax(req, r);
     } catch (e) {
       // An exception is a bug in us, not bad input: answer EIO and keep serving.
       this.log.error({ err: e, op: OP_NAMES[opcode] ?? opcode, nodeid: req.nodeid }, 'op threw');
@@ -158,7 +196,78 @@ export class FuseSession {
       r = -E.EIO;
     }
     if (r === NO_REPLY) return; // the op completes (or already completed) the chain itself
+    this.record(req, r);
     this.reply(req, r);
+  }
+
+  /** Journal the outcome of a journaled request, before its reply can reach the guest. */
+  private record(req: Req, r: number): void {
+    if (!req.journal) return;
+    crashpoint('after-op');
+    req.journal.done(req.head, r < 0 ? r : 0, r < 0 ? EMPTY : this.out.subarray(SIZE.out_header, SIZE.out_header + r));
+    crashpoint('after-journal-done');
+  }
+
+  /**
+   * A re-run of a request whose first run may have completed before the crash (journal intent,
+   * no outcome): the errors that first run would cause now mean success (the seed's relaxation).
+   */
+  private relax(req: Req, r: number): number {
+    const fs = this.fs, ctx = req.ctx, op = req.opcode;
+    let out = r;
+    if (r === -E.EEXIST && (op === OP.FUSE_MKDIR || op === OP.FUSE_MKNOD || op === OP.FUSE_SYMLINK || op === OP.FUSE_LINK)) {
+      const name = this.lastName(req);
+      if (name !== null) out = this.entryReply(fs.lookup(ctx, req.nodeid, name, this.st));
+    } else if (r === -E.EEXIST && op === OP.FUSE_CREATE) {
+      const name = this.lastName(req);
+      if (name !== null) {
+        const e = fs.lookup(ctx, req.nodeid, name, this.st);
+        if (typeof e !== 'number') {
+          const flags = req.dv.getUint32(0, true) & ~(0o100 | 0o200 | 0o1000); // O_CREAT|O_EXCL|O_TRUNC
+          const o = fs.open(ctx, e.nodeid, flags);
+          if (typeof o === 'number') {
+            fs.forget(e.nodeid, 1);
+          } else {
+            this.encodeEntry(SIZE.out_header, e, this.st);
+            this.encodeOpen(SIZE.out_header + SIZE.entry_out, o);
+            out = SIZE.entry_out + SIZE.open_out;
+          }
+        }
+      }
+    } else if (r === -E.ENOENT && (op === OP.FUSE_UNLINK || op === OP.FUSE_RMDIR)) {
+      out = 0;
+    } else if (r === -E.ENOENT && (op === OP.FUSE_RENAME || op === OP.FUSE_RENAME2)) {
+      // Source gone: done if the target is there.
+      const names = this.twoNames(req);
+      if (names) {
+        const e = fs.lookup(ctx, names.newParent, names.newName, this.st);
+        if (typeof e !== 'number') {
+          fs.forget(e.nodeid, 1);
+          out = 0;
+        }
+      }
+    } else if (r === -E.EEXIST && op === OP.FUSE_SETXATTR) {
+      out = 0;
+    }
+    if (out !== r) this.log.info({ op: OP_NAMES[op], errno: r }, 'replayed request: its error taken as the first run having completed');
+    return out;
+  }
+
+  /** The (single) name argument of MKDIR/MKNOD/SYMLINK/LINK/CREATE. */
+  private lastName(req: Req): string | null {
+    const fixed = ({ [OP.FUSE_MKDIR]: SIZE.mkdir_in, [OP.FUSE_MKNOD]: SIZE.mknod_in, [OP.FUSE_LINK]: SIZE.link_in,
+      [OP.FUSE_CREATE]: SIZE.create_in, [OP.FUSE_SYMLINK]: 0 } as Record<number, number>)[req.opcode] ?? 0;
+    const n = this.name(req, fixed);
+    return typeof n === 'number' ? null : n.s;
+  }
+
+  private twoNames(req: Req): { newParent: number; newName: string } | null {
+    const fixed = req.opcode === OP.FUSE_RENAME ? SIZE.rename_in : SIZE.rename2_in;
+    const a = this.name(req, fixed);
+    if (typeof a === 'number') return null;
+    const b = this.name(req, a.next);
+    if (typeof b === 'number') return null;
+    return { newParent: this.id(req, 0), newName: b.s };
   }
 
   /** Finish a request: r >= 0 is a reply body of r bytes in this.out after the header, r < 0 an errno. */
@@ -617,10 +726,13 @@ export class FuseSession {
     const src = size > 0 ? req.reader.views(size) : [];
     if (!src) return -E.EINVAL;
     this.fs.write(req.ctx, this.id(req, 0), offset, src, writeFlags, (r) => {
-      if (r < 0) return this.reply(req, r);
-      this.outDv.setUint32(SIZE.out_header, r, true);
-      this.outDv.setUint32(SIZE.out_header + 4, 0, true);
-      this.reply(req, SIZE.write_out);
+      if (r >= 0) {
+        this.outDv.setUint32(SIZE.out_header, r, true);
+        this.outDv.setUint32(SIZE.out_header + 4, 0, true);
+      }
+      const res = r < 0 ? r : SIZE.write_out;
+      this.record(req, res);
+      this.reply(req, res);
     });
     return NO_REPLY;
   }

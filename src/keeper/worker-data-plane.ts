@@ -16,6 +16,7 @@ import type { FsOptions } from '../passthrough/passthrough-fs';
 import { ControlChannel, MAX_FDS_PER_PACKET, type ChannelMessage } from './channel';
 import { FdStore } from './fd-store';
 import { InflightRegion } from '../state/inflight';
+import { Journal } from '../state/journal';
 import type { FuseInitRecord } from '../worker/worker';
 
 export interface WorkerDataPlaneOptions {
@@ -40,7 +41,7 @@ export class WorkerDataPlane implements DataPlane {
   private seq = 0;
   private readonly stops = new Map<number, Stop>();
   private closing = false;
-  private readonly inflight = new Map<number, { fd: number; bytes: number }>();
+  private readonly regionFds = new Map<string, { fd: number; bytes: number }>();
   /** The guest's FUSE_INIT, replayed into every new worker (the guest sends it only once). */
   private fuseInit: FuseInitRecord | null = null;
   private exited: Promise<void> = Promise.resolve();
@@ -72,7 +73,11 @@ export class WorkerDataPlane implements DataPlane {
 
   startRing(cfg: RingConfig, table: MemoryTable): void {
     this.regions = table.regions;
-    this.rings.set(cfg.index, { ...cfg, inflightFd: this.inflightFd(cfg.index, cfg.size) });
+    this.rings.set(cfg.index, {
+      ...cfg,
+      inflightFd: this.ringRegion(`inflight-${cfg.index}`, InflightRegion.sizeFor(cfg.size)),
+      journalFd: this.ringRegion(`journal-${cfg.index}`, Journal.sizeFor(cfg.size)),
+    });
     this.sendMem();
     this.sendRingStart(cfg, false);
   }
@@ -104,7 +109,7 @@ export class WorkerDataPlane implements DataPlane {
     await this.exited;
     this.fds.clear();
     for (const fd of Object.values(this.stateFds)) this.o.native.close(fd);
-    for (const r of this.inflight.values()) this.o.native.close(r.fd);
+    for (const r of this.regionFds.values()) this.o.native.close(r.fd);
   }
 
   /** Planned upgrade: start a new worker from the code on disk and retire the old one. */
@@ -178,20 +183,19 @@ export class WorkerDataPlane implements DataPlane {
 
   private sendRingStart(cfg: RingConfig, recover: boolean): void {
     const r = this.rings.get(cfg.index) ?? cfg;
-    const fds = [r.kickFd, r.inflightFd ?? -1, r.callFd].filter((fd) => fd >= 0);
-    this.channel?.send({ t: 'ring-start', cfg: { ...r, kickFd: -1, callFd: -1, inflightFd: -1 }, recover, hasCall: r.callFd >= 0 }, fds);
+    const fds = [r.kickFd, r.inflightFd!, r.journalFd!, r.callFd].filter((fd) => fd >= 0);
+    this.channel?.send({ t: 'ring-start', cfg: { ...r, kickFd: -1, callFd: -1, inflightFd: -1, journalFd: -1 }, recover, hasCall: r.callFd >= 0 }, fds);
   }
 
-  /** The ring's in-flight region: a memfd we keep, sized for the queue (re-made if it grew). */
-  private inflightFd(index: number, size: number): number {
-    const want = InflightRegion.sizeFor(size);
-    const have = this.inflight.get(index);
+  /** A ring's state memfd (in-flight region, journal), kept across workers; re-made if it must grow. */
+  private ringRegion(name: string, want: number): number {
+    const have = this.regionFds.get(name);
     if (have && have.bytes >= want) return have.fd;
     if (have) this.o.native.close(have.fd);
-    const fd = this.o.native.memfdCreate(`vfsd-inflight-${index}`, 0);
+    const fd = this.o.native.memfdCreate(`vfsd-${name}`, 0);
     if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
     fs.ftruncateSync(fd, want);
-    this.inflight.set(index, { fd, bytes: want });
+    this.regionFds.set(name, { fd, bytes: want });
     return fd;
   }
 

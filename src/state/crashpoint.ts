@@ -4,6 +4,9 @@
 //
 // Points (in the order one tracked request passes them; see src/virtio/queue-runner.ts):
 //   after-mark-inflight  the chain is recorded in flight, its handler has not run
+//   after-journal-intent a non-idempotent request's intent is journaled, the op has not run
+//   after-op             the op ran (host changed, maps updated), its outcome is not journaled
+//   after-journal-done   the outcome is journaled, the reply not yet pushed
 //   after-push-used      its used entry is visible to the guest, post_put not done
 //   after-post-put       the region records the completion
 

@@ -9,6 +9,7 @@ import { SplitQueue } from '../virtio/split-queue';
 import { QueueRunner, type ChainHandler } from '../virtio/queue-runner';
 import type { MemRegion } from './message';
 import { InflightRegion } from '../state/inflight';
+import { Journal } from '../state/journal';
 
 /** Everything needed to serve one ring (addresses are frontend virtual addresses). */
 export interface RingConfig {
@@ -24,6 +25,8 @@ export interface RingConfig {
   callFd: number;
   /** In-flight tracking region (a memfd of InflightRegion.sizeFor(size) bytes), or -1. */
   inflightFd?: number;
+  /** Outcome journal (a memfd of Journal.sizeFor(size) bytes), or -1. */
+  journalFd?: number;
   /** A restarted worker resumes a ring an earlier one was serving: base and the requests to
    *  re-run come from the in-flight region, not from `base`. */
   recover?: boolean;
@@ -49,9 +52,24 @@ export interface DataPlane {
 
 export class LocalDataPlane implements DataPlane {
   private readonly runners = new Map<number, QueueRunner>();
-  private readonly inflightMaps = new Map<number, ArrayBuffer>();
+  private readonly maps = new Map<number, ArrayBuffer[]>();
 
-  constructor(private readonly o: { native: NativeBinding; log: Logger; makeHandler(queueIndex: number): ChainHandler; onRingStopping?(q: number): void }) {}
+  constructor(private readonly o: {
+    native: NativeBinding; log: Logger;
+    /** The chain handler of a queue; journal: where its non-idempotent outcomes are recorded. */
+    makeHandler(queueIndex: number, journal: Journal | null): ChainHandler;
+    onRingStopping?(q: number): void;
+  }) {}
+
+  /** Map a ring's state memfd; kept until the ring stops. */
+  private mapRegion(index: number, fd: number, bytes: number, what: string): ArrayBuffer {
+    const buf = this.o.native.mmap(fd, 0, bytes);
+    if (typeof buf === 'number') throw new Error(`cannot map the ${what} of ring ${index}: errno ${-buf}`);
+    const list = this.maps.get(index) ?? [];
+    list.push(buf);
+    this.maps.set(index, list);
+    return buf;
+  }
 
   startRing(cfg: RingConfig, table: MemoryTable): void {
     const make = (lastAvail: number): SplitQueue => new SplitQueue(table.mem, {
@@ -62,10 +80,7 @@ export class LocalDataPlane implements DataPlane {
     let inflight: InflightRegion | undefined;
     let resubmit: number[] | undefined;
     if (cfg.inflightFd !== undefined && cfg.inflightFd >= 0) {
-      const buf = this.o.native.mmap(cfg.inflightFd, 0, InflightRegion.sizeFor(cfg.size));
-      if (typeof buf === 'number') throw new Error(`cannot map the in-flight region: errno ${-buf}`);
-      this.inflightMaps.set(cfg.index, buf);
-      inflight = new InflightRegion(buf);
+      inflight = new InflightRegion(this.mapRegion(cfg.index, cfg.inflightFd, InflightRegion.sizeFor(cfg.size), 'in-flight region'));
       if (cfg.recover) {
         // libvhost-user's vu_check_queue_inflights: repair a torn completion, then re-run
         // what the guest still waits for, oldest first.
@@ -80,9 +95,18 @@ export class LocalDataPlane implements DataPlane {
       // No in-flight record: everything the guest got back is done; resume after it.
       queue = make(queue.usedIndex);
     }
+    let journal: Journal | null = null;
+    if (cfg.journalFd !== undefined && cfg.journalFd >= 0) {
+      journal = new Journal(this.mapRegion(cfg.index, cfg.journalFd, Journal.sizeFor(cfg.size), 'journal'));
+      const bad = cfg.recover ? journal.validate(cfg.size) : 'fresh start';
+      if (bad !== null) {
+        if (cfg.recover) this.o.log.warn({ queue: cfg.index, why: bad }, 'journal not usable; starting a new one');
+        journal.format(cfg.size);
+      }
+    }
     const runner = new QueueRunner({
       native: this.o.native, mem: table.mem, index: cfg.index, queue, kickFd: cfg.kickFd, callFd: cfg.callFd,
-      handler: this.o.makeHandler(cfg.index), log: this.o.log,
+      handler: this.o.makeHandler(cfg.index, journal), log: this.o.log,
       ...(inflight ? { inflight } : {}), ...(resubmit ? { resubmit } : {}),
     });
     runner.start();
@@ -99,9 +123,8 @@ export class LocalDataPlane implements DataPlane {
     if (!r) throw new Error(`ring ${index} is not running`);
     this.runners.delete(index);
     const base = await r.stop();
-    const buf = this.inflightMaps.get(index);
-    if (buf) this.o.native.munmap(buf);
-    this.inflightMaps.delete(index);
+    for (const buf of this.maps.get(index) ?? []) this.o.native.munmap(buf);
+    this.maps.delete(index);
     return base;
   }
 

@@ -39,7 +39,7 @@ export class Worker {
   private readonly mem: GuestMemory;
   private regions: Array<MemRegion & { fd: number }> = [];
   /** The worker's own duplicates of each ring's kick and call fds. */
-  private readonly ringFds = new Map<number, { kick: number; call: number; inflight: number }>();
+  private readonly ringFds = new Map<number, { kick: number; call: number; inflight: number; journal: number }>();
   private init: WorkerInit | null = null;
   private stateFds: number[] = [];
   /** Fds the keeper kept for our predecessors, by registry key, until the maps claim them. */
@@ -99,7 +99,7 @@ export class Worker {
         const fs = this.fs;
         this.plane = new LocalDataPlane({
           native: this.native, log: this.log,
-          makeHandler: (q) => (q === 0 ? session.handleHiprio : session.handleRequest),
+          makeHandler: (q, journal) => session.handlerFor(q, journal),
           onRingStopping: () => fs.cancelWaits(),
         });
         this.channel.send({ t: 'ready', pid: process.pid });
@@ -119,9 +119,9 @@ export class Worker {
       }
       case 'ring-start': {
         const { cfg, recover, hasCall } = m as unknown as { cfg: RingConfig; recover: boolean; hasCall: boolean };
-        const [kick, inflightFd, call] = [fds[0] ?? -1, fds[1] ?? -1, hasCall ? fds[2] ?? -1 : -1];
-        this.ringFds.set(cfg.index, { kick, call, inflight: inflightFd });
-        this.plane!.startRing({ ...cfg, kickFd: kick, callFd: call, inflightFd, recover }, { regions: this.regions, mem: this.mem });
+        const [kick, inflightFd, journalFd, call] = [fds[0] ?? -1, fds[1] ?? -1, fds[2] ?? -1, hasCall ? fds[3] ?? -1 : -1];
+        this.ringFds.set(cfg.index, { kick, call, inflight: inflightFd, journal: journalFd });
+        this.plane!.startRing({ ...cfg, kickFd: kick, callFd: call, inflightFd, journalFd, recover }, { regions: this.regions, mem: this.mem });
         return;
       }
       case 'ring-stopping':
@@ -132,7 +132,7 @@ export class Worker {
         void this.plane!.stopRing(index).then((base) => {
           const f = this.ringFds.get(index);
           this.ringFds.delete(index);
-          if (f) for (const fd of [f.kick, f.call, f.inflight]) if (fd >= 0) this.native.close(fd);
+          if (f) for (const fd of [f.kick, f.call, f.inflight, f.journal]) if (fd >= 0) this.native.close(fd);
           this.channel.send({ t: 'ring-stopped', index, seq, base });
         });
         return;

@@ -1,0 +1,105 @@
+// The outcome journal: exactly-once answers for requests that must not run twice (MKDIR,
+// CREATE, RENAME, UNLINK, WRITE, ...). One record per descriptor head of a ring (a head is in
+// flight once at a time), in a memfd the keeper keeps across workers.
+//
+// Per request: intent (before the op touches the host) -> op -> done (the reply, before it is
+// pushed to the used ring). A restarted worker re-running a request (the in-flight region says
+// the guest still waits for it) looks its head up: `done` -> send the recorded reply, do not run
+// the op again; `intent` only -> the op may or may not have happened: run it again, and treat the
+// errors a completed first run would cause (EEXIST, ENOENT) as success.
+//
+// Layout: a 64-byte header { u32 magic, u32 version, u32 desc_num, u32 record_size }, then
+// desc_num records of 256 bytes: { u32 state, u32 opcode, u32 unique_lo, u32 unique_hi,
+// i32 error, u32 reply_len, u64 spare, u8 reply[224] }.
+
+export const JOURNAL_MAGIC = 0x5646534a; // "VFSJ"
+export const JOURNAL_VERSION = 1;
+const HEADER = 64;
+const RECORD = 256;
+/** Largest reply body a record holds (CREATE's entry_out + open_out is 144). */
+export const JOURNAL_MAX_REPLY = RECORD - 32;
+
+export const J_EMPTY = 0;
+export const J_INTENT = 1;
+export const J_DONE = 2;
+
+const R_STATE = 0, R_OPCODE = 4, R_ULO = 8, R_UHI = 12, R_ERROR = 16, R_LEN = 20, R_BODY = 32;
+
+export interface JournalRecord {
+  state: typeof J_INTENT | typeof J_DONE;
+  error: number;
+  body: Uint8Array;
+}
+
+export class Journal {
+  private readonly dv: DataView;
+  private readonly i32: Int32Array;
+  private readonly u8: Uint8Array;
+
+  static sizeFor(queueSize: number): number {
+    return HEADER + queueSize * RECORD;
+  }
+
+  constructor(buf: ArrayBuffer) {
+    this.dv = new DataView(buf);
+    this.i32 = new Int32Array(buf);
+    this.u8 = new Uint8Array(buf);
+  }
+
+  format(queueSize: number): void {
+    this.u8.fill(0, 0, Journal.sizeFor(queueSize));
+    this.dv.setUint32(8, queueSize, true);
+    this.dv.setUint32(12, RECORD, true);
+    this.dv.setUint32(4, JOURNAL_VERSION, true);
+    Atomics.store(this.i32, 0, JOURNAL_MAGIC); // ORDER: the header is valid once the magic is there
+  }
+
+  /** null when usable for this queue size, else why not. */
+  validate(queueSize: number): string | null {
+    if (this.u8.byteLength < Journal.sizeFor(queueSize)) return 'region too small';
+    if (Atomics.load(this.i32, 0) !== JOURNAL_MAGIC) return 'bad magic';
+    if (this.dv.getUint32(4, true) !== JOURNAL_VERSION) return 'bad version';
+    if (this.dv.getUint32(8, true) !== queueSize) return `made for queue size ${this.dv.getUint32(8, true)}`;
+    return null;
+  }
+
+  private off(head: number): number {
+    return HEADER + head * RECORD;
+  }
+
+  /** The record at head, if it is this request's (same unique and opcode). */
+  find(head: number, uniqueLo: number, uniqueHi: number, opcode: number): JournalRecord | null {
+    const o = this.off(head);
+    const state = Atomics.load(this.i32, o >> 2);
+    if (state !== J_INTENT && state !== J_DONE) return null;
+    if (this.dv.getUint32(o + R_OPCODE, true) !== opcode || this.dv.getUint32(o + R_ULO, true) !== uniqueLo
+      || this.dv.getUint32(o + R_UHI, true) !== uniqueHi) return null;
+    const len = Math.min(this.dv.getUint32(o + R_LEN, true), JOURNAL_MAX_REPLY);
+    return { state, error: this.dv.getInt32(o + R_ERROR, true), body: this.u8.subarray(o + R_BODY, o + R_BODY + len) };
+  }
+
+  /** The request at head is about to change the host. */
+  intent(head: number, uniqueLo: number, uniqueHi: number, opcode: number): void {
+    const o = this.off(head);
+    // ORDER: invalidate the old record first, fill, then publish the intent.
+    Atomics.store(this.i32, o >> 2, J_EMPTY);
+    this.dv.setUint32(o + R_OPCODE, opcode, true);
+    this.dv.setUint32(o + R_ULO, uniqueLo, true);
+    this.dv.setUint32(o + R_UHI, uniqueHi, true);
+    this.dv.setUint32(o + R_LEN, 0, true);
+    Atomics.store(this.i32, o >> 2, J_INTENT);
+  }
+
+  /** Its outcome: error (< 0) or 0 and the reply body. Returns false if the body does not fit
+   *  (the record then stays an intent: a replay re-runs the op with relaxed errors). */
+  done(head: number, error: number, body: Uint8Array): boolean {
+    if (body.length > JOURNAL_MAX_REPLY) return false;
+    const o = this.off(head);
+    // ORDER: the reply and error are written before the state says done.
+    this.u8.set(body, o + R_BODY);
+    this.dv.setInt32(o + R_ERROR, error, true);
+    this.dv.setUint32(o + R_LEN, body.length, true);
+    Atomics.store(this.i32, o >> 2, J_DONE);
+    return true;
+  }
+}
