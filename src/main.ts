@@ -14,6 +14,7 @@ import { VhostUserFsBackend } from './vhost/backend';
 import { listenUnix, acceptOne } from './vhost/listener';
 import { WorkerDataPlane } from './keeper/worker-data-plane';
 import type { FsOptions } from './passthrough/passthrough-fs';
+import { checkStateMain } from './cli-check-state';
 
 function fsOptions(cfg: Config): FsOptions {
   return {
@@ -81,6 +82,9 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
 }
 
 export function main(argv: string[]): void {
+  if (argv[0] === 'check-state') {
+    return checkStateMain(argv.slice(1));
+  }
   let cfg: Config;
   try {
     cfg = parseArgs(argv);

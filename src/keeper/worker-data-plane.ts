@@ -45,6 +45,10 @@ export class WorkerDataPlane implements DataPlane {
   /** The guest's FUSE_INIT, replayed into every new worker (the guest sends it only once). */
   private fuseInit: FuseInitRecord | null = null;
   private exited: Promise<void> = Promise.resolve();
+  private readonly exits: Promise<void>[] = [];
+  private upgrading = false;
+  /** A worker started ahead of a planned upgrade, idle until the old one has gone. */
+  private prestarted: { child: ChildProcess; channel: ControlChannel } | null = null;
   /** Worker starts so far (1 = the first). */
   starts = 0;
   /** Duplicates of every fd the worker registered: they outlive it. */
@@ -64,7 +68,7 @@ export class WorkerDataPlane implements DataPlane {
 
   /** Start the first worker. */
   start(): void {
-    this.spawnWorker(false);
+    this.feed(this.launch(), false);
   }
 
   get workerPid(): number | undefined {
@@ -106,18 +110,26 @@ export class WorkerDataPlane implements DataPlane {
     this.closing = true;
     this.channel?.close();
     this.child?.kill('SIGKILL');
+    this.prestarted?.child.kill('SIGKILL');
     await this.exited;
     this.fds.clear();
     for (const fd of Object.values(this.stateFds)) this.o.native.close(fd);
     for (const r of this.regionFds.values()) this.o.native.close(r.fd);
   }
 
-  /** Planned upgrade: start a new worker from the code on disk and retire the old one. */
+  /**
+   * Planned upgrade: start a new worker from the code now on disk and let it load while the old
+   * one finishes what it popped (it then exits); the new one takes over from the same state.
+   */
   restart(): void {
-    this.child?.kill('SIGKILL');
+    if (!this.child || !this.channel || this.upgrading) return;
+    this.upgrading = true;
+    this.prestarted = this.launch();
+    this.channel.send({ t: 'shutdown' });
   }
 
-  private spawnWorker(recover: boolean): void {
+  /** Start a worker process; it waits, idle, until fed. */
+  private launch(): { child: ChildProcess; channel: ControlChannel } {
     const n = this.o.native;
     const pair = new Int32Array(2);
     const r = n.socketpair(pair, true);
@@ -129,27 +141,39 @@ export class WorkerDataPlane implements DataPlane {
     if (this.starts > 0) delete env.VFSD_CRASHPOINT;
     const child = spawn(process.execPath, [script], { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
     n.close(theirs);
-    this.child = child;
     this.starts++;
-    this.o.log.info({ pid: child.pid, start: this.starts, recover }, 'worker started');
+    this.o.log.info({ pid: child.pid, start: this.starts }, 'worker started');
     const channel = new ControlChannel(n, mine, this.o.log);
-    this.channel = channel;
-    this.exited = new Promise<void>((resolve) => {
+    const exited = new Promise<void>((resolve) => {
       child.once('exit', (code, signal) => {
         // Take in what the worker said before it died (its last fd registrations) first.
         channel.drain();
         channel.close();
-        if (this.child === child) {
-          this.child = null;
-          this.channel = null;
-        }
         resolve();
+        if (this.child !== child) return; // a pre-started worker that was never fed
+        this.child = null;
+        this.channel = null;
         if (this.closing) return;
-        this.o.log.warn({ pid: child.pid, code, signal }, 'worker exited; starting a new one');
-        this.spawnWorker(true);
+        const planned = code === 0 && this.upgrading;
+        this.upgrading = false;
+        if (planned) this.o.log.info({ pid: child.pid }, 'worker retired');
+        else this.o.log.warn({ pid: child.pid, code, signal }, 'worker exited; starting a new one');
+        const next = this.prestarted ?? this.launch();
+        this.prestarted = null;
+        this.feed(next, true);
       });
     });
     channel.start((m, fds) => this.onMessage(m, fds));
+    this.exits.push(exited);
+    return { child, channel };
+  }
+
+  /** Make w the serving worker: hand it the maps, the fds, the memory table and the rings. */
+  private feed(w: { child: ChildProcess; channel: ControlChannel }, recover: boolean): void {
+    const { child, channel } = w;
+    this.child = child;
+    this.channel = channel;
+    this.exited = Promise.all(this.exits).then(() => undefined);
     const { inodes, files, dirs } = this.stateFds;
     channel.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel, fuseInit: this.fuseInit }, [inodes, files, dirs]);
     // Hand back every fd the previous workers registered, then let the worker build its maps.
@@ -171,6 +195,7 @@ export class WorkerDataPlane implements DataPlane {
     for (const cfg of this.rings.values()) this.sendRingStart(cfg, recover);
     // A stop asked of the dead worker is asked again of this one.
     for (const [seq, s] of this.stops) channel.send({ t: 'ring-stop', index: s.index, seq });
+    this.o.log.info({ pid: child.pid, recover, fds: this.fds.size, rings: this.rings.size }, 'worker serving');
   }
 
   private sendMem(): void {
@@ -213,6 +238,7 @@ export class WorkerDataPlane implements DataPlane {
         this.fuseInit = (m as unknown as { req: FuseInitRecord | null }).req;
         return;
       case 'ready':
+      case 'bye':
         return;
       case 'ring-stopped': {
         const { seq, base, index } = m as unknown as { seq: number; base: number; index: number };

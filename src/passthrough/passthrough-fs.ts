@@ -791,6 +791,11 @@ export class PassthroughFs implements FileSystem {
     attempt();
   }
 
+  /** SETLKW requests waiting for their lock. */
+  get lockWaitCount(): number {
+    return this.lockWaits.size;
+  }
+
   /**
    * Finish every SETLKW still waiting, with EINTR (as a signal would). The device is stopping
    * (guest reset, VM stop, QEMU exit) and QEMU waits for every request in flight to complete.

@@ -9,6 +9,10 @@
 //   after-journal-done   the outcome is journaled, the reply not yet pushed
 //   after-push-used      its used entry is visible to the guest, post_put not done
 //   after-post-put       the region records the completion
+// Keep CRASHPOINTS below in step with this list: the crash tests (test/crash/) run every entry.
+
+/** Every named crash point, in the order a tracked request passes them. */
+export const CRASHPOINTS: readonly string[] = ['after-mark-inflight', 'after-push-used', 'after-post-put'];
 
 let target: string | null = null;
 let remaining = 0;

@@ -132,6 +132,18 @@ export class LocalDataPlane implements DataPlane {
     this.runners.get(index)?.setCallFd(fd);
   }
 
+  /** Stop popping on every ring (requests already popped still complete). */
+  quiesce(): void {
+    for (const r of this.runners.values()) void r.stop();
+  }
+
+  /** Requests popped and not yet completed, over all rings. */
+  inFlight(): number {
+    let n = 0;
+    for (const r of this.runners.values()) n += r.inFlight;
+    return n;
+  }
+
   ringStopping(index: number): void {
     this.o.onRingStopping?.(index);
   }

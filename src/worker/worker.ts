@@ -11,6 +11,7 @@
 //   ring-stopping {index}                    finish requests that could wait forever
 //   ring-stop {index, seq}                   stop; answer ring-stopped {index, seq, base}
 //   call-fd {index} + [fd]?                  the guest's interrupt fd changed
+//   shutdown                                 planned upgrade: finish what was popped, exit 0
 // The worker sends: ready (after go), ring-stopped, fd-put {k} + [fd], fd-del {k}.
 
 import type { Logger } from '../log';
@@ -148,6 +149,23 @@ export class Worker {
         } else if (fd >= 0) {
           this.native.close(fd);
         }
+        return;
+      }
+      case 'shutdown': {
+        // Planned retirement: stop popping, let what was popped finish (SETLKW waits excepted:
+        // they are re-run by the successor, which keeps waiting), then leave.
+        const plane = this.plane;
+        const fs = this.fs;
+        if (!plane || !fs) process.exit(0);
+        plane.quiesce();
+        const check = (): void => {
+          if (plane.inFlight() <= fs.lockWaitCount) {
+            this.channel.send({ t: 'bye' });
+            process.exit(0);
+          }
+          setTimeout(check, 1);
+        };
+        check();
         return;
       }
       default:

@@ -1,0 +1,324 @@
+// The state checker: validates the crash-consistent state a keeper holds, from outside it.
+//
+// It finds the keeper's state memfds by their names in /proc/<pid>/fd ("/memfd:vfsd-inodes
+// (deleted)", ...), reads each through /proc/<pid>/fd/N (a fresh open of the same memfd: the
+// keeper is not disturbed) and checks what a restarted worker relies on:
+//   - slot tables (vfsd-inodes, vfsd-files, vfsd-dirs): header (magic, version, record size,
+//     kind, capacity within the file), every state word free or valid;
+//   - inode records: a valid record has nlookup > 0 (the root, slot 1, excepted), generation > 0,
+//     a file type, and no two valid records name the same (dev, ino, mnt_id) (seed 002);
+//   - open-file and open-dir records point at a valid inode slot (of a directory for dirs);
+//   - in-flight regions (vfsd-inflight-<q>): version, desc_num, size, last_batch_head; the number
+//     of descriptors recorded in flight is counted (not a problem by itself);
+//   - the keeper holds at least as many path fds as there are valid records (approximate: it
+//     counts /proc/<pid>/fd links that are paths, leaving out memfds, sockets, eventfds, pipes,
+//     /dev and fds 0-2; lock fds and leaked fds make it larger, which is allowed).
+// Only the state regions are read: never guest memory. Other vfsd-* memfds (regions this checker
+// does not know) are listed and left alone.
+
+import * as fs from 'node:fs';
+import { SLOT_MAGIC, SLOT_VERSION, SLOT_FREE, SLOT_VALID } from './slot-table';
+import { InflightRegion } from './inflight';
+import { INODE_RECORD, INODE_TABLE_KIND } from '../passthrough/inode-table';
+import { HANDLE_RECORD } from '../passthrough/handle-table';
+
+// Slot-table header (src/state/slot-table.ts).
+const HEADER = 64;
+const H_MAGIC = 0, H_VERSION = 4, H_RECORD = 8, H_CAPACITY = 12, H_KIND = 16;
+// Inode record (src/passthrough/inode-table.ts): state i32 | generation u32 | nlookup f64 |
+// dev u64 | ino u64 | mnt_id u64 | fd i32 | mode u32 | ...
+const I_GEN = 4, I_NLOOKUP = 8, I_DEV = 16, I_INO = 24, I_MNT = 32, I_MODE = 44;
+// Handle record (src/passthrough/handle-table.ts): state i32 | nodeid u32 | fd i32 | flags u32.
+const H_NODEID = 4;
+// Handle table kinds (src/passthrough/passthrough-fs.ts).
+const KIND_FILE = 2, KIND_DIR = 3;
+
+const S_IFMT = 0o170000, S_IFDIR = 0o040000;
+const FILE_TYPES = new Set([0o010000, 0o020000, 0o040000, 0o060000, 0o100000, 0o120000, 0o140000]);
+
+export interface TableReport {
+  name: string;
+  fd: number;
+  bytes: number;
+  capacity: number;
+  valid: number;
+}
+
+export interface InflightReport {
+  name: string;
+  queue: number;
+  fd: number;
+  bytes: number;
+  version: number;
+  descNum: number;
+  usedIdx: number;
+  lastBatchHead: number;
+  /** Descriptor heads recorded in flight (requests a restarted worker would re-run). */
+  inflight: number[];
+}
+
+export interface FdCounts {
+  total: number;
+  memfds: number;
+  sockets: number;
+  eventfds: number;
+  /** Links that are paths (files and directories the keeper holds for the worker). */
+  paths: number;
+  other: number;
+}
+
+export interface Report {
+  pid: number;
+  tables: TableReport[];
+  inflight: InflightReport[];
+  /** vfsd-* memfds this checker does not know how to validate. */
+  unknown: Array<{ name: string; fd: number; bytes: number }>;
+  fds: FdCounts;
+  /** Valid inode + open-file + open-dir records: fds the keeper must hold at least. */
+  expectedFds: number;
+  problems: string[];
+  notes: string[];
+  clean: boolean;
+}
+
+interface Memfd { fd: number; name: string }
+
+/** The keeper's memfds and fd counts, from /proc/<pid>/fd. */
+function scanFds(pid: number): { memfds: Memfd[]; counts: FdCounts } {
+  const dir = `/proc/${pid}/fd`;
+  const counts: FdCounts = { total: 0, memfds: 0, sockets: 0, eventfds: 0, paths: 0, other: 0 };
+  const memfds: Memfd[] = [];
+  for (const ent of fs.readdirSync(dir)) {
+    const fd = Number(ent);
+    let link: string;
+    try {
+      link = fs.readlinkSync(`${dir}/${ent}`);
+    } catch {
+      continue; // closed while we looked
+    }
+    counts.total++;
+    const m = /^\/memfd:(.*?)(?: \(deleted\))?$/.exec(link);
+    if (m) {
+      counts.memfds++;
+      memfds.push({ fd, name: m[1]! });
+    } else if (link.startsWith('socket:')) counts.sockets++;
+    else if (link === 'anon_inode:[eventfd]') counts.eventfds++;
+    else if (link.startsWith('/') && !link.startsWith('/dev/') && fd > 2) counts.paths++;
+    else counts.other++;
+  }
+  memfds.sort((a, b) => a.fd - b.fd);
+  return { memfds, counts };
+}
+
+function readRegion(pid: number, fd: number): Buffer {
+  return fs.readFileSync(`/proc/${pid}/fd/${fd}`);
+}
+
+/** Validate a slot table's header; returns its capacity, or -1 (with a problem) when unusable. */
+function checkHeader(name: string, b: Buffer, record: number, kind: number, problems: string[]): number {
+  if (b.length < HEADER) {
+    problems.push(`${name}: ${b.length} bytes, shorter than the ${HEADER}-byte header`);
+    return -1;
+  }
+  const magic = b.readUInt32LE(H_MAGIC), version = b.readUInt32LE(H_VERSION);
+  const rec = b.readUInt32LE(H_RECORD), cap = b.readUInt32LE(H_CAPACITY), k = b.readUInt32LE(H_KIND);
+  const bad: string[] = [];
+  if (magic !== SLOT_MAGIC) bad.push(`magic 0x${magic.toString(16)}`);
+  if (version !== SLOT_VERSION) bad.push(`version ${version}`);
+  if (rec !== record) bad.push(`record size ${rec}, expected ${record}`);
+  if (k !== kind) bad.push(`kind ${k}, expected ${kind}`);
+  if (cap < 2) bad.push(`capacity ${cap}`);
+  else if (HEADER + cap * rec > b.length) bad.push(`capacity ${cap} needs ${HEADER + cap * rec} bytes, region has ${b.length}`);
+  if (bad.length > 0) {
+    problems.push(`${name}: bad header: ${bad.join(', ')}`);
+    return -1;
+  }
+  return cap;
+}
+
+/** Valid slots of a table, checking every state word. */
+function validSlots(name: string, b: Buffer, record: number, cap: number, problems: string[]): number[] {
+  const out: number[] = [];
+  for (let s = 0; s < cap; s++) {
+    const st = b.readInt32LE(HEADER + s * record);
+    if (st === SLOT_VALID) {
+      if (s === 0) problems.push(`${name}: slot 0 (never handed out) is valid`);
+      else out.push(s);
+    } else if (st !== SLOT_FREE) {
+      problems.push(`${name}: slot ${s} has state word ${st} (neither free nor valid)`);
+    }
+  }
+  return out;
+}
+
+interface InodeInfo { mode: number }
+
+function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): { table: TableReport; inodes: Map<number, InodeInfo> } | null {
+  const table: TableReport = { name: m.name, fd: m.fd, bytes: b.length, capacity: 0, valid: 0 };
+  const inodes = new Map<number, InodeInfo>();
+  if (b.length === 0) {
+    notes.push(`${m.name}: empty (no worker has formatted it yet)`);
+    return { table, inodes };
+  }
+  const cap = checkHeader(m.name, b, INODE_RECORD, INODE_TABLE_KIND, problems);
+  if (cap < 0) return null;
+  table.capacity = cap;
+  const byId = new Map<string, number>();
+  for (const s of validSlots(m.name, b, INODE_RECORD, cap, problems)) {
+    const o = HEADER + s * INODE_RECORD;
+    const gen = b.readUInt32LE(o + I_GEN);
+    const nlookup = b.readDoubleLE(o + I_NLOOKUP);
+    const id = `${b.readBigUInt64LE(o + I_DEV)}:${b.readBigUInt64LE(o + I_INO)}:${b.readBigUInt64LE(o + I_MNT)}`;
+    const mode = b.readUInt32LE(o + I_MODE);
+    if (gen === 0) problems.push(`${m.name}: node ${s} is valid with generation 0`);
+    if (s !== 1 && !(nlookup > 0)) problems.push(`${m.name}: node ${s} is valid with nlookup ${nlookup}`);
+    if (!Number.isInteger(nlookup) || nlookup < 0) problems.push(`${m.name}: node ${s} has nlookup ${nlookup}`);
+    if (!FILE_TYPES.has(mode & S_IFMT)) problems.push(`${m.name}: node ${s} has mode 0${mode.toString(8)} (no file type)`);
+    if (s === 1 && (mode & S_IFMT) !== S_IFDIR) problems.push(`${m.name}: the root (node 1) is not a directory (mode 0${mode.toString(8)})`);
+    const other = byId.get(id);
+    if (other !== undefined) problems.push(`${m.name}: nodes ${other} and ${s} both name host inode (dev:ino:mnt) ${id}`);
+    else byId.set(id, s);
+    inodes.set(s, { mode });
+  }
+  table.valid = inodes.size;
+  if (inodes.size > 0 && !inodes.has(1)) problems.push(`${m.name}: ${inodes.size} valid nodes but no root (node 1)`);
+  return { table, inodes };
+}
+
+function checkHandles(m: Memfd, b: Buffer, kind: number, inodes: Map<number, InodeInfo> | null, problems: string[], notes: string[]): TableReport | null {
+  const table: TableReport = { name: m.name, fd: m.fd, bytes: b.length, capacity: 0, valid: 0 };
+  if (b.length === 0) {
+    notes.push(`${m.name}: empty (no worker has formatted it yet)`);
+    return table;
+  }
+  const cap = checkHeader(m.name, b, HANDLE_RECORD, kind, problems);
+  if (cap < 0) return null;
+  table.capacity = cap;
+  for (const fh of validSlots(m.name, b, HANDLE_RECORD, cap, problems)) {
+    table.valid++;
+    const nodeid = b.readUInt32LE(HEADER + fh * HANDLE_RECORD + H_NODEID);
+    if (inodes === null) continue; // the inode table itself is unusable; already reported
+    const ino = inodes.get(nodeid);
+    if (ino === undefined) {
+      problems.push(`${m.name}: fh ${fh} points at node ${nodeid}, which is not a valid inode`);
+    } else if (kind === KIND_DIR && (ino.mode & S_IFMT) !== S_IFDIR) {
+      problems.push(`${m.name}: fh ${fh} is an open dir on node ${nodeid}, which is not a directory`);
+    } else if (kind === KIND_FILE && (ino.mode & S_IFMT) === S_IFDIR) {
+      problems.push(`${m.name}: fh ${fh} is an open file on node ${nodeid}, which is a directory`);
+    }
+  }
+  return table;
+}
+
+function checkInflight(m: Memfd, queue: number, b: Buffer, problems: string[]): InflightReport {
+  const r: InflightReport = { name: m.name, queue, fd: m.fd, bytes: b.length, version: 0, descNum: 0, usedIdx: 0, lastBatchHead: 0, inflight: [] };
+  if (b.length < 16) {
+    problems.push(`${m.name}: ${b.length} bytes, too small for an in-flight region`);
+    return r;
+  }
+  const ab = new ArrayBuffer(b.length);
+  new Uint8Array(ab).set(b);
+  const region = new InflightRegion(ab);
+  r.version = region.version;
+  r.descNum = region.descNum;
+  r.usedIdx = region.usedIdx;
+  r.lastBatchHead = region.lastBatchHead;
+  const bad = region.validate();
+  if (bad !== null) {
+    problems.push(`${m.name}: ${bad}`);
+    return r;
+  }
+  if (r.lastBatchHead >= r.descNum) problems.push(`${m.name}: last_batch_head ${r.lastBatchHead} out of range (desc_num ${r.descNum})`);
+  const bytes = new Uint8Array(ab);
+  for (let h = 0; h < r.descNum; h++) {
+    const flag = bytes[16 + 16 * h]!;
+    if (flag === 1) r.inflight.push(h);
+    else if (flag !== 0) problems.push(`${m.name}: desc ${h} has inflight flag ${flag}`);
+  }
+  return r;
+}
+
+/** Validate the state a keeper (pid) holds. Throws when /proc/<pid>/fd cannot be read. */
+export function checkState(pid: number): Report {
+  const { memfds, counts } = scanFds(pid);
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const tables: TableReport[] = [];
+  const inflight: InflightReport[] = [];
+  const unknown: Report['unknown'] = [];
+  const read = (m: Memfd): Buffer | null => {
+    try {
+      return readRegion(pid, m.fd);
+    } catch (e) {
+      problems.push(`${m.name} (fd ${m.fd}): cannot read: ${(e as Error).message}`);
+      return null;
+    }
+  };
+  const named = (n: string): Memfd[] => memfds.filter((m) => m.name === n);
+  const one = (n: string): Memfd | null => {
+    const all = named(n);
+    if (all.length === 0) {
+      problems.push(`no ${n} memfd among the keeper's fds`);
+      return null;
+    }
+    if (all.length > 1) problems.push(`${all.length} ${n} memfds (fds ${all.map((x) => x.fd).join(', ')}); checking fd ${all[0]!.fd}`);
+    return all[0]!;
+  };
+
+  let inodes: Map<number, InodeInfo> | null = null;
+  const mi = one('vfsd-inodes');
+  if (mi) {
+    const b = read(mi);
+    const r = b === null ? null : checkInodes(mi, b, problems, notes);
+    if (r) {
+      tables.push(r.table);
+      inodes = r.inodes;
+    }
+  }
+  for (const [n, kind] of [['vfsd-files', KIND_FILE], ['vfsd-dirs', KIND_DIR]] as const) {
+    const m = one(n);
+    if (!m) continue;
+    const b = read(m);
+    const t = b === null ? null : checkHandles(m, b, kind, inodes, problems, notes);
+    if (t) tables.push(t);
+  }
+  const queues = new Set<number>();
+  for (const m of memfds) {
+    const q = /^vfsd-inflight-(\d+)$/.exec(m.name);
+    if (q) {
+      const queue = Number(q[1]);
+      if (queues.has(queue)) problems.push(`more than one in-flight region for queue ${queue}`);
+      queues.add(queue);
+      const b = read(m);
+      if (b !== null) inflight.push(checkInflight(m, queue, b, problems));
+    } else if (m.name.startsWith('vfsd-') && !['vfsd-inodes', 'vfsd-files', 'vfsd-dirs'].includes(m.name)) {
+      let bytes = -1;
+      try { bytes = fs.statSync(`/proc/${pid}/fd/${m.fd}`).size; } catch { /* gone */ }
+      unknown.push({ name: m.name, fd: m.fd, bytes });
+      notes.push(`${m.name} (fd ${m.fd}): not a region this checker knows; not checked`);
+    }
+  }
+  inflight.sort((a, b) => a.queue - b.queue);
+
+  const expectedFds = tables.reduce((n, t) => n + t.valid, 0);
+  if (counts.paths < expectedFds) {
+    problems.push(`the keeper holds ${counts.paths} path fds, fewer than the ${expectedFds} valid records need`);
+  }
+  return { pid, tables, inflight, unknown, fds: counts, expectedFds, problems, notes, clean: problems.length === 0 };
+}
+
+/** The short human report (ends with `state: clean` or `state: N problems`). */
+export function formatReport(r: Report): string {
+  const lines: string[] = [`keeper pid ${r.pid}`];
+  for (const t of r.tables) lines.push(`  ${t.name.padEnd(18)} fd ${String(t.fd).padEnd(4)} ${t.bytes} bytes, capacity ${t.capacity}, ${t.valid} valid`);
+  for (const q of r.inflight) {
+    lines.push(`  ${q.name.padEnd(18)} fd ${String(q.fd).padEnd(4)} version ${q.version}, desc_num ${q.descNum}, used_idx ${q.usedIdx}, ` +
+      `last_batch_head ${q.lastBatchHead}, ${q.inflight.length} in flight${q.inflight.length > 0 ? ` (heads ${q.inflight.join(' ')})` : ''}`);
+  }
+  const f = r.fds;
+  lines.push(`  fds: ${f.total} total: ${f.paths} paths (need >= ${r.expectedFds}), ${f.memfds} memfds, ${f.sockets} sockets, ${f.eventfds} eventfds, ${f.other} other`);
+  for (const n of r.notes) lines.push(`  note: ${n}`);
+  for (const p of r.problems) lines.push(`  PROBLEM: ${p}`);
+  lines.push(r.clean ? 'state: clean' : `state: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}`);
+  return lines.join('\n');
+}
