@@ -416,18 +416,24 @@ export class FuseSession {
       }
       case OP.FUSE_FORGET: {
         if (!this.need(req, SIZE.forget_in)) return this.noReply(req, 'short FORGET');
-        fs.forget(req.nodeid, this.u64(req, 0));
-        return this.noReply(req);
+        // Complete before applying: a FORGET re-run after a crash must not drop a count twice.
+        const n = this.u64(req, 0);
+        this.noReply(req);
+        fs.forget(req.nodeid, n);
+        return NO_REPLY;
       }
       case OP.FUSE_BATCH_FORGET: {
         if (!this.need(req, SIZE.batch_forget_in)) return this.noReply(req, 'short BATCH_FORGET');
         const count = dv.getUint32(0, true);
         if (SIZE.batch_forget_in + count * SIZE.forget_one > req.body.byteLength) return this.noReply(req, 'BATCH_FORGET count past the body');
+        const items: number[] = [];
         for (let i = 0; i < count; i++) {
           const o = SIZE.batch_forget_in + i * SIZE.forget_one;
-          fs.forget(this.id(req, o), this.u64(req, o + 8));
+          items.push(this.id(req, o), this.u64(req, o + 8));
         }
-        return this.noReply(req);
+        this.noReply(req);
+        for (let i = 0; i < items.length; i += 2) fs.forget(items[i]!, items[i + 1]!);
+        return NO_REPLY;
       }
       case OP.FUSE_INTERRUPT:
         // virtio-fs guests never send it (Linux 6.1 virtio_fs_wake_interrupt_and_unlock is a no-op);
@@ -537,13 +543,16 @@ export class FuseSession {
         this.out.fill(0, H + 52, H + SIZE.kstatfs);
         return SIZE.kstatfs;
       }
-      case OP.FUSE_RELEASE: {
-        if (!this.need(req, SIZE.release_in)) return -E.EINVAL;
-        return fs.release(ctx, this.id(req, 0), dv.getUint32(8, true), dv.getUint32(12, true), dv.getBigUint64(16, true));
-      }
+      case OP.FUSE_RELEASE:
       case OP.FUSE_RELEASEDIR: {
         if (!this.need(req, SIZE.release_in)) return -E.EINVAL;
-        return fs.releasedir(ctx, this.id(req, 0));
+        // Reply before free: once the guest has its answer the request is never re-run, so a
+        // replay cannot free an fh that a later OPEN was given. (The guest ignores the result.)
+        const fh = this.id(req, 0), flags = dv.getUint32(8, true), rflags = dv.getUint32(12, true), owner = dv.getBigUint64(16, true);
+        this.reply(req, 0);
+        const r = req.opcode === OP.FUSE_RELEASE ? fs.release(ctx, fh, flags, rflags, owner) : fs.releasedir(ctx, fh);
+        if (r < 0) this.log.debug({ op: OP_NAMES[req.opcode], fh, errno: -r }, 'release of an unknown handle');
+        return NO_REPLY;
       }
       case OP.FUSE_FLUSH: {
         if (!this.need(req, SIZE.flush_in)) return -E.EINVAL;

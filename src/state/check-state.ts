@@ -10,6 +10,9 @@
 //   - open-file and open-dir records point at a valid inode slot (of a directory for dirs);
 //   - in-flight regions (vfsd-inflight-<q>): version, desc_num, size, last_batch_head; the number
 //     of descriptors recorded in flight is counted (not a problem by itself);
+//   - outcome journals (vfsd-journal-<q>): header (magic, version, desc_num = the ring's, record
+//     size, size), record states and reply lengths; intent-only records on heads that are not in
+//     flight (an outcome never recorded, harmless: nobody replays them) are noted;
 //   - the keeper holds at least as many path fds as there are valid records (approximate: it
 //     counts /proc/<pid>/fd links that are paths, leaving out memfds, sockets, eventfds, pipes,
 //     /dev and fds 0-2; lock fds and leaked fds make it larger, which is allowed).
@@ -19,6 +22,7 @@
 import * as fs from 'node:fs';
 import { SLOT_MAGIC, SLOT_VERSION, SLOT_FREE, SLOT_VALID } from './slot-table';
 import { InflightRegion } from './inflight';
+import { Journal, JOURNAL_MAGIC, JOURNAL_VERSION, JOURNAL_MAX_REPLY, J_EMPTY, J_INTENT, J_DONE } from './journal';
 import { INODE_RECORD, INODE_TABLE_KIND } from '../passthrough/inode-table';
 import { HANDLE_RECORD } from '../passthrough/handle-table';
 
@@ -57,6 +61,17 @@ export interface InflightReport {
   inflight: number[];
 }
 
+export interface JournalReport {
+  name: string;
+  queue: number;
+  fd: number;
+  bytes: number;
+  descNum: number;
+  /** Heads whose record holds an intent only / a recorded outcome. */
+  intent: number[];
+  done: number;
+}
+
 export interface FdCounts {
   total: number;
   memfds: number;
@@ -71,6 +86,7 @@ export interface Report {
   pid: number;
   tables: TableReport[];
   inflight: InflightReport[];
+  journals: JournalReport[];
   /** vfsd-* memfds this checker does not know how to validate. */
   unknown: Array<{ name: string; fd: number; bytes: number }>;
   fds: FdCounts;
@@ -238,6 +254,46 @@ function checkInflight(m: Memfd, queue: number, b: Buffer, problems: string[]): 
   return r;
 }
 
+// Journal header and record (src/state/journal.ts).
+const J_HEADER = 64, J_RECORD = 256;
+const JH_VERSION = 4, JH_DESC_NUM = 8, JH_RECORD = 12;
+const JR_LEN = 20;
+
+function checkJournal(m: Memfd, queue: number, b: Buffer, problems: string[]): JournalReport {
+  const r: JournalReport = { name: m.name, queue, fd: m.fd, bytes: b.length, descNum: 0, intent: [], done: 0 };
+  if (b.length < J_HEADER) {
+    problems.push(`${m.name}: ${b.length} bytes, shorter than the ${J_HEADER}-byte header`);
+    return r;
+  }
+  const magic = b.readUInt32LE(0), version = b.readUInt32LE(JH_VERSION);
+  const n = b.readUInt32LE(JH_DESC_NUM), rec = b.readUInt32LE(JH_RECORD);
+  const bad: string[] = [];
+  if (magic !== JOURNAL_MAGIC) bad.push(magic === 0 ? 'not formatted' : `magic 0x${magic.toString(16)}`);
+  else {
+    if (version !== JOURNAL_VERSION) bad.push(`version ${version}`);
+    if (rec !== J_RECORD) bad.push(`record size ${rec}, expected ${J_RECORD}`);
+    if (n === 0 || n > 32768 || (n & (n - 1)) !== 0) bad.push(`desc_num ${n} is not a queue size`);
+    else if (Journal.sizeFor(n) > b.length) bad.push(`desc_num ${n} needs ${Journal.sizeFor(n)} bytes, region has ${b.length}`);
+  }
+  if (bad.length > 0) {
+    problems.push(`${m.name}: bad header: ${bad.join(', ')}`);
+    return r;
+  }
+  r.descNum = n;
+  for (let h = 0; h < n; h++) {
+    const o = J_HEADER + h * J_RECORD;
+    const st = b.readUInt32LE(o);
+    if (st === J_EMPTY) continue;
+    if (st === J_INTENT) r.intent.push(h);
+    else if (st === J_DONE) {
+      r.done++;
+      const len = b.readUInt32LE(o + JR_LEN);
+      if (len > JOURNAL_MAX_REPLY) problems.push(`${m.name}: head ${h} records a ${len}-byte reply (at most ${JOURNAL_MAX_REPLY})`);
+    } else problems.push(`${m.name}: head ${h} has record state ${st}`);
+  }
+  return r;
+}
+
 /** Validate the state a keeper (pid) holds. Throws when /proc/<pid>/fd cannot be read. */
 export function checkState(pid: number): Report {
   const { memfds, counts } = scanFds(pid);
@@ -245,6 +301,7 @@ export function checkState(pid: number): Report {
   const notes: string[] = [];
   const tables: TableReport[] = [];
   const inflight: InflightReport[] = [];
+  const journals: JournalReport[] = [];
   const unknown: Report['unknown'] = [];
   const read = (m: Memfd): Buffer | null => {
     try {
@@ -291,6 +348,9 @@ export function checkState(pid: number): Report {
       queues.add(queue);
       const b = read(m);
       if (b !== null) inflight.push(checkInflight(m, queue, b, problems));
+    } else if (/^vfsd-journal-\d+$/.test(m.name)) {
+      const b = read(m);
+      if (b !== null) journals.push(checkJournal(m, Number(m.name.slice('vfsd-journal-'.length)), b, problems));
     } else if (m.name.startsWith('vfsd-') && !['vfsd-inodes', 'vfsd-files', 'vfsd-dirs'].includes(m.name)) {
       let bytes = -1;
       try { bytes = fs.statSync(`/proc/${pid}/fd/${m.fd}`).size; } catch { /* gone */ }
@@ -299,12 +359,20 @@ export function checkState(pid: number): Report {
     }
   }
   inflight.sort((a, b) => a.queue - b.queue);
+  journals.sort((a, b) => a.queue - b.queue);
+  for (const j of journals) {
+    if (j.descNum === 0) continue;
+    const q = inflight.find((x) => x.queue === j.queue);
+    if (q && q.descNum !== 0 && q.descNum !== j.descNum) problems.push(`${j.name}: desc_num ${j.descNum}, the ring's in-flight region says ${q.descNum}`);
+    const idle = j.intent.filter((h) => !q?.inflight.includes(h));
+    if (idle.length > 0) notes.push(`${j.name}: intent without outcome on heads not in flight (${idle.join(' ')}): completed without a recorded outcome`);
+  }
 
   const expectedFds = tables.reduce((n, t) => n + t.valid, 0);
   if (counts.paths < expectedFds) {
     problems.push(`the keeper holds ${counts.paths} path fds, fewer than the ${expectedFds} valid records need`);
   }
-  return { pid, tables, inflight, unknown, fds: counts, expectedFds, problems, notes, clean: problems.length === 0 };
+  return { pid, tables, inflight, journals, unknown, fds: counts, expectedFds, problems, notes, clean: problems.length === 0 };
 }
 
 /** The short human report (ends with `state: clean` or `state: N problems`). */
@@ -314,6 +382,9 @@ export function formatReport(r: Report): string {
   for (const q of r.inflight) {
     lines.push(`  ${q.name.padEnd(18)} fd ${String(q.fd).padEnd(4)} version ${q.version}, desc_num ${q.descNum}, used_idx ${q.usedIdx}, ` +
       `last_batch_head ${q.lastBatchHead}, ${q.inflight.length} in flight${q.inflight.length > 0 ? ` (heads ${q.inflight.join(' ')})` : ''}`);
+  }
+  for (const j of r.journals) {
+    lines.push(`  ${j.name.padEnd(18)} fd ${String(j.fd).padEnd(4)} desc_num ${j.descNum}, ${j.done} outcomes, ${j.intent.length} intents without outcome`);
   }
   const f = r.fds;
   lines.push(`  fds: ${f.total} total: ${f.paths} paths (need >= ${r.expectedFds}), ${f.memfds} memfds, ${f.sockets} sockets, ${f.eventfds} eventfds, ${f.other} other`);

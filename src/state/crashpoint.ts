@@ -12,7 +12,9 @@
 // Keep CRASHPOINTS below in step with this list: the crash tests (test/crash/) run every entry.
 
 /** Every named crash point, in the order a tracked request passes them. */
-export const CRASHPOINTS: readonly string[] = ['after-mark-inflight', 'after-push-used', 'after-post-put'];
+export const CRASHPOINTS: readonly string[] = [
+  'after-mark-inflight', 'after-journal-intent', 'after-op', 'after-journal-done', 'after-push-used', 'after-post-put',
+];
 
 let target: string | null = null;
 let remaining = 0;
