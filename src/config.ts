@@ -26,6 +26,8 @@ export interface Config {
   numRequestQueues: number;
   /** Serve from a worker process supervised by this one (the default). */
   keeper: boolean;
+  /** Internal: a memfd with the state an earlier image of this keeper handed over. */
+  restoreFd?: number;
 }
 
 export class ConfigError extends Error {}
@@ -104,6 +106,7 @@ export function parseArgs(argv: string[]): Config {
     .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
     .option('preserve-noatime', { type: 'boolean', describe: 'Accepted for compatibility' })
     .option('keeper', { type: 'boolean', default: true, describe: 'Serve rings from a restartable worker process (--no-keeper: one process)' })
+    .option('restore-fd', { type: 'number', hidden: true, describe: 'Internal: keeper re-exec hand-over' })
     .option('num-request-queues', { type: 'number', default: 1, describe: 'Request queues offered to QEMU' })
     .option('o', { type: 'string', array: true, describe: 'C virtiofsd style options: source=DIR,cache=none|auto|always,xattr,...' })
     .option('f', { type: 'boolean', describe: 'Foreground (always)' })
@@ -136,12 +139,13 @@ export function parseArgs(argv: string[]): Config {
     rlimitNofile: a.rlimitNofile,
     numRequestQueues: a.numRequestQueues,
     keeper: a.keeper,
+    restoreFd: a.restoreFd,
   };
   applyDashO(cfg, a.o ?? []);
   if (cfg.printCapabilities) return cfg;
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`invalid log level ${cfg.logLevel}`);
   if (!cfg.sharedDir) throw new ConfigError('--shared-dir (or -o source=DIR) is required');
-  if (cfg.socketPath === undefined && cfg.fd === undefined) throw new ConfigError('--socket-path or --fd is required');
+  if (cfg.socketPath === undefined && cfg.fd === undefined && cfg.restoreFd === undefined) throw new ConfigError('--socket-path or --fd is required');
   if (cfg.socketPath !== undefined && cfg.fd !== undefined) throw new ConfigError('--socket-path and --fd are mutually exclusive');
   if (!Number.isInteger(cfg.threadPoolSize) || cfg.threadPoolSize < 0 || cfg.threadPoolSize > 1024) throw new ConfigError('invalid --thread-pool-size');
   if (!Number.isInteger(cfg.numRequestQueues) || cfg.numRequestQueues < 1 || cfg.numRequestQueues > 64) throw new ConfigError('invalid --num-request-queues');

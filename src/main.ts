@@ -12,7 +12,9 @@ import { PassthroughFs, DEFAULT_FS_OPTIONS } from './passthrough/passthrough-fs'
 import { FuseSession } from './fuse/session';
 import { VhostUserFsBackend } from './vhost/backend';
 import { listenUnix, acceptOne } from './vhost/listener';
-import { WorkerDataPlane } from './keeper/worker-data-plane';
+import { WorkerDataPlane, type PlaneState } from './keeper/worker-data-plane';
+import type { DeviceState } from './vhost/backend';
+import * as nodefs from 'node:fs';
 import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
 
@@ -68,17 +70,76 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
   const probe = native.openat(-100, toBinary(cfg.sharedDir), 0o10000000 | 0o200000 | 0o2000000, 0);
   if (probe < 0) throw new Error(`cannot open shared directory ${cfg.sharedDir}: errno ${-probe}`);
   native.close(probe);
-  const conn = await acceptFrontend(cfg, native, log);
-  const plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel });
-  plane.start();
+
+  let plane: WorkerDataPlane;
+  let backend: VhostUserFsBackend;
+  let conn: number;
+  if (cfg.restoreFd !== undefined) {
+    // A new image of the keeper (re-exec): carry on with the device and maps the old one left.
+    const h = JSON.parse(nodefs.readFileSync(`/proc/self/fd/${cfg.restoreFd}`, 'utf8')) as Handover;
+    native.close(cfg.restoreFd);
+    for (const fd of h.fds) native.setCloexec(fd, true);
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel }, h.plane);
+    backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane });
+    backend.adopt(h.device);
+    conn = h.connFd;
+    plane.start(true);
+    log.info({ rings: backend.runningRings(), fds: h.fds.length }, 'keeper re-executed; serving on');
+  } else {
+    conn = await acceptFrontend(cfg, native, log);
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel });
+    backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane });
+    plane.start();
+  }
   process.on('SIGHUP', () => {
     log.info('SIGHUP: restarting the worker');
     plane.restart();
   });
-  const backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane });
+  let reexecuting = false;
+  process.on('SIGUSR2', () => {
+    if (reexecuting) return;
+    reexecuting = true;
+    void reexec(native, log, backend, plane).finally(() => { reexecuting = false; });
+  });
   await backend.serve(conn);
   log.info({ workerStarts: plane.starts }, 'client disconnected, shutting down');
   await plane.close();
+}
+
+/** What one keeper image hands the next through a memfd (--restore-fd). */
+interface Handover { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] }
+
+/**
+ * Upgrade the keeper in place (SIGUSR2): finish the vhost-user message in hand, retire the
+ * worker, write the device state to a memfd, clear FD_CLOEXEC on every fd that matters and
+ * execve the code now on disk with --restore-fd. The pid and QEMU's connection stay.
+ */
+async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane): Promise<void> {
+  log.info('SIGUSR2: re-executing the keeper');
+  await backend.quiesce();
+  log.debug('re-exec: vhost-user connection quiet');
+  await plane.retire();
+  log.debug('re-exec: worker retired');
+  const device = backend.snapshot();
+  const exported = plane.exportState();
+  const connFd = backend.connectionFd;
+  const fds = [connFd, ...device.fds.map((f) => f.fd), ...exported.fds].filter((fd) => fd >= 0);
+  const h: Handover = { v: 1, connFd, device: device.state, plane: exported.state, fds };
+  const memfd = native.memfdCreate('vfsd-handover', 0);
+  if (memfd >= 0) nodefs.writeSync(memfd, JSON.stringify(h));
+  const all = [...fds, memfd];
+  // stdio too: Node marks its pipes close-on-exec, and operators read our stderr.
+  for (const fd of [0, 1, 2, ...all]) native.setCloexec(fd, false);
+  const script = process.argv[1]!;
+  const args = process.argv.slice(2).filter((a) => !a.startsWith('--restore-fd'));
+  const env = Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
+  const r = memfd < 0 ? memfd : native.execve(process.execPath, [process.execPath, script, ...args, `--restore-fd=${memfd}`], env);
+  // Only reached when execve failed: keep serving as we were.
+  log.error({ errno: -r }, 'keeper re-exec failed; serving on');
+  for (const fd of all) native.setCloexec(fd, true);
+  if (memfd >= 0) native.close(memfd);
+  plane.unretire();
+  backend.resume();
 }
 
 export function main(argv: string[]): void {

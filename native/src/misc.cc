@@ -1,5 +1,10 @@
 // Credentials and process limits.
+#include <fcntl.h>
 #include <sys/fsuid.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -47,6 +52,51 @@ Napi::Value Umask(const Napi::CallbackInfo& info) {
   return Num(a.Env(), umask(mask & 0777));
 }
 
+// A JS array of strings as a NULL-terminated char* vector (UTF-8); false if it is not one.
+bool StringVector(const Napi::Value& v, std::vector<std::string>* out) {
+  if (!v.IsArray()) return false;
+  Napi::Array arr = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value e = arr.Get(i);
+    if (!e.IsString()) return false;
+    out->push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return true;
+}
+
+// execve(2): replace this process's image, keeping its pid and every fd without FD_CLOEXEC.
+// Returns only on failure (-errno). The keeper uses it to upgrade itself in place.
+Napi::Value Execve(const Napi::CallbackInfo& info) {
+  Args a(info, "execve");
+  std::string path = a.Str(0);
+  VFS_CHECK(a);
+  std::vector<std::string> argv, envp;
+  if (info.Length() < 3 || !StringVector(info[1], &argv) || !StringVector(info[2], &envp)) {
+    Napi::TypeError::New(info.Env(), "execve: argv and envp must be arrays of strings").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  std::vector<char*> av, ev;
+  for (auto& s : argv) av.push_back(s.data());
+  av.push_back(nullptr);
+  for (auto& s : envp) ev.push_back(s.data());
+  ev.push_back(nullptr);
+  execve(path.c_str(), av.data(), ev.data());
+  return Num(a.Env(), -errno);
+}
+
+// Set or clear FD_CLOEXEC (fds handed to a new image must not have it).
+Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  Args a(info, "setCloexec");
+  int fd = a.Int(0);
+  bool on = a.Bool(1);
+  VFS_CHECK(a);
+  int f = fcntl(fd, F_GETFD);
+  if (f < 0) return Num(a.Env(), -errno);
+  f = on ? (f | FD_CLOEXEC) : (f & ~FD_CLOEXEC);
+  if (fcntl(fd, F_SETFD, f) < 0) return Num(a.Env(), -errno);
+  return Num(a.Env(), 0);
+}
+
 }  // namespace
 
 void InitMisc(Napi::Env env, Napi::Object exports) {
@@ -54,6 +104,8 @@ void InitMisc(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "setfsgid", Setfsgid);
   Export(env, exports, "raiseNofile", RaiseNofile);
   Export(env, exports, "umask", Umask);
+  Export(env, exports, "execve", Execve);
+  Export(env, exports, "setCloexec", SetCloexec);
 }
 
 }  // namespace vfs

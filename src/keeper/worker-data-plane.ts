@@ -32,6 +32,16 @@ export interface WorkerDataPlaneOptions {
 
 interface Stop { index: number; resolve: (base: number) => void }
 
+/** What a re-executed keeper needs to carry on serving (fd numbers survive execve). */
+export interface PlaneState {
+  stateFds: { inodes: number; files: number; dirs: number };
+  regionFds: Array<[string, { fd: number; bytes: number }]>;
+  fds: Array<[string, number]>;
+  fuseInit: FuseInitRecord | null;
+  rings: RingConfig[];
+  regions: Array<MemoryTable['regions'][number]>;
+}
+
 export class WorkerDataPlane implements DataPlane {
   private child: ChildProcess | null = null;
   private channel: ControlChannel | null = null;
@@ -47,6 +57,8 @@ export class WorkerDataPlane implements DataPlane {
   private exited: Promise<void> = Promise.resolve();
   private readonly exits: Promise<void>[] = [];
   private upgrading = false;
+  /** The worker was retired for a keeper re-exec: do not replace it. */
+  private handingOver = false;
   /** A worker started ahead of a planned upgrade, idle until the old one has gone. */
   private prestarted: { child: ChildProcess; channel: ControlChannel } | null = null;
   /** Worker starts so far (1 = the first). */
@@ -56,8 +68,17 @@ export class WorkerDataPlane implements DataPlane {
   /** The memfds of the inode, open-file and open-dir maps, kept across workers. */
   private readonly stateFds: { inodes: number; files: number; dirs: number };
 
-  constructor(private readonly o: WorkerDataPlaneOptions) {
+  constructor(private readonly o: WorkerDataPlaneOptions, restored?: PlaneState) {
     this.fds = new FdStore(o.native);
+    if (restored) {
+      this.stateFds = restored.stateFds;
+      for (const [k, v] of restored.regionFds) this.regionFds.set(k, v);
+      for (const [k, fd] of restored.fds) this.fds.put(k, fd);
+      this.fuseInit = restored.fuseInit;
+      for (const r of restored.rings) this.rings.set(r.index, r);
+      this.regions = restored.regions;
+      return;
+    }
     const mk = (name: string): number => {
       const fd = o.native.memfdCreate(`vfsd-${name}`, 0);
       if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
@@ -66,9 +87,44 @@ export class WorkerDataPlane implements DataPlane {
     this.stateFds = { inodes: mk('inodes'), files: mk('files'), dirs: mk('dirs') };
   }
 
-  /** Start the first worker. */
-  start(): void {
-    this.feed(this.launch(), false);
+  /** Start the first worker (recover: resume rings an earlier keeper image was serving). */
+  start(recover = false): void {
+    this.feed(this.launch(), recover);
+  }
+
+  /** Everything a new keeper image needs, and the fds it must inherit. */
+  exportState(): { state: PlaneState; fds: number[] } {
+    const state: PlaneState = {
+      stateFds: this.stateFds,
+      regionFds: [...this.regionFds.entries()],
+      fds: [...this.fds.entries()],
+      fuseInit: this.fuseInit,
+      rings: [...this.rings.values()],
+      regions: [...this.regions],
+    };
+    const fds = [
+      ...Object.values(this.stateFds), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
+    ];
+    return { state, fds };
+  }
+
+  /**
+   * Retire the worker without a successor (the keeper is about to re-execute itself): it
+   * finishes what it popped and exits. Resolves when it has.
+   */
+  async retire(): Promise<void> {
+    const child = this.child;
+    if (!child || !this.channel) return;
+    this.handingOver = true;
+    const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    this.channel.send({ t: 'shutdown' });
+    await gone;
+  }
+
+  /** The hand-over failed: serve again with a new worker. */
+  unretire(): void {
+    this.handingOver = false;
+    if (!this.child) this.feed(this.launch(), true);
   }
 
   get workerPid(): number | undefined {
@@ -153,7 +209,7 @@ export class WorkerDataPlane implements DataPlane {
         if (this.child !== child) return; // a pre-started worker that was never fed
         this.child = null;
         this.channel = null;
-        if (this.closing) return;
+        if (this.closing || this.handingOver) return;
         const planned = code === 0 && this.upgrading;
         this.upgrading = false;
         if (planned) this.o.log.info({ pid: child.pid }, 'worker retired');

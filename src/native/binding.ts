@@ -141,6 +141,11 @@ export interface NativeBinding {
   raiseNofile(want: number): number;
   /** umask(2): returns the previous mask. */
   umask(mask: number): number;
+  /** execve(2) (argv/envp as UTF-8 strings): replaces the process image, keeping the pid and
+   *  every fd without FD_CLOEXEC. Returns only on failure, with -errno. */
+  execve(path: string, argv: string[], envp: string[]): number;
+  /** Set (true) or clear (false) FD_CLOEXEC. 0 or -errno. */
+  setCloexec(fd: number, on: boolean): number;
 }
 
 /** pollStart that throws (with the errno) where a watch cannot be set up. */

@@ -269,6 +269,43 @@ export class VhostUserFsBackend {
     return this.served;
   }
 
+  /**
+   * Take over a device another image of this process was serving (keeper re-exec): its state,
+   * whose fds are ours now. Rings that were running are marked so (the data plane resumes them).
+   * Call before serve() on the same connection fd.
+   */
+  adopt(state: DeviceState): void {
+    this.s = state;
+    for (const r of state.regions) {
+      const rc = this.mem.addRegion({ ...r });
+      if (rc < 0) throw new Error(`cannot map adopted region at gpa 0x${r.gpa.toString(16)}: errno ${-rc}`);
+    }
+    for (let q = 0; q < this.numQueues; q++) {
+      const r = state.rings[q];
+      this.running[q] = !!(r && r.started && r.enabled && r.addr && r.num > 0 && r.kickFd >= 0);
+    }
+  }
+
+  /** The vhost-user connection's fd (-1 when not serving). */
+  get connectionFd(): number {
+    return this.conn && !this.conn.isClosed ? this.conn.fd : -1;
+  }
+
+  /** Rings the data plane serves now. */
+  runningRings(): number[] {
+    return this.running.flatMap((on, q) => (on ? [q] : []));
+  }
+
+  /** Finish the message in hand and stop reading (see VhostUserConnection.quiesce). */
+  async quiesce(): Promise<void> {
+    if (this.conn) await this.conn.quiesce();
+  }
+
+  /** Undo quiesce(). */
+  resume(): void {
+    this.conn?.resume();
+  }
+
   /** Drop the connection from our side; resolves when the teardown is complete. */
   async close(): Promise<void> {
     const served = this.served;

@@ -128,8 +128,41 @@ export class VhostUserConnection extends EventEmitter {
     return this.closed || this.eof;
   }
 
+  private pausing: (() => void) | null = null;
+
+  /**
+   * Stop reading at the next message boundary, once every message read so far is handled
+   * (the keeper re-executing itself hands the socket over between two messages; whatever QEMU
+   * sends meanwhile waits in the socket for the new image).
+   */
+  quiesce(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.pausing = resolve;
+      this.checkPaused();
+    });
+  }
+
+  /** Read again after quiesce() (the hand-over did not happen). */
+  resume(): void {
+    if (this.poll || this.eof || this.closed || !this.handler) return;
+    const handler = this.handler;
+    this.handler = null;
+    this.start(handler);
+  }
+
+  private checkPaused(): void {
+    if (!this.pausing || this.header || this.got > 0 || this.pumping || this.queue.length > 0) return;
+    if (this.poll) this.native.pollStop(this.poll);
+    this.poll = null;
+    const done = this.pausing;
+    this.pausing = null;
+    done();
+  }
+
   private readAvailable(): void {
     while (!this.eof) {
+      // Quiescing: read no further than the end of the current message.
+      if (this.pausing && !this.header && this.got === 0) return;
       const target = this.readTarget();
       const n = this.native.recvmsg(this.fd, target, this.fdBuf);
       for (const f of this.fdBuf) if (f >= 0) this.fds.push(f);
@@ -206,6 +239,7 @@ export class VhostUserConnection extends EventEmitter {
       this.pumping = false;
     }
     this.maybeEmitClose();
+    this.checkPaused();
   }
 
   private maybeEmitClose(): void {
