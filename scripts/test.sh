@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole suite, as CI runs it (after `npm ci`, which builds the addon and the TypeScript).
 # Layers: unit (pure TS), native (the shim's syscalls), integration (our vhost-user frontend
-# against our daemon and the C virtiofsd), e2e (a real Linux guest under QEMU/TCG).
+# against our daemon and the C virtiofsd), crash (the worker killed at every crash point, then
+# replies, host tree and state image compared), e2e (a real Linux guest under QEMU/TCG).
 # VFSD_SKIP_E2E=1 leaves the guest out (for quick local runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,7 +16,7 @@ elif [ ! -x /usr/lib/qemu/virtiofsd ]; then
 fi
 
 files=()
-for layer in unit native integration; do
+for layer in unit native integration crash; do
   while IFS= read -r f; do files+=("$f"); done < <(find "dist/test/$layer" -name '*.test.js' | sort)
 done
 if [ "${VFSD_SKIP_E2E:-0}" != 1 ]; then

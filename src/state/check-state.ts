@@ -46,6 +46,8 @@ export interface TableReport {
   bytes: number;
   capacity: number;
   valid: number;
+  /** Inode table: the sum of the valid records' nlookup (the guest's references). */
+  nlookup?: number;
 }
 
 export interface InflightReport {
@@ -180,6 +182,7 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
   if (cap < 0) return null;
   table.capacity = cap;
   const byId = new Map<string, number>();
+  table.nlookup = 0;
   for (const s of validSlots(m.name, b, INODE_RECORD, cap, problems)) {
     const o = HEADER + s * INODE_RECORD;
     const gen = b.readUInt32LE(o + I_GEN);
@@ -195,6 +198,7 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
     if (other !== undefined) problems.push(`${m.name}: nodes ${other} and ${s} both name host inode (dev:ino:mnt) ${id}`);
     else byId.set(id, s);
     inodes.set(s, { mode });
+    table.nlookup += nlookup;
   }
   table.valid = inodes.size;
   if (inodes.size > 0 && !inodes.has(1)) problems.push(`${m.name}: ${inodes.size} valid nodes but no root (node 1)`);
@@ -378,7 +382,7 @@ export function checkState(pid: number): Report {
 /** The short human report (ends with `state: clean` or `state: N problems`). */
 export function formatReport(r: Report): string {
   const lines: string[] = [`keeper pid ${r.pid}`];
-  for (const t of r.tables) lines.push(`  ${t.name.padEnd(18)} fd ${String(t.fd).padEnd(4)} ${t.bytes} bytes, capacity ${t.capacity}, ${t.valid} valid`);
+  for (const t of r.tables) lines.push(`  ${t.name.padEnd(18)} fd ${String(t.fd).padEnd(4)} ${t.bytes} bytes, capacity ${t.capacity}, ${t.valid} valid${t.nlookup !== undefined ? ` (nlookup total ${t.nlookup})` : ''}`);
   for (const q of r.inflight) {
     lines.push(`  ${q.name.padEnd(18)} fd ${String(q.fd).padEnd(4)} version ${q.version}, desc_num ${q.descNum}, used_idx ${q.usedIdx}, ` +
       `last_batch_head ${q.lastBatchHead}, ${q.inflight.length} in flight${q.inflight.length > 0 ? ` (heads ${q.inflight.join(' ')})` : ''}`);
@@ -390,6 +394,6 @@ export function formatReport(r: Report): string {
   lines.push(`  fds: ${f.total} total: ${f.paths} paths (need >= ${r.expectedFds}), ${f.memfds} memfds, ${f.sockets} sockets, ${f.eventfds} eventfds, ${f.other} other`);
   for (const n of r.notes) lines.push(`  note: ${n}`);
   for (const p of r.problems) lines.push(`  PROBLEM: ${p}`);
-  lines.push(r.clean ? 'state: clean' : `state: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}`);
+  lines.push(r.clean ? 'state: clean' : `state: ${r.problems.length} problems`);
   return lines.join('\n');
 }

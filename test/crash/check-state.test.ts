@@ -1,0 +1,178 @@
+// The state checker against state images made by hand: this test process plays the keeper (it
+// holds memfds named like the keeper's), so every rule the checker enforces can be broken on
+// purpose and the report compared. Also the CLI's exit codes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadNative } from '../../src/native/binding';
+import { checkState, formatReport } from '../../src/state/check-state';
+import { SLOT_MAGIC, SLOT_VERSION } from '../../src/state/slot-table';
+import { INODE_RECORD, INODE_TABLE_KIND } from '../../src/passthrough/inode-table';
+import { HANDLE_RECORD } from '../../src/passthrough/handle-table';
+import { InflightRegion } from '../../src/state/inflight';
+import { Journal } from '../../src/state/journal';
+import { REPO } from '../support/daemon';
+
+const native = loadNative();
+const S_IFDIR = 0o040000, S_IFREG = 0o100000;
+
+function table(record: number, kind: number, capacity: number): Buffer {
+  const b = Buffer.alloc(64 + record * capacity);
+  b.writeUInt32LE(SLOT_MAGIC, 0);
+  b.writeUInt32LE(SLOT_VERSION, 4);
+  b.writeUInt32LE(record, 8);
+  b.writeUInt32LE(capacity, 12);
+  b.writeUInt32LE(kind, 16);
+  return b;
+}
+function inode(b: Buffer, slot: number, o: { state?: number; gen?: number; nlookup?: number; ino: number; mode: number }): void {
+  const at = 64 + slot * INODE_RECORD;
+  b.writeInt32LE(o.state ?? 1, at);
+  b.writeUInt32LE(o.gen ?? 1, at + 4);
+  b.writeDoubleLE(o.nlookup ?? 1, at + 8);
+  b.writeBigUInt64LE(2049n, at + 16);
+  b.writeBigUInt64LE(BigInt(o.ino), at + 24);
+  b.writeBigUInt64LE(21n, at + 32);
+  b.writeUInt32LE(o.mode, at + 44);
+}
+function handle(b: Buffer, fh: number, nodeid: number): void {
+  const at = 64 + fh * HANDLE_RECORD;
+  b.writeInt32LE(1, at);
+  b.writeUInt32LE(nodeid, at + 4);
+}
+
+/** Hold memfds named like the keeper's, with these contents, while fn runs. */
+function withRegions(regions: Record<string, Buffer>, extraPathFds: number, fn: () => void): void {
+  const fds: number[] = [];
+  try {
+    for (const [name, content] of Object.entries(regions)) {
+      const fd = native.memfdCreate(name, 0);
+      assert.ok(fd >= 0);
+      fds.push(fd);
+      fs.writeSync(fd, content, 0, content.length, 0);
+    }
+    for (let i = 0; i < extraPathFds; i++) fds.push(fs.openSync(REPO, 'r'));
+    fn();
+  } finally {
+    for (const fd of fds) fs.closeSync(fd);
+  }
+}
+
+function inflight(queueSize: number, heads: number[], version = 1): Buffer {
+  const ab = new ArrayBuffer(InflightRegion.sizeFor(queueSize));
+  const r = new InflightRegion(ab);
+  r.format(queueSize, 0);
+  for (const h of heads) r.markInflight(h);
+  const b = Buffer.from(ab);
+  if (version !== 1) b.writeUInt16LE(version, 8);
+  return b;
+}
+function journal(queueSize: number): Buffer {
+  const ab = new ArrayBuffer(Journal.sizeFor(queueSize));
+  new Journal(ab).format(queueSize);
+  return Buffer.from(ab);
+}
+
+function goodImage(): Record<string, Buffer> {
+  const inodes = table(INODE_RECORD, INODE_TABLE_KIND, 8);
+  inode(inodes, 1, { ino: 2, mode: S_IFDIR | 0o755 });
+  inode(inodes, 2, { ino: 12, mode: S_IFREG | 0o644, nlookup: 3, gen: 2 });
+  inode(inodes, 3, { ino: 13, mode: S_IFDIR | 0o755 });
+  const files = table(HANDLE_RECORD, 2, 4);
+  handle(files, 1, 2);
+  const dirs = table(HANDLE_RECORD, 3, 4);
+  handle(dirs, 1, 3);
+  return {
+    'vfsd-inodes': inodes, 'vfsd-files': files, 'vfsd-dirs': dirs,
+    'vfsd-inflight-0': inflight(128, []), 'vfsd-inflight-1': inflight(128, [3, 7]),
+    'vfsd-journal-0': journal(128), 'vfsd-journal-1': journal(128),
+  };
+}
+
+test('a well-formed state image is clean; in-flight heads are counted', () => {
+  withRegions(goodImage(), 5, () => {
+    const r = checkState(process.pid);
+    assert.deepEqual(r.problems, [], formatReport(r));
+    assert.ok(r.clean);
+    assert.deepEqual(r.tables.map((t) => [t.name, t.valid]), [['vfsd-inodes', 3], ['vfsd-files', 1], ['vfsd-dirs', 1]]);
+    assert.equal(r.tables[0]!.nlookup, 5);
+    assert.deepEqual(r.inflight.map((q) => [q.queue, q.descNum, q.inflight]), [[0, 128, []], [1, 128, [3, 7]]]);
+    assert.deepEqual(r.journals.map((j) => [j.queue, j.descNum]), [[0, 128], [1, 128]]);
+    assert.equal(r.expectedFds, 5);
+    assert.ok(r.fds.paths >= 5);
+    assert.match(formatReport(r), /\nstate: clean$/);
+  });
+});
+
+test('every broken rule is reported', () => {
+  const img = goodImage();
+  const inodes = img['vfsd-inodes']!;
+  inode(inodes, 4, { ino: 14, mode: S_IFREG | 0o644, nlookup: 0 });   // valid with nlookup 0
+  inode(inodes, 5, { ino: 12, mode: S_IFREG | 0o644 });               // same host inode as node 2
+  inode(inodes, 6, { ino: 16, mode: S_IFREG | 0o644, gen: 0 });       // generation 0
+  inodes.writeInt32LE(7, 64 + 7 * INODE_RECORD);                      // state word neither 0 nor 1
+  handle(img['vfsd-files']!, 2, 9);                                   // open file on no valid node
+  handle(img['vfsd-dirs']!, 2, 2);                                    // open dir on a regular file
+  img['vfsd-inflight-0'] = inflight(128, [], 3);                      // unknown version
+  img['vfsd-journal-1']!.writeUInt32LE(0xdeadbeef, 0);               // bad magic
+  withRegions(img, 0, () => {
+    const r = checkState(process.pid);
+    const text = formatReport(r);
+    const expect = [
+      /vfsd-inodes: slot 7 has state word 7/,
+      /vfsd-inodes: node 4 is valid with nlookup 0/,
+      /vfsd-inodes: nodes 2 and 5 both name host inode \(dev:ino:mnt\) 2049:12:21/,
+      /vfsd-inodes: node 6 is valid with generation 0/,
+      /vfsd-files: fh 2 points at node 9, which is not a valid inode/,
+      /vfsd-dirs: fh 2 is an open dir on node 2, which is not a directory/,
+      /vfsd-inflight-0: inflight region version 3/,
+      /vfsd-journal-1: bad header: magic 0xdeadbeef/,
+    ];
+    for (const re of expect) assert.ok(r.problems.some((p) => re.test(p)), `${re} not reported:\n${text}`);
+    assert.ok(!r.clean);
+    assert.match(text, new RegExp(`\\nstate: ${r.problems.length} problems$`));
+  });
+});
+
+test('a bad header or a missing region is reported, not thrown', () => {
+  const img = goodImage();
+  img['vfsd-files']!.writeUInt32LE(1000, 12); // capacity past the region
+  delete img['vfsd-dirs'];
+  withRegions(img, 5, () => {
+    const r = checkState(process.pid);
+    assert.ok(r.problems.some((p) => /vfsd-files: bad header: capacity 1000 needs/.test(p)), formatReport(r));
+    assert.ok(r.problems.some((p) => /no vfsd-dirs memfd/.test(p)), formatReport(r));
+  });
+});
+
+test('the keeper must hold a path fd per valid record', () => {
+  withRegions(goodImage(), 0, () => {
+    const r = checkState(process.pid);
+    const reported = r.problems.some((p) => /path fds, fewer than the 5 valid records need/.test(p));
+    assert.equal(reported, r.fds.paths < 5, formatReport(r));
+  });
+});
+
+test('virtiofsd-ts check-state --pid: exit 0 when clean, 1 with problems, 2 on bad usage', () => {
+  const bin = path.join(REPO, 'bin', 'virtiofsd-ts');
+  const cli = (...args: string[]) => spawnSync(process.execPath, [bin, 'check-state', ...args], { encoding: 'utf8' });
+  withRegions(goodImage(), 5, () => {
+    const r = cli('--pid', String(process.pid));
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /vfsd-inodes .* 3 valid/);
+    assert.match(r.stdout, /state: clean\n$/);
+  });
+  const bad = goodImage();
+  handle(bad['vfsd-files']!, 2, 9);
+  withRegions(bad, 8, () => {
+    const r = cli(`--pid=${process.pid}`);
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /PROBLEM: vfsd-files: fh 2 points at node 9/);
+    assert.match(r.stdout, /state: 1 problems\n$/);
+  });
+  assert.equal(cli().status, 2);
+  assert.equal(cli('--pid', 'x').status, 2);
+  assert.equal(cli('--pid', '999999999').status, 2);
+});
