@@ -55,13 +55,18 @@ interface Req {
   head: number;
   /** A re-run after a crash whose first run may have completed: relax EEXIST/ENOENT. */
   relaxed?: boolean;
+  /** What the journal intent recorded before the first run (see preState). */
+  pre: number;
 }
+
+const PRE_ABSENT = 1;
+const PRE_EXISTED = 2;
 
 /** Requests whose second run would differ from the first: answered exactly once via the journal. */
 const JOURNALED = new Set<number>([
   OP.FUSE_MKDIR, OP.FUSE_MKNOD, OP.FUSE_SYMLINK, OP.FUSE_LINK, OP.FUSE_CREATE, OP.FUSE_TMPFILE,
   OP.FUSE_UNLINK, OP.FUSE_RMDIR, OP.FUSE_RENAME, OP.FUSE_RENAME2, OP.FUSE_SETATTR, OP.FUSE_WRITE,
-  OP.FUSE_SETXATTR, OP.FUSE_REMOVEXATTR, OP.FUSE_FALLOCATE, OP.FUSE_COPY_FILE_RANGE,
+  OP.FUSE_SETXATTR, OP.FUSE_REMOVEXATTR, OP.FUSE_FALLOCATE, OP.FUSE_COPY_FILE_RANGE, OP.FUSE_FORGET,
 ]);
 
 export interface SessionStats { requests: number; errors: number; malformed: number }
@@ -108,8 +113,7 @@ export class FuseSession {
   };
 
   /** The handler for one queue: hiprio (0) or a request queue with its outcome journal. */
-  handlerFor(queueIndex: number, journal: Journal | null): (chain: DescChain, complete: (len: number) => void, replay: boolean) => void {
-    if (queueIndex === 0) return this.handleHiprio;
+  handlerFor(_queueIndex: number, journal: Journal | null): (chain: DescChain, complete: (len: number) => void, replay: boolean) => void {
     return (chain, complete, replay) => this.handle(chain, complete, replay, journal);
   }
 
@@ -136,7 +140,7 @@ export class FuseSession {
       uniqueHi: h.getUint32(12, true),
       nodeid: nodeHi === 0 ? nodeLo : 0,
       ctx: { uid: h.getUint32(24, true), gid: h.getUint32(28, true), pid: h.getUint32(32, true) },
-      body: EMPTY, dv: EMPTY_DV, reader, writer, complete, head: chain.head,
+      body: EMPTY, dv: EMPTY_DV, reader, writer, complete, head: chain.head, pre: 0,
     };
     if (len < SIZE.in_header + extlen || len > chain.readableLen) {
       return this.malformed(req, `in_header.len ${len} does not match the request (${chain.readableLen} readable, extlen ${extlen})`);
@@ -175,13 +179,18 @@ export class FuseSession {
         if (rec && rec.state === J_DONE) {
           // Ran to completion before the crash: answer as it was answered, do not run it again.
           this.log.info({ op: OP_NAMES[opcode], head: chain.head }, 'replayed request answered from the journal');
+          if (opcode === OP.FUSE_FORGET) return req.complete(0);
           if (rec.error < 0) return this.reply(req, rec.error);
           this.out.set(rec.body, SIZE.out_header);
           return this.reply(req, rec.body.length);
         }
-        req.relaxed = rec !== null;
+        if (rec) {
+          req.relaxed = true;
+          req.pre = rec.pre;
+        }
       }
-      journal.intent(chain.head, req.uniqueLo, req.uniqueHi, opcode);
+      if (!req.relaxed) req.pre = this.preState(req);
+      journal.intent(chain.head, req.uniqueLo, req.uniqueHi, opcode, req.pre);
       req.journal = journal;
       crashpoint('after-journal-intent');
     }
@@ -214,6 +223,10 @@ export class FuseSession {
    */
   private relax(req: Req, r: number): number {
     const fs = this.fs, ctx = req.ctx, op = req.opcode;
+    // The intent recorded what was there before the first run (PRE_*): an error the first run
+    // cannot have caused is the request's own answer.
+    const existedBefore = req.pre === PRE_EXISTED, absentBefore = req.pre === PRE_ABSENT;
+    if ((r === -E.EEXIST && existedBefore) || (r === -E.ENOENT && absentBefore)) return r;
     let out = r;
     if (r === -E.EEXIST && (op === OP.FUSE_MKDIR || op === OP.FUSE_MKNOD || op === OP.FUSE_SYMLINK || op === OP.FUSE_LINK)) {
       const name = this.lastName(req);
@@ -251,6 +264,42 @@ export class FuseSession {
     }
     if (out !== r) this.log.info({ op: OP_NAMES[op], errno: r }, 'replayed request: its error taken as the first run having completed');
     return out;
+  }
+
+  /**
+   * What a journaled request's first run will find, recorded with its intent so that a re-run
+   * can tell its own effects from the request's true answer: whether the name it creates,
+   * removes or renames existed (PRE_EXISTED / PRE_ABSENT), the lookup count a FORGET starts from
+   * and the size an O_APPEND WRITE starts from (value + 1). 0 = not recorded.
+   */
+  private preState(req: Req): number {
+    const fs = this.fs, op = req.opcode;
+    switch (op) {
+      case OP.FUSE_MKDIR: case OP.FUSE_MKNOD: case OP.FUSE_SYMLINK: case OP.FUSE_LINK: case OP.FUSE_CREATE: {
+        const name = this.lastName(req);
+        return name === null ? 0 : fs.exists(req.ctx, req.nodeid, name) ? PRE_EXISTED : PRE_ABSENT;
+      }
+      case OP.FUSE_UNLINK: case OP.FUSE_RMDIR: case OP.FUSE_RENAME: case OP.FUSE_RENAME2: {
+        const fixed = op === OP.FUSE_RENAME ? SIZE.rename_in : op === OP.FUSE_RENAME2 ? SIZE.rename2_in : 0;
+        const n = this.name(req, fixed);
+        return typeof n === 'number' ? 0 : fs.exists(req.ctx, req.nodeid, n.s) ? PRE_EXISTED : PRE_ABSENT;
+      }
+      case OP.FUSE_SETXATTR: {
+        const fixed = this.setxattrExt ? SIZE.setxattr_in_ext : SIZE.setxattr_in;
+        const n = req.body.byteLength >= fixed ? this.cstr(req, fixed, XATTR_NAME_MAX) : null;
+        return n ? (fs.hasXattr(req.ctx, req.nodeid, n.s) ? PRE_EXISTED : PRE_ABSENT) : 0;
+      }
+      case OP.FUSE_FORGET: {
+        const c = fs.lookupCount(req.nodeid);
+        return c < 0 ? 0 : c + 1;
+      }
+      case OP.FUSE_WRITE: {
+        const size = req.body.byteLength >= SIZE.write_in ? fs.appendSize(this.id(req, 0)) : -1;
+        return size < 0 ? 0 : size + 1;
+      }
+      default:
+        return 0;
+    }
   }
 
   /** The (single) name argument of MKDIR/MKNOD/SYMLINK/LINK/CREATE. */
@@ -416,11 +465,17 @@ export class FuseSession {
       }
       case OP.FUSE_FORGET: {
         if (!this.need(req, SIZE.forget_in)) return this.noReply(req, 'short FORGET');
-        // Complete before applying: a FORGET re-run after a crash must not drop a count twice.
         const n = this.u64(req, 0);
-        this.noReply(req);
-        fs.forget(req.nodeid, n);
-        return NO_REPLY;
+        // A re-run whose first run already dropped the count (it is below what the intent saw)
+        // must not drop it again.
+        const applied = req.relaxed === true && req.pre > 0 && fs.lookupCount(req.nodeid) < req.pre - 1;
+        if (!applied) fs.forget(req.nodeid, n);
+        if (req.journal) {
+          crashpoint('after-op');
+          req.journal.done(req.head, 0, EMPTY);
+          crashpoint('after-journal-done');
+        }
+        return this.noReply(req);
       }
       case OP.FUSE_BATCH_FORGET: {
         if (!this.need(req, SIZE.batch_forget_in)) return this.noReply(req, 'short BATCH_FORGET');
@@ -546,13 +601,13 @@ export class FuseSession {
       case OP.FUSE_RELEASE:
       case OP.FUSE_RELEASEDIR: {
         if (!this.need(req, SIZE.release_in)) return -E.EINVAL;
-        // Reply before free: once the guest has its answer the request is never re-run, so a
-        // replay cannot free an fh that a later OPEN was given. (The guest ignores the result.)
+        // The free and the reply happen in one synchronous stretch, so no OPEN can be given this
+        // fh before the reply is on the used ring; a RELEASE re-run after a crash in between
+        // finds no handle (EBADF, which the guest ignores) and frees nothing else.
         const fh = this.id(req, 0), flags = dv.getUint32(8, true), rflags = dv.getUint32(12, true), owner = dv.getBigUint64(16, true);
-        this.reply(req, 0);
         const r = req.opcode === OP.FUSE_RELEASE ? fs.release(ctx, fh, flags, rflags, owner) : fs.releasedir(ctx, fh);
         if (r < 0) this.log.debug({ op: OP_NAMES[req.opcode], fh, errno: -r }, 'release of an unknown handle');
-        return NO_REPLY;
+        return r;
       }
       case OP.FUSE_FLUSH: {
         if (!this.need(req, SIZE.flush_in)) return -E.EINVAL;
@@ -734,6 +789,13 @@ export class FuseSession {
     if (size > MAX_BUFFER_SIZE || size > req.reader.remaining) return -E.EINVAL;
     const src = size > 0 ? req.reader.views(size) : [];
     if (!src) return -E.EINVAL;
+    if (req.relaxed && req.pre > 0 && this.fs.appendSize(this.id(req, 0)) >= req.pre - 1 + size) {
+      // An O_APPEND write whose first run landed (the file grew by it): do not append twice.
+      this.log.info({ size }, 'replayed O_APPEND write had landed; not written again');
+      this.outDv.setUint32(SIZE.out_header, size, true);
+      this.outDv.setUint32(SIZE.out_header + 4, 0, true);
+      return SIZE.write_out;
+    }
     this.fs.write(req.ctx, this.id(req, 0), offset, src, writeFlags, (r) => {
       if (r >= 0) {
         this.outDv.setUint32(SIZE.out_header, r, true);

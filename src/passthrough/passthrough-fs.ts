@@ -61,6 +61,7 @@ export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
   writeback: false, allowDirectIo: false, readdirplus: true, killprivV2: false, syncIo: false, memfdState: true,
 };
 
+const EMPTY_BUF = new Uint8Array(0);
 const HANDLE_KIND_FILE = 2;
 const HANDLE_KIND_DIR = 3;
 const DIRENT_BUF = 64 * 1024;
@@ -839,6 +840,26 @@ export class PassthroughFs implements FileSystem {
     } catch (e) {
       return errnoOf(e);
     }
+  }
+
+  exists(_ctx: Ctx, parent: number, name: string): boolean {
+    const p = this.inode(parent);
+    return !!p && this.native.stat(p.fd, name, K.AT_SYMLINK_NOFOLLOW, this.tmpSt) === 0;
+  }
+
+  hasXattr(_ctx: Ctx, nodeid: number, name: string): boolean {
+    const ino = this.xattrTarget(nodeid, name);
+    return typeof ino !== 'number' && this.native.getxattr(this.procPath(ino), name, EMPTY_BUF, false) >= 0;
+  }
+
+  lookupCount(nodeid: number): number {
+    return this.inodes.get(nodeid)?.nlookup ?? -1;
+  }
+
+  appendSize(fh: number): number {
+    const h = this.fileHandle(fh);
+    if (!h || !(h.flags & K.O_APPEND)) return -1;
+    return this.native.stat(h.fd, '', K.AT_EMPTY_PATH, this.tmpSt) === 0 ? Number(this.tmpSt[ST.size]!) : -1;
   }
 
   syncfs(_ctx: Ctx, nodeid: number): number {

@@ -10,7 +10,7 @@
 //
 // Layout: a 64-byte header { u32 magic, u32 version, u32 desc_num, u32 record_size }, then
 // desc_num records of 256 bytes: { u32 state, u32 opcode, u32 unique_lo, u32 unique_hi,
-// i32 error, u32 reply_len, u64 spare, u8 reply[224] }.
+// i32 error, u32 reply_len, f64 pre (what was there before the op), u8 reply[224] }.
 
 export const JOURNAL_MAGIC = 0x5646534a; // "VFSJ"
 export const JOURNAL_VERSION = 1;
@@ -23,12 +23,14 @@ export const J_EMPTY = 0;
 export const J_INTENT = 1;
 export const J_DONE = 2;
 
-const R_STATE = 0, R_OPCODE = 4, R_ULO = 8, R_UHI = 12, R_ERROR = 16, R_LEN = 20, R_BODY = 32;
+const R_OPCODE = 4, R_ULO = 8, R_UHI = 12, R_ERROR = 16, R_LEN = 20, R_PRE = 24, R_BODY = 32;
 
 export interface JournalRecord {
   state: typeof J_INTENT | typeof J_DONE;
   error: number;
   body: Uint8Array;
+  /** What the intent recorded of the state before the op (the session's PRE_* values). */
+  pre: number;
 }
 
 export class Journal {
@@ -75,11 +77,11 @@ export class Journal {
     if (this.dv.getUint32(o + R_OPCODE, true) !== opcode || this.dv.getUint32(o + R_ULO, true) !== uniqueLo
       || this.dv.getUint32(o + R_UHI, true) !== uniqueHi) return null;
     const len = Math.min(this.dv.getUint32(o + R_LEN, true), JOURNAL_MAX_REPLY);
-    return { state, error: this.dv.getInt32(o + R_ERROR, true), body: this.u8.subarray(o + R_BODY, o + R_BODY + len) };
+    return { state, error: this.dv.getInt32(o + R_ERROR, true), body: this.u8.subarray(o + R_BODY, o + R_BODY + len), pre: this.dv.getFloat64(o + R_PRE, true) };
   }
 
   /** The request at head is about to change the host. */
-  intent(head: number, uniqueLo: number, uniqueHi: number, opcode: number): void {
+  intent(head: number, uniqueLo: number, uniqueHi: number, opcode: number, pre = 0): void {
     const o = this.off(head);
     // ORDER: invalidate the old record first, fill, then publish the intent.
     Atomics.store(this.i32, o >> 2, J_EMPTY);
@@ -87,6 +89,7 @@ export class Journal {
     this.dv.setUint32(o + R_ULO, uniqueLo, true);
     this.dv.setUint32(o + R_UHI, uniqueHi, true);
     this.dv.setUint32(o + R_LEN, 0, true);
+    this.dv.setFloat64(o + R_PRE, pre, true);
     Atomics.store(this.i32, o >> 2, J_INTENT);
   }
 

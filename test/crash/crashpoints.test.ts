@@ -409,19 +409,7 @@ const CONCURRENT_CASES: Array<{ point: string; count: number; what: string }> = 
  * Cases that fail only because a non-idempotent request re-run after the crash is not answered
  * exactly once yet: kept strict, reported as todo. Key: `${point}@${label}`.
  */
-const TODO: Record<string, string> = {
-  // A crash after the intent, before the op: the re-run finds only the intent and relaxes the
-  // error the op really gives (the seed's relaxation), so a request that should fail succeeds.
-  'after-journal-intent@MKDIR d1 (exists: EEXIST)':
-    'exactly-once journal: intent-only re-run relaxes EEXIST; MKDIR of an existing dir answered 0 (the old dir\'s entry), crash-free -EEXIST',
-  'after-journal-intent@UNLINK nothere (ENOENT)':
-    'exactly-once journal: intent-only re-run relaxes ENOENT; UNLINK of a missing name answered 0, crash-free -ENOENT',
-  'after-journal-intent@SETXATTR f2 user.k CREATE (EEXIST)':
-    'exactly-once journal: intent-only re-run relaxes EEXIST; SETXATTR XATTR_CREATE on an existing xattr answered 0, crash-free -EEXIST',
-  // A crash after the op ran, before its outcome was recorded: an O_APPEND write runs again.
-  'after-op@WRITE log (O_APPEND) beta':
-    'exactly-once journal: O_APPEND WRITE re-run appends again; log is 22 bytes, crash-free 17 ("beta\\n" twice)',
-};
+const TODO: Record<string, string> = {};
 
 test('CRASHPOINTS lists every crashpoint() in src/', () => {
   const names = new Set<string>();
