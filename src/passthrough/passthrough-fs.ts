@@ -15,7 +15,7 @@ import type { NativeBinding } from '../native/binding';
 import { ST, toBinary } from '../native/binding';
 import type { Logger } from '../log';
 import { E } from '../errno';
-import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, MAX_BUFFER_SIZE } from '../fuse/abi';
+import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, MAX_BUFFER_SIZE } from '../fuse/abi';
 import type {
   Ctx, DirSink, EntryResult, FileLock, FileSystem, InitReply, InitRequest, OpenResult, SetattrArgs,
 } from '../fuse/filesystem';
@@ -525,9 +525,12 @@ export class PassthroughFs implements FileSystem {
     return this.native.fstatfs(ino.fd, out);
   }
 
-  release(_ctx: Ctx, fh: number): number {
+  release(_ctx: Ctx, fh: number, _flags: number, releaseFlags: number): number {
     const h = this.fileHandle(fh);
     if (!h) return -E.EBADF;
+    // The keeper's duplicate keeps the open file description (and its flock) alive until it
+    // hears of the close: drop the lock now, as the guest's close did.
+    if (releaseFlags & FUSE_RELEASE_FLOCK_UNLOCK) this.native.flock(h.fd, K.LOCK_UN);
     this.files.remove(h);
     return 0;
   }
@@ -540,8 +543,7 @@ export class PassthroughFs implements FileSystem {
     const l = owners?.get(lockOwner);
     if (l) {
       owners!.delete(lockOwner);
-      this.registry.del(fdKey.lock(nodeid, lockOwner));
-      this.native.close(l.fd);
+      this.closeLockOwner(nodeid, lockOwner, l);
     }
     // ... and a file system that acts on close (NFS) sees one: close a duplicate.
     const d = this.native.dup(h.fd);
@@ -731,11 +733,19 @@ export class PassthroughFs implements FileSystem {
   private dropLockFds(nodeid: number): void {
     const owners = this.lockFds.get(nodeid);
     if (!owners) return;
-    for (const [owner, l] of owners) {
-      this.registry.del(fdKey.lock(nodeid, owner));
-      this.native.close(l.fd);
-    }
+    for (const [owner, l] of owners) this.closeLockOwner(nodeid, owner, l);
     this.lockFds.delete(nodeid);
+  }
+
+  /**
+   * Release an owner's POSIX locks and close its open file description. The unlock is explicit
+   * because the keeper's duplicate keeps the description (and so its OFD locks) alive until it
+   * processes our fd-del, and the guest expects the locks gone as of this request.
+   */
+  private closeLockOwner(nodeid: number, owner: bigint, l: LockOwner): void {
+    this.native.ofdLock(l.fd, K.F_OFD_SETLK, BigInt64Array.of(BigInt(K.F_UNLCK), BigInt(K.SEEK_SET), 0n, 0n, 0n));
+    this.registry.del(fdKey.lock(nodeid, owner));
+    this.native.close(l.fd);
   }
 
   private toFlock(lk: FileLock): BigInt64Array {
