@@ -2,21 +2,12 @@
 // form, as Kata Containers, libvirt and operators pass them. Parsing only; no I/O.
 
 import yargs from 'yargs';
-import type { CacheMode } from './passthrough/passthrough-fs';
+import type { CacheMode, FsOptions } from './passthrough/passthrough-fs';
 
-export interface Config {
-  sharedDir: string;
+/** The file system's options as the command line gives them, plus the daemon's own. */
+export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   socketPath?: string;
   fd?: number;
-  cache: CacheMode;
-  xattr: boolean;
-  posixAcl: boolean;
-  announceSubmounts: boolean;
-  readonly: boolean;
-  writeback: boolean;
-  allowDirectIo: boolean;
-  readdirplus: boolean;
-  killprivV2: boolean;
   threadPoolSize: number;
   logLevel: string;
   printCapabilities: boolean;

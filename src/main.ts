@@ -19,12 +19,10 @@ import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
 
 function fsOptions(cfg: Config): FsOptions {
+  const { sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo, readdirplus, killprivV2 } = cfg;
   return {
-    ...DEFAULT_FS_OPTIONS,
-    sharedDir: cfg.sharedDir, cache: cfg.cache, xattr: cfg.xattr, posixAcl: cfg.posixAcl,
-    announceSubmounts: cfg.announceSubmounts, readonly: cfg.readonly, writeback: cfg.writeback,
-    allowDirectIo: cfg.allowDirectIo, readdirplus: cfg.readdirplus, killprivV2: cfg.killprivV2,
-    syncIo: cfg.threadPoolSize === 0,
+    ...DEFAULT_FS_OPTIONS, sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo,
+    readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0,
   };
 }
 
