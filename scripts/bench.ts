@@ -3,7 +3,8 @@
 //
 // Three columns, each a separate daemon process serving a fresh temp dir, run one after the other
 // (never two daemons at once):
-//   c      /usr/lib/qemu/virtiofsd -o cache=auto (its default thread pool)
+//   c      /usr/lib/qemu/virtiofsd -o cache=auto (default --thread-pool-size=0: each queue's
+//          thread serves its requests inline)
 //   ts     ./bin/virtiofsd-ts with default flags (thread pool 4)
 //   ts-p0  ./bin/virtiofsd-ts --thread-pool-size=0 (READ/WRITE on the event loop)
 //
@@ -18,8 +19,10 @@
 // granularity) and the front-end's (this process) CPU time per op.
 //
 // Arguments: --duration SECONDS (default 3), --warmup SECONDS (default 0.5),
-//   --only getattr,read4k,... , --depths 1,32, --peers c,ts,ts-p0, --json FILE,
-//   --profile DIR (run our daemons under node --cpu-prof, profiles written to DIR on exit).
+//   --only getattr,read4k,... , --json FILE,
+//   --rounds N (median of N interleaved rounds), --depths 1,32, --peers c,ts,ts-p0,
+//   --profile DIR (run our daemons under node --cpu-prof, profiles written to DIR on exit),
+//   --node-flags '...' (more node flags for our daemons, e.g. --perf-basic-prof for perf(1)).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -60,10 +63,12 @@ interface Cell {
 
 // ---------------------------------------------------------------- arguments
 
-interface Opts { duration: number; warmup: number; only: Workload[]; depths: number[]; peers: string[]; json?: string; profile?: string }
+interface Opts { duration: number; warmup: number; rounds: number; only: Workload[]; depths: number[]; peers: string[]; json?: string; profile?: string; nodeFlags: string[] }
+
+class UsageError extends Error {}
 
 function parseOpts(argv: string[]): Opts {
-  const o: Opts = { duration: 3, warmup: 0.5, only: [...WORKLOADS], depths: [1, 32], peers: COLUMNS.map((c) => c.name) };
+  const o: Opts = { duration: 3, warmup: 0.5, rounds: 1, only: [...WORKLOADS], depths: [1, 32], peers: COLUMNS.map((c) => c.name), nodeFlags: [] };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
     let v: string | undefined;
@@ -72,30 +77,33 @@ function parseOpts(argv: string[]): Opts {
     const val = (): string => {
       if (v !== undefined) return v;
       const n = argv[++i];
-      if (n === undefined) throw new Error(`${a} needs a value`);
+      if (n === undefined) throw new UsageError(`${a} needs a value`);
       return n;
     };
     const list = (): string[] => val().split(',').map((s) => s.trim()).filter(Boolean);
     switch (a) {
       case '--duration': o.duration = Number(val()); break;
       case '--warmup': o.warmup = Number(val()); break;
+      case '--rounds': o.rounds = Number(val()); break;
       case '--only': o.only = list() as Workload[]; break;
       case '--depths': o.depths = list().map(Number); break;
       case '--peers': o.peers = list(); break;
       case '--json': o.json = val(); break;
       case '--profile': o.profile = path.resolve(val()); break;
+      case '--node-flags': o.nodeFlags = val().split(/\s+/).filter(Boolean); break;
       case '-h': case '--help':
-        process.stdout.write('usage: npm run bench -- [--duration S] [--warmup S] [--only getattr,lookup,read4k,write4k,read1m] [--depths 1,32] [--peers c,ts,ts-p0] [--json FILE] [--profile DIR]\n');
+        process.stdout.write('usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only getattr,lookup,read4k,write4k,read1m] [--depths 1,32] [--peers c,ts,ts-p0] [--json FILE] [--profile DIR] [--node-flags "--perf-basic-prof ..."]\n');
         process.exit(0);
         break;
-      default: throw new Error(`unknown argument ${a}`);
+      default: throw new UsageError(`unknown argument ${a}`);
     }
   }
-  if (!(o.duration > 0 && o.duration <= 600)) throw new Error('--duration must be in (0, 600]');
-  if (!(o.warmup >= 0 && o.warmup <= 60)) throw new Error('--warmup must be in [0, 60]');
-  for (const w of o.only) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w} (one of ${WORKLOADS.join(',')})`);
-  for (const d of o.depths) if (!(Number.isInteger(d) && d >= 1 && d <= 64)) throw new Error(`bad depth ${d} (1..64)`);
-  for (const p of o.peers) if (!COLUMNS.some((c) => c.name === p)) throw new Error(`unknown peer ${p}`);
+  if (!(o.duration > 0 && o.duration <= 600)) throw new UsageError('--duration must be in (0, 600]');
+  if (!(o.warmup >= 0 && o.warmup <= 60)) throw new UsageError('--warmup must be in [0, 60]');
+  if (!(Number.isInteger(o.rounds) && o.rounds >= 1 && o.rounds <= 20)) throw new UsageError('--rounds must be an integer in [1, 20]');
+  for (const w of o.only) if (!WORKLOADS.includes(w)) throw new UsageError(`unknown workload ${w} (one of ${WORKLOADS.join(',')})`);
+  for (const d of o.depths) if (!(Number.isInteger(d) && d >= 1 && d <= 64)) throw new UsageError(`bad depth ${d} (1..64)`);
+  for (const p of o.peers) if (!COLUMNS.some((c) => c.name === p)) throw new UsageError(`unknown peer ${p}`);
   return o;
 }
 
@@ -280,57 +288,126 @@ async function waitExit(d: Daemon, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
-async function runColumn(native: NativeBinding, col: Column, o: Opts): Promise<Cell[]> {
-  const savedNodeOptions = process.env.NODE_OPTIONS;
-  if (o.profile && col.peer === 'ts') {
-    fs.mkdirSync(o.profile, { recursive: true });
-    process.env.NODE_OPTIONS = `${savedNodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${o.profile} --cpu-prof-name=${col.name}-${Date.now()}.cpuprofile`.trim();
+interface Session { col: Column; d: Daemon; fe?: VhostUserFrontend; client?: FuseClient; t?: Target }
+
+/** Start one daemon, put the data file in its share (written from the host: in the page cache),
+ *  connect a front-end, INIT, LOOKUP and OPEN the file. */
+async function openSession(native: NativeBinding, col: Column, o: Opts): Promise<Session> {
+  // --profile / --node-flags: NODE_OPTIONS may not carry --cpu-prof, and startDaemon() runs
+  // process.execPath, so point that at a wrapper script that adds the flags, for this one spawn.
+  const savedExecPath = process.execPath;
+  let tmpWrapperDir: string | undefined;
+  if (col.peer === 'ts' && (o.profile || o.nodeFlags.length)) {
+    const dir = o.profile ?? (tmpWrapperDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-bench-')));
+    fs.mkdirSync(dir, { recursive: true });
+    const flags = [...o.nodeFlags];
+    if (o.profile) flags.push('--cpu-prof', `--cpu-prof-dir=${o.profile}`, `--cpu-prof-name=${col.name}-$$.cpuprofile`);
+    const wrapper = path.join(dir, `node-${col.name}.sh`);
+    fs.writeFileSync(wrapper, `#!/bin/sh\nexec '${savedExecPath}' ${flags.map((f) => `"${f}"`).join(' ')} "$@"\n`, { mode: 0o755 });
+    process.execPath = wrapper;
   }
   let d: Daemon;
   try {
     d = await startDaemon(col.peer, { args: col.args });
   } finally {
-    if (savedNodeOptions === undefined) delete process.env.NODE_OPTIONS;
-    else process.env.NODE_OPTIONS = savedNodeOptions;
+    process.execPath = savedExecPath;
+    if (tmpWrapperDir) fs.rmSync(tmpWrapperDir, { recursive: true, force: true }); // exec'd already
   }
-  const cells: Cell[] = [];
-  let fe: VhostUserFrontend | undefined;
+  process.stderr.write(`  ${col.name}: pid ${d.proc.pid}, share ${d.dir}\n`);
+  const s: Session = { col, d };
   try {
-    // The data file, written from the host: it sits in the page cache.
     const name = 'data.bin';
     const chunk = Buffer.alloc(MIB);
     const fd = fs.openSync(path.join(d.dir, name), 'w');
     for (let i = 0; i < FILE_SIZE / MIB; i++) { chunk.fill(i & 0xff); fs.writeSync(fd, chunk); }
+    // Written back now, not by the flusher during the first cells (the pages stay cached).
+    fs.fsyncSync(fd);
     fs.closeSync(fd);
 
-    fe = await VhostUserFrontend.connect(native, d.socket, { ramSize: RAM_SIZE, queueSize: QUEUE_SIZE, connectTimeoutMs: 10_000, replyTimeoutMs: 30_000 });
-    const feRef = fe;
-    const client = new FuseClient((q, out, inLens) => feRef.request(q, out, inLens, 30_000));
+    const fe = s.fe = await VhostUserFrontend.connect(native, d.socket, { ramSize: RAM_SIZE, queueSize: QUEUE_SIZE, connectTimeoutMs: 10_000, replyTimeoutMs: 30_000 });
+    const client = s.client = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 30_000));
     const init = await client.init();
     if (init.error !== 0) throw new Error(`FUSE_INIT: ${init.error}`);
     const lk = await client.lookup(1, name);
     if (!lk.entry) throw new Error(`LOOKUP ${name}: ${lk.error}`);
     const op = await client.open(lk.entry.nodeid, 0o2);
     if (op.fh === undefined) throw new Error(`OPEN ${name}: ${op.error}`);
-    const t: Target = { nodeid: lk.entry.nodeid, fh: op.fh, name };
+    s.t = { nodeid: lk.entry.nodeid, fh: op.fh, name };
+  } catch (e) {
+    await closeSession(s);
+    throw withStderr(e, s);
+  }
+  return s;
+}
 
+function withStderr(e: unknown, s: Session): Error {
+  const err = e instanceof Error ? e : new Error(String(e));
+  err.message += `\n${s.col.name} daemon stderr (tail):\n${s.d.stderr().slice(-2000)}`;
+  return err;
+}
+
+async function closeSession(s: Session): Promise<void> {
+  try {
+    if (s.client && s.t && s.fe && !s.fe.isDisconnected) {
+      await s.client.release(s.t.nodeid, s.t.fh);
+      await s.client.forget(s.t.nodeid, 1);
+    }
+  } catch { /* closing anyway */ }
+  s.fe?.close();
+  // Both daemons exit when the front-end disconnects; a clean exit writes the CPU profile.
+  await waitExit(s.d, 10_000);
+  await s.d.stop();
+}
+
+function median(xs: number[]): number {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+/** Median of each metric over rounds (ops and errors summed). */
+function combine(rs: Cell[]): Cell {
+  if (rs.length === 1) return rs[0];
+  return {
+    workload: rs[0].workload, depth: rs[0].depth, column: rs[0].column,
+    ops: rs.reduce((n, c) => n + c.ops, 0), seconds: rs.reduce((n, c) => n + c.seconds, 0),
+    opsPerSec: median(rs.map((c) => c.opsPerSec)), p50us: median(rs.map((c) => c.p50us)), p99us: median(rs.map((c) => c.p99us)),
+    daemonCpuUsPerOp: median(rs.map((c) => c.daemonCpuUsPerOp)), frontendCpuUsPerOp: median(rs.map((c) => c.frontendCpuUsPerOp)),
+    errors: rs.reduce((n, c) => n + c.errors, 0),
+  };
+}
+
+/** All daemons stay up (idle ones sleep in poll), and each cell is run for every daemon back to
+ *  back, in a rotating order: load from elsewhere on the machine hits the columns alike. */
+async function runAll(native: NativeBinding, cols: Column[], o: Opts): Promise<Cell[]> {
+  const sessions: Session[] = [];
+  const cells: Cell[] = [];
+  try {
+    for (const col of cols) sessions.push(await openSession(native, col, o));
+    let turn = 0;
     for (const w of o.only) {
       for (const depth of o.depths) {
-        const c = await runCell(fe, d, t, w, depth, o, col.name);
-        cells.push(c);
-        process.stderr.write(`  ${col.name.padEnd(6)} ${w.padEnd(8)} depth ${String(depth).padStart(2)}: ${fmt(c.opsPerSec, 0)} ops/s, p50 ${fmt(c.p50us, 0)} us, p99 ${fmt(c.p99us, 0)} us, daemon ${fmt(c.daemonCpuUsPerOp, 1)} us/op${c.errors ? `, ${c.errors} errors` : ''}\n`);
+        const per = new Map<string, Cell[]>(cols.map((c) => [c.name, []]));
+        for (let round = 0; round < o.rounds; round++) {
+          for (let k = 0; k < sessions.length; k++) {
+            const s = sessions[(k + turn) % sessions.length];
+            let c: Cell;
+            try {
+              c = await runCell(s.fe!, s.d, s.t!, w, depth, o, s.col.name);
+            } catch (e) {
+              throw withStderr(e, s);
+            }
+            per.get(s.col.name)!.push(c);
+            process.stderr.write(`  ${s.col.name.padEnd(6)} ${w.padEnd(8)} depth ${String(depth).padStart(2)}: ${fmt(c.opsPerSec, 0)} ops/s, p50 ${fmt(c.p50us, 0)} us, p99 ${fmt(c.p99us, 0)} us, daemon ${fmt(c.daemonCpuUsPerOp, 1)} us/op, front-end ${fmt(c.frontendCpuUsPerOp, 1)} us/op${c.errors ? `, ${c.errors} errors` : ''}\n`);
+          }
+          turn++;
+        }
+        for (const col of cols) cells.push(combine(per.get(col.name)!));
       }
     }
-    await client.release(t.nodeid, t.fh);
-    await client.forget(t.nodeid, 1);
-  } catch (e) {
-    (e as Error).message += `\n${col.name} daemon stderr (tail):\n${d.stderr().slice(-2000)}`;
-    throw e;
   } finally {
-    fe?.close();
-    // Both daemons exit when the front-end disconnects; a clean exit writes the CPU profile.
-    await waitExit(d, 10_000);
-    await d.stop();
+    for (const s of sessions) await closeSession(s);
   }
   return cells;
 }
@@ -356,10 +433,16 @@ function markdown(cells: Cell[], o: Opts): string {
   // Summary: throughput and CPU per op, ratio ours / C.
   lines.push(`| workload | depth | ${cols.map((c) => `${c.name} ops/s`).join(' | ')}${hasC ? tsCols.map((c) => ` | ${c.name}/c ops/s`).join('') : ''} | ${cols.map((c) => `${c.name} CPU µs/op`).join(' | ')}${hasC ? tsCols.map((c) => ` | ${c.name}/c CPU/op`).join('') : ''} |`);
   lines.push(`|---|---:|${cols.map(() => '---:').join('|')}|${hasC ? tsCols.map(() => '---:|').join('') : ''}${cols.map(() => '---:').join('|')}|${hasC ? tsCols.map(() => '---:|').join('') : ''}`);
+  const noisy: string[] = [];
   for (const w of o.only) {
     for (const depth of o.depths) {
       const c = hasC ? get(w, depth, 'c') : undefined;
-      const row = [w, String(depth)];
+      // The front-end's own CPU per op is the same work for every daemon: when it differs a lot
+      // between columns, the machine changed under the cell (other load); rerun it.
+      const feCpu = cols.map((col) => get(w, depth, col.name)?.frontendCpuUsPerOp ?? NaN).filter(Number.isFinite);
+      const flag = feCpu.length > 1 && Math.max(...feCpu) > 1.5 * Math.min(...feCpu);
+      if (flag) noisy.push(`${w} depth ${depth}`);
+      const row = [flag ? `${w} ⚠` : w, String(depth)];
       for (const col of cols) row.push(fmt(get(w, depth, col.name)?.opsPerSec ?? NaN, 0));
       if (c) for (const col of tsCols) row.push(ratio(get(w, depth, col.name)?.opsPerSec ?? NaN, c.opsPerSec));
       for (const col of cols) row.push(fmt(get(w, depth, col.name)?.daemonCpuUsPerOp ?? NaN, 1));
@@ -382,6 +465,10 @@ function markdown(cells: Cell[], o: Opts): string {
       lines.push(`| ${row.join(' | ')} |`);
     }
   }
+  if (noisy.length) {
+    lines.push('');
+    lines.push(`⚠ front-end CPU per op differs by more than 1.5× between columns (other load on the machine): ${noisy.join(', ')}; rerun those with --only/--depths, or use --rounds.`);
+  }
   const errs = cells.filter((c) => c.errors > 0);
   if (errs.length) {
     lines.push('');
@@ -402,17 +489,14 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   const started = Date.now();
   const loadavgStart = os.loadavg();
-  process.stderr.write(`bench: ${o.only.length} workloads × ${o.depths.length} depths × ${cols.length} daemons, ${o.warmup} s warm-up + ${o.duration} s each\n`);
-  for (const col of cols) {
-    process.stderr.write(`${col.label}\n`);
-    cells.push(...await runColumn(native, col, o));
-  }
+  process.stderr.write(`bench: ${o.only.length} workloads × ${o.depths.length} depths × ${cols.length} daemons × ${o.rounds} rounds, ${o.warmup} s warm-up + ${o.duration} s each\n`);
+  cells.push(...await runAll(native, cols, o));
   const machine = {
     cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '?', node: process.version, kernel: os.release(),
     cVirtiofsd: cVersion, date: new Date().toISOString(), loadavgStart, loadavgEnd: os.loadavg(),
   };
   const out = [
-    `virtiofsd-ts bench — ${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, Linux ${machine.kernel}; ${o.warmup} s warm-up + ${o.duration} s per cell; total ${((Date.now() - started) / 1000).toFixed(0)} s; load average ${machine.loadavgStart.map((x) => x.toFixed(2)).join(' ')} at start, ${machine.loadavgEnd.map((x) => x.toFixed(2)).join(' ')} at end`,
+    `virtiofsd-ts bench — ${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, Linux ${machine.kernel}; ${o.warmup} s warm-up + ${o.duration} s per cell${o.rounds > 1 ? `, median of ${o.rounds} rounds` : ''}; total ${((Date.now() - started) / 1000).toFixed(0)} s; load average ${machine.loadavgStart.map((x) => x.toFixed(2)).join(' ')} at start, ${machine.loadavgEnd.map((x) => x.toFixed(2)).join(' ')} at end`,
     `columns: ${cols.map((c) => `${c.name} = ${c.label}`).join('; ')}`,
     '',
     markdown(cells, o),
@@ -425,7 +509,8 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (e: unknown) => {
-    process.stderr.write(`bench failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+    if (e instanceof UsageError) process.stderr.write(`bench: ${e.message} (--help for usage)\n`);
+    else process.stderr.write(`bench failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
     process.exit(1);
   },
 );

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -182,6 +183,105 @@ Napi::Value Pwrite(const Napi::CallbackInfo& info) {
   return Num(a.Env(), SysRet(VFS_RETRY(pwrite(fd, buf.Data(), buf.ByteLength(), off))));
 }
 
+// preadv2/pwritev2 over a JS array of Uint8Arrays (views into guest memory, typically), at an
+// explicit offset (the fd's position is neither used nor moved). The iovec lives on the stack
+// for up to kStackIov buffers. Anything in the array that is not a Uint8Array is misuse
+// (TypeError); more than IOV_MAX buffers is -EINVAL. flags: RWF_* (RWF_NOWAIT = 8: fail with
+// -EAGAIN rather than wait for I/O, so a page-cache hit completes inline on the event loop).
+constexpr uint32_t kStackIov = 256;
+
+Napi::Value RwV2(const Napi::CallbackInfo& info, bool write) {
+  Args a(info, write ? "pwritev2" : "preadv2");
+  int fd = a.Int(0);
+  Napi::Value list = a.Raw(1);
+  int64_t off = a.I64(2);
+  uint32_t flags = a.Flags(3);
+  if (!list.IsArray()) a.TypeErr(1, "an array of Uint8Array");
+  VFS_CHECK(a);
+  napi_env env = a.Env();
+  uint32_t n = 0;
+  if (napi_get_array_length(env, list, &n) != napi_ok) return a.TypeErr(1, "an array of Uint8Array"), a.Fail();
+  if (n > IOV_MAX) return Num(env, -EINVAL);
+  iovec stackIov[kStackIov];
+  std::vector<iovec> heapIov;
+  iovec* iov = stackIov;
+  if (n > kStackIov) {
+    heapIov.resize(n);
+    iov = heapIov.data();
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    napi_typedarray_type type;
+    size_t len = 0;
+    void* data = nullptr;
+    // napi_get_typedarray_info fails (napi_invalid_arg) for anything that is not a typed array.
+    if (napi_get_element(env, list, i, &e) != napi_ok ||
+        napi_get_typedarray_info(env, e, &type, &len, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
+      std::string what = "an array of Uint8Array (element " + std::to_string(i) + " is not one)";
+      a.TypeErr(1, what.c_str());
+      return a.Fail();
+    }
+    // data is already adjusted by the view's byteOffset; a detached buffer has length 0.
+    iov[i].iov_base = data;
+    iov[i].iov_len = len;
+  }
+  ssize_t r = write ? VFS_RETRY(pwritev2(fd, iov, static_cast<int>(n), off, static_cast<int>(flags)))
+                    : VFS_RETRY(preadv2(fd, iov, static_cast<int>(n), off, static_cast<int>(flags)));
+  return Num(env, SysRet(r));
+}
+
+// The same with the buffers given as `count` (offset, length) pairs of doubles in iov, all in the
+// window `win` (one mapping of guest memory): no JS object is read per buffer. A pair outside the
+// window, a non-integer, or more pairs than iov holds or than IOV_MAX: -EINVAL.
+Napi::Value RwRanges(const Napi::CallbackInfo& info, bool write) {
+  Args a(info, write ? "pwritev2Ranges" : "preadv2Ranges");
+  int fd = a.Int(0);
+  auto win = a.U8(1);
+  auto iov = a.Typed<double, napi_float64_array>(2, "a Float64Array");
+  int64_t count = a.I64(3, 0, IOV_MAX);
+  int64_t off = a.I64(4);
+  uint32_t flags = a.Flags(5);
+  VFS_CHECK(a);
+  if (static_cast<size_t>(2 * count) > iov.ElementLength()) return Num(a.Env(), -EINVAL);
+  uint8_t* base = win.Data();
+  const double size = static_cast<double>(win.ByteLength());
+  const double* p = iov.Data();
+  iovec stackIov[kStackIov];
+  std::vector<iovec> heapIov;
+  iovec* v = stackIov;
+  if (count > kStackIov) {
+    heapIov.resize(static_cast<size_t>(count));
+    v = heapIov.data();
+  }
+  for (int64_t i = 0; i < count; i++) {
+    const double o = p[2 * i], l = p[2 * i + 1];
+    if (!(o >= 0 && l >= 0 && o == std::trunc(o) && l == std::trunc(l) && o + l <= size)) return Num(a.Env(), -EINVAL);
+    v[i].iov_base = base + static_cast<size_t>(o);
+    v[i].iov_len = static_cast<size_t>(l);
+  }
+  const int n = static_cast<int>(count);
+  ssize_t r = write ? VFS_RETRY(pwritev2(fd, v, n, off, static_cast<int>(flags)))
+                    : VFS_RETRY(preadv2(fd, v, n, off, static_cast<int>(flags)));
+  return Num(a.Env(), SysRet(r));
+}
+
+Napi::Value Fadvise(const Napi::CallbackInfo& info) {
+  Args a(info, "fadvise");
+  int fd = a.Int(0);
+  int64_t off = a.I64(1);
+  int64_t len = a.I64(2);
+  int advice = a.Int(3);
+  VFS_CHECK(a);
+  // posix_fadvise returns the error number itself.
+  return Num(a.Env(), -static_cast<int64_t>(posix_fadvise(fd, off, len, advice)));
+}
+
+Napi::Value Preadv2Ranges(const Napi::CallbackInfo& info) { return RwRanges(info, false); }
+Napi::Value Pwritev2Ranges(const Napi::CallbackInfo& info) { return RwRanges(info, true); }
+
+Napi::Value Preadv2(const Napi::CallbackInfo& info) { return RwV2(info, false); }
+Napi::Value Pwritev2(const Napi::CallbackInfo& info) { return RwV2(info, true); }
+
 }  // namespace
 
 void InitFd(Napi::Env env, Napi::Object exports) {
@@ -201,6 +301,11 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "flock", Flock);
   Export(env, exports, "pread", Pread);
   Export(env, exports, "pwrite", Pwrite);
+  Export(env, exports, "preadv2", Preadv2);
+  Export(env, exports, "pwritev2", Pwritev2);
+  Export(env, exports, "preadv2Ranges", Preadv2Ranges);
+  Export(env, exports, "fadvise", Fadvise);
+  Export(env, exports, "pwritev2Ranges", Pwritev2Ranges);
 }
 
 }  // namespace vfs

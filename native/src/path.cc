@@ -63,16 +63,10 @@ Napi::Value Openat2(const Napi::CallbackInfo& info) {
   return Num(a.Env(), SysRet(VFS_RETRY(syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof(how)))));
 }
 
-Napi::Value Stat(const Napi::CallbackInfo& info) {
-  Args a(info, "stat");
-  int dirfd = a.Int(0);
-  std::string path = a.Str(1);
-  uint32_t flags = a.Flags(2);
-  auto out = a.Typed<uint64_t, napi_biguint64_array>(3, "a BigUint64Array", 17);
-  VFS_CHECK(a);
-  uint64_t* o = out.Data();
+// statx (fstatat where the kernel has none) into the 17 u64 slots of src/native/binding.ts ST.
+int64_t DoStat(int dirfd, const char* cpath, uint32_t flags, uint64_t* o) {
   struct statx sx {};
-  if (statx(dirfd, path.c_str(), static_cast<int>(flags), STATX_BASIC_STATS | STATX_MNT_ID, &sx) == 0) {
+  if (statx(dirfd, cpath, static_cast<int>(flags), STATX_BASIC_STATS | STATX_MNT_ID, &sx) == 0) {
     o[0] = makedev(sx.stx_dev_major, sx.stx_dev_minor);
     o[1] = sx.stx_ino;
     o[2] = sx.stx_nlink;
@@ -91,13 +85,13 @@ Napi::Value Stat(const Napi::CallbackInfo& info) {
     o[14] = static_cast<uint64_t>(sx.stx_ctime.tv_sec);
     o[15] = sx.stx_ctime.tv_nsec;
     o[16] = (sx.stx_mask & STATX_MNT_ID) ? sx.stx_mnt_id : 0;
-    return Num(a.Env(), 0);
+    return 0;
   }
-  if (errno != ENOSYS) return Num(a.Env(), -errno);
+  if (errno != ENOSYS) return -errno;
   // Kernel (or seccomp filter) without statx: fstatat takes only these flags.
   struct stat st {};
   int ff = static_cast<int>(flags) & (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT);
-  if (fstatat(dirfd, path.c_str(), &st, ff) < 0) return Num(a.Env(), -errno);
+  if (fstatat(dirfd, cpath, &st, ff) < 0) return -errno;
   o[0] = st.st_dev;
   o[1] = st.st_ino;
   o[2] = st.st_nlink;
@@ -115,7 +109,27 @@ Napi::Value Stat(const Napi::CallbackInfo& info) {
   o[14] = static_cast<uint64_t>(st.st_ctim.tv_sec);
   o[15] = static_cast<uint64_t>(st.st_ctim.tv_nsec);
   o[16] = 0;
-  return Num(a.Env(), 0);
+  return 0;
+}
+
+Napi::Value Stat(const Napi::CallbackInfo& info) {
+  Args a(info, "stat");
+  int dirfd = a.Int(0);
+  std::string path = a.Str(1);
+  uint32_t flags = a.Flags(2);
+  auto out = a.Typed<uint64_t, napi_biguint64_array>(3, "a BigUint64Array", 17);
+  VFS_CHECK(a);
+  return Num(a.Env(), DoStat(dirfd, path.c_str(), flags, out.Data()));
+}
+
+// stat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out) without a path string to convert: the
+// hot GETATTR / LOOKUP form.
+Napi::Value StatFd(const Napi::CallbackInfo& info) {
+  Args a(info, "statFd");
+  int fd = a.Int(0);
+  auto out = a.Typed<uint64_t, napi_biguint64_array>(1, "a BigUint64Array", 17);
+  VFS_CHECK(a);
+  return Num(a.Env(), DoStat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out.Data()));
 }
 
 Napi::Value Mkdirat(const Napi::CallbackInfo& info) {
@@ -280,6 +294,7 @@ void InitPath(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "openat", Openat);
   Export(env, exports, "openat2", Openat2);
   Export(env, exports, "stat", Stat);
+  Export(env, exports, "statFd", StatFd);
   Export(env, exports, "mkdirat", Mkdirat);
   Export(env, exports, "mknodat", Mknodat);
   Export(env, exports, "symlinkat", Symlinkat);

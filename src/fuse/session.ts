@@ -6,7 +6,7 @@
 // char per byte, so a host file name that is not UTF-8 survives the round trip unchanged.
 
 import type { Logger } from '../log';
-import type { DescChain } from '../virtio/split-queue';
+import { WalkedChain, type DescChain } from '../virtio/split-queue';
 import { ChainReader, ChainWriter } from '../virtio/chain-io';
 import { STAT_SLOTS, ST } from '../native/binding';
 import {
@@ -38,25 +38,92 @@ const MIN_REPLY: Record<number, number> = {
   [OP.FUSE_GETLK]: SIZE.lk_out, [OP.FUSE_LSEEK]: SIZE.lseek_out, [OP.FUSE_COPY_FILE_RANGE]: SIZE.write_out,
 };
 
-interface Req {
-  opcode: number;
-  uniqueLo: number;
-  uniqueHi: number;
-  nodeid: number;   // 0 when the guest sent a value no node can have
-  ctx: Ctx;
-  body: Uint8Array; // op arguments (after the in_header, without extensions)
-  dv: DataView;
-  reader: ChainReader;
-  writer: ChainWriter;
-  complete: (usedLen: number) => void;
+/** Bodies up to this size are copied into the request's own buffer, larger ones (names of long
+ *  symlink targets, xattr values: synchronous ops only) into the session's. */
+const SMALL_BODY = 1024;
+/** Zeroed bytes kept after every body: a read past the body sees zeros, and a string scan stops. */
+const BODY_PAD = 64;
+/** Reply sizes up to this get a cached view of the reply buffer (no subarray per reply). */
+const OUT_VIEW_CACHE = 8192;
+/** Request objects kept for reuse. */
+const MAX_FREE_REQS = 1024;
+
+/** Largest number of guest buffers one READ/WRITE passes as (offset, length) pairs (IOV_MAX). */
+const MAX_RANGES = 1024;
+
+/**
+ * READ/WRITE with the guest buffers as (offset, length) pairs in one window of guest memory
+ * instead of a view each: what PassthroughFs offers besides the FileSystem interface. iov is read
+ * before the call returns.
+ */
+interface RangeIo {
+  readRanges(ctx: Ctx, fh: number, offset: number, win: Uint8Array, iov: Float64Array, count: number, cb: (r: number) => void): void;
+  writeRanges(ctx: Ctx, fh: number, offset: number, win: Uint8Array, iov: Float64Array, count: number, writeFlags: number, cb: (r: number) => void): void;
+}
+
+const noop = (): void => {};
+const NO_SEGS: Uint8Array[] = [];
+const NO_VIEWS: Uint8Array[] = [];
+
+/**
+ * One request from its chain to its completion. Reused: a Req goes back to the session's free
+ * list once the request has completed and handle() has returned, whichever is later, so an op
+ * that replies later (READ, WRITE, FSYNC, SETLK(W)) owns its Req (cursors, header position,
+ * callbacks) until then. Its body buffer, though, is read only while dispatch() runs.
+ */
+class Req {
+  opcode = 0;
+  uniqueLo = 0;
+  uniqueHi = 0;
+  nodeid = 0;   // 0 when the guest sent a value no node can have
+  readonly ctx: { uid: number; gid: number; pid: number } = { uid: 0, gid: 0, pid: 0 };
+  /** Op arguments (after the in_header, without extensions): body[0, bodyLen), then zeros. */
+  body: Uint8Array;
+  bodyStr: Buffer;  // the same bytes, for latin1 decoding
+  bodyLen = 0;
+  dv: DataView;     // over body
+  readonly reader = new ChainReader(NO_SEGS);
+  readonly writer = new ChainWriter(NO_SEGS);
+  complete: (usedLen: number) => void = noop;
   /** Journaled request: its queue's journal. */
-  journal?: Journal;
+  journal: Journal | null = null;
   /** The chain's descriptor head (the journal's record index). */
-  head: number;
+  head = 0;
   /** A re-run after a crash whose first run may have completed: relax EEXIST/ENOENT. */
-  relaxed?: boolean;
+  relaxed = false;
   /** What the journal intent recorded before the first run (see preState). */
-  pre: number;
+  pre = 0;
+  /** handle() is still running for it. */
+  inHandle = false;
+  /** complete() has been called. */
+  done = false;
+  /** On the free list. */
+  free = false;
+  // Own storage: [0, in_header) the header, then the body when it is small.
+  readonly hdr: DataView;
+  readonly hdrBytes: Uint8Array;
+  readonly smallBody: Uint8Array;
+  readonly smallStr: Buffer;
+  readonly smallDv: DataView;
+  /** Completion callbacks, made once per Req instead of a closure per request. */
+  readonly onRead: (r: number) => void;
+  readonly onWrite: (r: number) => void;
+  readonly onStatus: (r: number) => void;
+
+  constructor(s: FuseSession) {
+    const ab = new ArrayBuffer(SIZE.in_header + SMALL_BODY + BODY_PAD);
+    this.hdr = new DataView(ab, 0, SIZE.in_header);
+    this.hdrBytes = new Uint8Array(ab, 0, SIZE.in_header);
+    this.smallBody = new Uint8Array(ab, SIZE.in_header);
+    this.smallStr = Buffer.from(ab, SIZE.in_header);
+    this.smallDv = new DataView(ab, SIZE.in_header);
+    this.body = this.smallBody;
+    this.bodyStr = this.smallStr;
+    this.dv = this.smallDv;
+    this.onRead = (r) => s.readDone(this, r);
+    this.onWrite = (r) => s.writeDone(this, r);
+    this.onStatus = (r) => s.statusDone(this, r);
+  }
 }
 
 const PRE_ABSENT = 1;
@@ -74,8 +141,24 @@ export interface SessionStats { requests: number; errors: number; malformed: num
 export class FuseSession {
   private readonly out = Buffer.alloc(SIZE.out_header + MAX_BUFFER_SIZE + 4096);
   private readonly outDv = new DataView(this.out.buffer, this.out.byteOffset, this.out.byteLength);
+  /** out[0, n) for reply sizes n <= OUT_VIEW_CACHE, made on first use. */
+  private readonly outViews: (Uint8Array | undefined)[] = [];
   private readonly st = new BigUint64Array(STAT_SLOTS);
   private readonly st2 = new BigUint64Array(STAT_SLOTS);
+  /** The same stat results as u32 words (lo, hi per slot): encoded without making BigInts. */
+  private readonly stW = new Uint32Array(this.st.buffer, this.st.byteOffset, 2 * STAT_SLOTS);
+  private readonly st2W = new Uint32Array(this.st2.buffer, this.st2.byteOffset, 2 * STAT_SLOTS);
+  /** Large bodies (see SMALL_BODY). */
+  private readonly bigBody = new Uint8Array(MAX_BODY + BODY_PAD);
+  private readonly bigStr = Buffer.from(this.bigBody.buffer, this.bigBody.byteOffset, this.bigBody.byteLength);
+  private readonly bigDv = new DataView(this.bigBody.buffer, this.bigBody.byteOffset, this.bigBody.byteLength);
+  /** A READ's out_header, built here and copied to the place its request set aside. */
+  private readonly readHdr = new Uint8Array(SIZE.out_header);
+  private readonly readHdrDv = new DataView(this.readHdr.buffer);
+  private readonly freeReqs: Req[] = [];
+  /** fs, when it takes READ/WRITE buffers as ranges. */
+  private readonly rangeIo: RangeIo | null;
+  private readonly iov = new Float64Array(2 * MAX_RANGES);
   private initialized = false;
   private readdirplus = true;
   readonly stats: SessionStats = { requests: 0, errors: 0, malformed: 0 };
@@ -83,7 +166,10 @@ export class FuseSession {
   /** Told of every FUSE_INIT that succeeded (null after DESTROY): a restarted worker replays it. */
   onInit: ((req: InitRequest | null) => void) | null = null;
 
-  constructor(private readonly fs: FileSystem, private readonly log: Logger) {}
+  constructor(private readonly fs: FileSystem, private readonly log: Logger) {
+    const r = fs as FileSystem & Partial<RangeIo>;
+    this.rangeIo = typeof r.readRanges === 'function' && typeof r.writeRanges === 'function' ? r as FileSystem & RangeIo : null;
+  }
 
   /**
    * Resume a session negotiated by an earlier worker: the guest will not send INIT again.
@@ -119,44 +205,99 @@ export class FuseSession {
 
   private handle(chain: DescChain, complete: (len: number) => void, replay = false, journal: Journal | null = null): void {
     this.stats.requests++;
-    const reader = new ChainReader(chain.readable);
-    const writer = new ChainWriter(chain.writable);
-    const hdr = reader.bytes(SIZE.in_header);
-    if (!hdr) {
+    const req = this.freeReqs.pop() ?? new Req(this);
+    req.free = false;
+    req.done = false;
+    req.inHandle = true;
+    req.complete = complete;
+    req.head = chain.head;
+    try {
+      this.run(req, chain, replay, journal);
+    } finally {
+      req.inHandle = false;
+      if (req.done) this.recycle(req);
+    }
+  }
+
+  /** Back to the free list: the request completed and handle() has returned. */
+  private recycle(req: Req): void {
+    if (req.free) return;
+    req.free = true;
+    req.complete = noop;
+    req.journal = null;
+    req.relaxed = false;
+    req.pre = 0;
+    req.reader.reset(NO_SEGS); // drop the views of guest memory
+    req.writer.reset(NO_SEGS);
+    if (this.freeReqs.length < MAX_FREE_REQS) this.freeReqs.push(req);
+  }
+
+  /** Give the chain back with usedLen bytes written: once per request. */
+  private finish(req: Req, usedLen: number): void {
+    if (req.done) {
+      this.log.error({ op: OP_NAMES[req.opcode] ?? req.opcode, head: req.head }, 'request completed twice; ignored');
+      return;
+    }
+    req.done = true;
+    req.complete(usedLen);
+    if (!req.inHandle) this.recycle(req);
+  }
+
+  private run(req: Req, chain: DescChain, replay: boolean, journal: Journal | null): void {
+    const reader = req.reader, writer = req.writer;
+    if (chain instanceof WalkedChain) {
+      // The walk's own segment list: no view is made per descriptor.
+      const n = chain.segs.length / 3;
+      reader.resetRanges(chain.segs, 0, chain.nReadable);
+      writer.resetRanges(chain.segs, chain.nReadable, n);
+    } else {
+      reader.reset(chain.readable);
+      writer.reset(chain.writable);
+    }
+    const h = req.hdr;
+    if (!reader.copyTo(req.hdrBytes, 0, SIZE.in_header)) {
       // Without a header there is no unique to answer to: return the buffers, log, move on.
       this.stats.malformed++;
       this.log.warn({ head: chain.head, readable: chain.readableLen }, 'request shorter than fuse_in_header; dropped');
-      complete(0);
-      return;
+      return this.finish(req, 0);
     }
-    const h = new DataView(hdr.buffer, hdr.byteOffset, SIZE.in_header);
     const len = h.getUint32(0, true);
     const opcode = h.getUint32(4, true);
     const nodeLo = h.getUint32(16, true), nodeHi = h.getUint32(20, true);
     const extlen = h.getUint16(36, true) * 8;
-    const req: Req = {
-      opcode,
-      uniqueLo: h.getUint32(8, true),
-      uniqueHi: h.getUint32(12, true),
-      nodeid: nodeHi === 0 ? nodeLo : 0,
-      ctx: { uid: h.getUint32(24, true), gid: h.getUint32(28, true), pid: h.getUint32(32, true) },
-      body: EMPTY, dv: EMPTY_DV, reader, writer, complete, head: chain.head, pre: 0,
-    };
+    req.opcode = opcode;
+    req.uniqueLo = h.getUint32(8, true);
+    req.uniqueHi = h.getUint32(12, true);
+    req.nodeid = nodeHi === 0 ? nodeLo : 0;
+    const ctx = req.ctx;
+    ctx.uid = h.getUint32(24, true);
+    ctx.gid = h.getUint32(28, true);
+    ctx.pid = h.getUint32(32, true);
+    req.body = req.smallBody;
+    req.bodyStr = req.smallStr;
+    req.dv = req.smallDv;
+    req.bodyLen = 0;
+    req.pre = 0;
     if (len < SIZE.in_header + extlen || len > chain.readableLen) {
       return this.malformed(req, `in_header.len ${len} does not match the request (${chain.readableLen} readable, extlen ${extlen})`);
     }
-    const bodyLen = len - SIZE.in_header - extlen;
+    let bodyLen = len - SIZE.in_header - extlen;
     if (opcode === OP.FUSE_WRITE) {
-      const b = reader.bytes(Math.min(bodyLen, SIZE.write_in));
-      if (!b) return this.malformed(req, 'short WRITE');
-      req.body = b;
-    } else {
-      if (bodyLen > MAX_BODY) return this.malformed(req, `request body of ${bodyLen} bytes is too large`);
-      const b = bodyLen === 0 ? EMPTY : reader.bytes(bodyLen);
-      if (!b) return this.malformed(req, 'request body shorter than in_header.len');
-      req.body = b;
+      bodyLen = Math.min(bodyLen, SIZE.write_in); // the data stays in guest memory
+    } else if (bodyLen > MAX_BODY) {
+      return this.malformed(req, `request body of ${bodyLen} bytes is too large`);
     }
-    req.dv = new DataView(req.body.buffer, req.body.byteOffset, req.body.byteLength);
+    if (bodyLen > SMALL_BODY) {
+      req.body = this.bigBody;
+      req.bodyStr = this.bigStr;
+      req.dv = this.bigDv;
+    }
+    if (!reader.copyTo(req.body, 0, bodyLen)) {
+      return this.malformed(req, opcode === OP.FUSE_WRITE ? 'short WRITE' : 'request body shorter than in_header.len');
+    }
+    req.bodyLen = bodyLen;
+    const body = req.body;
+    for (let i = bodyLen; i < bodyLen + BODY_PAD; i++) body[i] = 0; // (cheaper than fill() here)
 
     const isForget = opcode === OP.FUSE_FORGET || opcode === OP.FUSE_BATCH_FORGET || opcode === OP.FUSE_INTERRUPT;
     if (!isForget) {
@@ -173,13 +314,13 @@ export class FuseSession {
       this.log.warn({ op: OP_NAMES[opcode] ?? opcode }, 'request before FUSE_INIT');
       return this.reply(req, -E.EIO);
     }
-    if (journal && JOURNALED.has(opcode)) {
+    if (journal !== null && JOURNALED.has(opcode)) {
       if (replay) {
         const rec = journal.find(chain.head, req.uniqueLo, req.uniqueHi, opcode);
         if (rec && rec.state === J_DONE) {
           // Ran to completion before the crash: answer as it was answered, do not run it again.
           this.log.info({ op: OP_NAMES[opcode], head: chain.head }, 'replayed request answered from the journal');
-          if (opcode === OP.FUSE_FORGET) return req.complete(0);
+          if (opcode === OP.FUSE_FORGET) return this.finish(req, 0);
           if (rec.error < 0) return this.reply(req, rec.error);
           this.out.set(rec.body, SIZE.out_header);
           return this.reply(req, rec.body.length);
@@ -211,7 +352,7 @@ export class FuseSession {
 
   /** Journal the outcome of a journaled request, before its reply can reach the guest. */
   private record(req: Req, r: number): void {
-    if (!req.journal) return;
+    if (req.journal === null) return;
     crashpoint('after-op');
     req.journal.done(req.head, r < 0 ? r : 0, r < 0 ? EMPTY : this.out.subarray(SIZE.out_header, SIZE.out_header + r));
     crashpoint('after-journal-done');
@@ -286,7 +427,7 @@ export class FuseSession {
       }
       case OP.FUSE_SETXATTR: {
         const fixed = this.setxattrExt ? SIZE.setxattr_in_ext : SIZE.setxattr_in;
-        const n = req.body.byteLength >= fixed ? this.cstr(req, fixed, XATTR_NAME_MAX) : null;
+        const n = req.bodyLen >= fixed ? this.cstr(req, fixed, XATTR_NAME_MAX) : null;
         return n ? (fs.hasXattr(req.ctx, req.nodeid, n.s) ? PRE_EXISTED : PRE_ABSENT) : 0;
       }
       case OP.FUSE_FORGET: {
@@ -294,7 +435,7 @@ export class FuseSession {
         return c < 0 ? 0 : c + 1;
       }
       case OP.FUSE_WRITE: {
-        const size = req.body.byteLength >= SIZE.write_in ? fs.appendSize(this.id(req, 0)) : -1;
+        const size = req.bodyLen >= SIZE.write_in ? fs.appendSize(this.id(req, 0)) : -1;
         return size < 0 ? 0 : size + 1;
       }
       default:
@@ -325,13 +466,21 @@ export class FuseSession {
     const total = SIZE.out_header + bodyLen;
     if (r < 0) this.stats.errors++;
     this.writeOutHeader(this.outDv, 0, req, total, r < 0 ? r : 0);
-    if (!req.writer.write(this.out.subarray(0, total))) {
+    if (!req.writer.write(this.outPrefix(total))) {
       // Checked up front for fixed-size replies; variable ones (readdir, xattr) are sized by the op.
       this.log.warn({ op: OP_NAMES[req.opcode], total, room: req.writer.remaining }, 'reply does not fit the buffer');
       this.writeOutHeader(this.outDv, 0, req, SIZE.out_header, -E.EIO);
-      req.writer.write(this.out.subarray(0, SIZE.out_header));
+      req.writer.write(this.outPrefix(SIZE.out_header));
     }
-    req.complete(req.writer.written);
+    this.finish(req, req.writer.written);
+  }
+
+  /** this.out[0, n). */
+  private outPrefix(n: number): Uint8Array {
+    if (n > OUT_VIEW_CACHE) return this.out.subarray(0, n);
+    let v = this.outViews[n];
+    if (v === undefined) v = this.outViews[n] = this.out.subarray(0, n);
+    return v;
   }
 
   private writeOutHeader(dv: DataView, off: number, req: Req, len: number, error: number): void {
@@ -347,7 +496,7 @@ export class FuseSession {
     if (req.writer.remaining >= SIZE.out_header && req.opcode !== OP.FUSE_FORGET && req.opcode !== OP.FUSE_BATCH_FORGET) {
       this.reply(req, -E.EINVAL);
     } else {
-      req.complete(0);
+      this.finish(req, 0);
     }
   }
 
@@ -355,10 +504,10 @@ export class FuseSession {
 
   /** A NUL-terminated string at off; null if it runs past the body. */
   private cstr(req: Req, off: number, max: number): { s: string; next: number } | null {
-    const b = req.body;
-    const end = b.indexOf(0, off);
-    if (end < 0 || end - off > max) return null;
-    return { s: Buffer.from(b.buffer, b.byteOffset + off, end - off).toString('latin1'), next: end + 1 };
+    // The body is followed by zeros, so the scan stops; a NUL past the body is no terminator.
+    const end = req.body.indexOf(0, off);
+    if (end < 0 || end >= req.bodyLen || end - off > max) return null;
+    return { s: req.bodyStr.toString('latin1', off, end), next: end + 1 };
   }
 
   /** A single path component from the guest. */
@@ -383,28 +532,55 @@ export class FuseSession {
   }
 
   private need(req: Req, n: number): boolean {
-    return req.body.byteLength >= n;
+    return req.bodyLen >= n;
   }
 
   // ---- reply encoders (into this.out after the header) ----
 
-  private encodeAttr(off: number, st: BigUint64Array, flags: number): void {
+  /** st as u32 words (lo, hi per u64 slot). */
+  private words(st: BigUint64Array): Uint32Array {
+    if (st === this.st) return this.stW;
+    if (st === this.st2) return this.st2W;
+    return new Uint32Array(st.buffer, st.byteOffset, 2 * STAT_SLOTS);
+  }
+
+  /** A u64 field from a non-negative safe integer. */
+  private setU64(off: number, v: number): void {
     const dv = this.outDv;
-    dv.setBigUint64(off, st[ST.ino]!, true);
-    dv.setBigUint64(off + 8, st[ST.size]!, true);
-    dv.setBigUint64(off + 16, st[ST.blocks]!, true);
-    dv.setBigUint64(off + 24, st[ST.atime]!, true);
-    dv.setBigUint64(off + 32, st[ST.mtime]!, true);
-    dv.setBigUint64(off + 40, st[ST.ctime]!, true);
-    dv.setUint32(off + 48, Number(st[ST.atimensec]!), true);
-    dv.setUint32(off + 52, Number(st[ST.mtimensec]!), true);
-    dv.setUint32(off + 56, Number(st[ST.ctimensec]!), true);
-    dv.setUint32(off + 60, Number(st[ST.mode]!), true);
-    dv.setUint32(off + 64, Number(st[ST.nlink]! & 0xffffffffn), true);
-    dv.setUint32(off + 68, Number(st[ST.uid]!), true);
-    dv.setUint32(off + 72, Number(st[ST.gid]!), true);
-    dv.setUint32(off + 76, Number(st[ST.rdev]! & 0xffffffffn), true);
-    dv.setUint32(off + 80, Number(st[ST.blksize]!), true);
+    if (v <= 0xffffffff) {
+      dv.setUint32(off, v, true);
+      dv.setUint32(off + 4, 0, true);
+    } else {
+      dv.setUint32(off, v >>> 0, true);
+      dv.setUint32(off + 4, Math.floor(v / 0x100000000), true);
+    }
+  }
+
+  /** fuse_attr from a stat() result: u64 fields copied as their two words, u32 fields from the low
+   *  word (nlink and rdev are truncated, as before). */
+  private encodeAttr(off: number, st: BigUint64Array, flags: number): void {
+    const dv = this.outDv, w = this.words(st);
+    dv.setUint32(off, w[2 * ST.ino]!, true);
+    dv.setUint32(off + 4, w[2 * ST.ino + 1]!, true);
+    dv.setUint32(off + 8, w[2 * ST.size]!, true);
+    dv.setUint32(off + 12, w[2 * ST.size + 1]!, true);
+    dv.setUint32(off + 16, w[2 * ST.blocks]!, true);
+    dv.setUint32(off + 20, w[2 * ST.blocks + 1]!, true);
+    dv.setUint32(off + 24, w[2 * ST.atime]!, true);
+    dv.setUint32(off + 28, w[2 * ST.atime + 1]!, true);
+    dv.setUint32(off + 32, w[2 * ST.mtime]!, true);
+    dv.setUint32(off + 36, w[2 * ST.mtime + 1]!, true);
+    dv.setUint32(off + 40, w[2 * ST.ctime]!, true);
+    dv.setUint32(off + 44, w[2 * ST.ctime + 1]!, true);
+    dv.setUint32(off + 48, w[2 * ST.atimensec]!, true);
+    dv.setUint32(off + 52, w[2 * ST.mtimensec]!, true);
+    dv.setUint32(off + 56, w[2 * ST.ctimensec]!, true);
+    dv.setUint32(off + 60, w[2 * ST.mode]!, true);
+    dv.setUint32(off + 64, w[2 * ST.nlink]!, true);
+    dv.setUint32(off + 68, w[2 * ST.uid]!, true);
+    dv.setUint32(off + 72, w[2 * ST.gid]!, true);
+    dv.setUint32(off + 76, w[2 * ST.rdev]!, true);
+    dv.setUint32(off + 80, w[2 * ST.blksize]!, true);
     dv.setUint32(off + 84, flags, true);
   }
 
@@ -415,10 +591,10 @@ export class FuseSession {
       return SIZE.entry_out;
     }
     const et = this.fs.entryTimeout, at = this.fs.attrTimeout;
-    dv.setBigUint64(off, BigInt(e.nodeid), true);
-    dv.setBigUint64(off + 8, BigInt(e.generation), true);
-    dv.setBigUint64(off + 16, BigInt(Math.floor(et)), true);
-    dv.setBigUint64(off + 24, BigInt(Math.floor(at)), true);
+    this.setU64(off, e.nodeid);
+    this.setU64(off + 8, e.generation);
+    this.setU64(off + 16, Math.floor(et));
+    this.setU64(off + 24, Math.floor(at));
     dv.setUint32(off + 32, Math.round((et % 1) * 1e9), true);
     dv.setUint32(off + 36, Math.round((at % 1) * 1e9), true);
     this.encodeAttr(off + 40, st, e.attrFlags);
@@ -427,7 +603,7 @@ export class FuseSession {
 
   private encodeAttrOut(off: number, st: BigUint64Array): number {
     const at = this.fs.attrTimeout;
-    this.outDv.setBigUint64(off, BigInt(Math.floor(at)), true);
+    this.setU64(off, Math.floor(at));
     this.outDv.setUint32(off + 8, Math.round((at % 1) * 1e9), true);
     this.outDv.setUint32(off + 12, 0, true);
     this.encodeAttr(off + 16, st, 0);
@@ -435,7 +611,7 @@ export class FuseSession {
   }
 
   private encodeOpen(off: number, o: OpenResult): number {
-    this.outDv.setBigUint64(off, BigInt(o.fh), true);
+    this.setU64(off, o.fh);
     this.outDv.setUint32(off + 8, o.openFlags, true);
     this.outDv.setUint32(off + 12, 0, true);
     return SIZE.open_out;
@@ -480,7 +656,7 @@ export class FuseSession {
       case OP.FUSE_BATCH_FORGET: {
         if (!this.need(req, SIZE.batch_forget_in)) return this.noReply(req, 'short BATCH_FORGET');
         const count = dv.getUint32(0, true);
-        if (SIZE.batch_forget_in + count * SIZE.forget_one > req.body.byteLength) return this.noReply(req, 'BATCH_FORGET count past the body');
+        if (SIZE.batch_forget_in + count * SIZE.forget_one > req.bodyLen) return this.noReply(req, 'BATCH_FORGET count past the body');
         const items: number[] = [];
         for (let i = 0; i < count; i++) {
           const o = SIZE.batch_forget_in + i * SIZE.forget_one;
@@ -615,7 +791,7 @@ export class FuseSession {
       }
       case OP.FUSE_FSYNC: {
         if (!this.need(req, SIZE.fsync_in)) return -E.EINVAL;
-        fs.fsync(ctx, this.id(req, 0), (dv.getUint32(8, true) & FUSE_FSYNC_FDATASYNC) !== 0, (r) => this.reply(req, r < 0 ? r : 0));
+        fs.fsync(ctx, this.id(req, 0), (dv.getUint32(8, true) & FUSE_FSYNC_FDATASYNC) !== 0, req.onStatus);
         return NO_REPLY;
       }
       case OP.FUSE_FSYNCDIR: {
@@ -628,7 +804,7 @@ export class FuseSession {
         const size = dv.getUint32(0, true), flags = dv.getUint32(4, true);
         const n = this.cstr(req, fixed, XATTR_NAME_MAX);
         if (!n || n.s.length === 0) return n ? -E.EINVAL : -E.ERANGE;
-        if (size > XATTR_SIZE_MAX || n.next + size > req.body.byteLength) return -E.EINVAL;
+        if (size > XATTR_SIZE_MAX || n.next + size > req.bodyLen) return -E.EINVAL;
         return fs.setxattr(ctx, req.nodeid, n.s, req.body.subarray(n.next, n.next + size), flags);
       }
       case OP.FUSE_GETXATTR:
@@ -679,7 +855,7 @@ export class FuseSession {
         if (off < 0) return -E.ENXIO;
         const r = fs.lseek(ctx, this.id(req, 0), off, dv.getUint32(16, true));
         if (r < 0) return r;
-        this.outDv.setBigUint64(H, BigInt(r), true);
+        this.setU64(H, r);
         return SIZE.lseek_out;
       }
       case OP.FUSE_COPY_FILE_RANGE: {
@@ -710,7 +886,7 @@ export class FuseSession {
       this.stats.malformed++;
       this.log.warn({ op: OP_NAMES[req.opcode], why }, 'malformed request');
     }
-    req.complete(0);
+    this.finish(req, 0);
     return NO_REPLY;
   }
 
@@ -728,7 +904,7 @@ export class FuseSession {
       this.outDv.setUint32(SIZE.out_header + 4, FUSE_KERNEL_MINOR_VERSION, true);
       return SIZE.init_out;
     }
-    if (req.body.byteLength >= SIZE.init_in && (flags & (1n << BigInt(INIT.INIT_EXT)))) {
+    if (req.bodyLen >= SIZE.init_in && (flags & (1n << BigInt(INIT.INIT_EXT)))) {
       flags |= BigInt(dv.getUint32(16, true)) << 32n;
     }
     const initReq: InitRequest = { major, minor, maxReadahead: dv.getUint32(8, true), flags };
@@ -764,20 +940,29 @@ export class FuseSession {
     const room = req.writer.remaining - H;
     if (room < 0) return -E.EINVAL;
     // Header first (filled in when the length is known), then the data straight into guest memory.
-    const hdr = req.writer.views(H);
     const n = Math.min(size, room);
-    const dst = n > 0 ? req.writer.views(n) : [];
-    if (!hdr || !dst) return -E.EIO;
-    this.fs.read(req.ctx, this.id(req, 0), offset, dst, (r) => {
-      const len = r < 0 ? H : H + r;
-      const hb = Buffer.alloc(H);
-      this.writeOutHeader(new DataView(hb.buffer, hb.byteOffset, H), 0, req, len, r < 0 ? r : 0);
-      let o = 0;
-      for (const v of hdr) { v.set(hb.subarray(o, o + v.length)); o += v.length; }
-      if (r < 0) this.stats.errors++;
-      req.complete(len);
-    });
+    if (!req.writer.reserve(H)) return -E.EIO;
+    if (n > 0 && this.rangeIo !== null) {
+      const count = req.writer.ranges(n, this.iov);
+      if (count >= 0) {
+        this.rangeIo.readRanges(req.ctx, this.id(req, 0), offset, req.writer.rangeWin, this.iov, count, req.onRead);
+        return NO_REPLY;
+      }
+    }
+    const dst = n > 0 ? req.writer.views(n) : NO_VIEWS;
+    if (!dst) return -E.EIO;
+    this.fs.read(req.ctx, this.id(req, 0), offset, dst, req.onRead);
     return NO_REPLY;
+  }
+
+  /** @internal A READ's data is in: fill in its header, give the chain back. */
+  readDone(req: Req, r: number): void {
+    const H = SIZE.out_header;
+    const len = r < 0 ? H : H + r;
+    this.writeOutHeader(this.readHdrDv, 0, req, len, r < 0 ? r : 0);
+    req.writer.fillReserved(this.readHdr);
+    if (r < 0) this.stats.errors++;
+    this.finish(req, len);
   }
 
   private doWrite(req: Req): number {
@@ -787,8 +972,6 @@ export class FuseSession {
     const writeFlags = req.dv.getUint32(20, true);
     if (offset < 0) return -E.EFBIG;
     if (size > MAX_BUFFER_SIZE || size > req.reader.remaining) return -E.EINVAL;
-    const src = size > 0 ? req.reader.views(size) : [];
-    if (!src) return -E.EINVAL;
     if (req.relaxed && req.pre > 0 && this.fs.appendSize(this.id(req, 0)) >= req.pre - 1 + size) {
       // An O_APPEND write whose first run landed (the file grew by it): do not append twice.
       this.log.info({ size }, 'replayed O_APPEND write had landed; not written again');
@@ -796,16 +979,33 @@ export class FuseSession {
       this.outDv.setUint32(SIZE.out_header + 4, 0, true);
       return SIZE.write_out;
     }
-    this.fs.write(req.ctx, this.id(req, 0), offset, src, writeFlags, (r) => {
-      if (r >= 0) {
-        this.outDv.setUint32(SIZE.out_header, r, true);
-        this.outDv.setUint32(SIZE.out_header + 4, 0, true);
+    if (size > 0 && this.rangeIo !== null) {
+      const count = req.reader.ranges(size, this.iov);
+      if (count >= 0) {
+        this.rangeIo.writeRanges(req.ctx, this.id(req, 0), offset, req.reader.rangeWin, this.iov, count, writeFlags, req.onWrite);
+        return NO_REPLY;
       }
-      const res = r < 0 ? r : SIZE.write_out;
-      this.record(req, res);
-      this.reply(req, res);
-    });
+    }
+    const src = size > 0 ? req.reader.views(size) : NO_VIEWS;
+    if (!src) return -E.EINVAL;
+    this.fs.write(req.ctx, this.id(req, 0), offset, src, writeFlags, req.onWrite);
     return NO_REPLY;
+  }
+
+  /** @internal A WRITE is done: bytes written or -errno. */
+  writeDone(req: Req, r: number): void {
+    if (r >= 0) {
+      this.outDv.setUint32(SIZE.out_header, r, true);
+      this.outDv.setUint32(SIZE.out_header + 4, 0, true);
+    }
+    const res = r < 0 ? r : SIZE.write_out;
+    this.record(req, res);
+    this.reply(req, res);
+  }
+
+  /** @internal FSYNC, SETLK(W) done: a reply with no body. */
+  statusDone(req: Req, r: number): void {
+    this.reply(req, r < 0 ? r : 0);
   }
 
   private doReaddir(req: Req): number {
@@ -839,7 +1039,7 @@ export class FuseSession {
       o.setUint32(H + 20, r.pid, true);
       return SIZE.lk_out;
     }
-    this.fs.setlk(req.ctx, req.nodeid, fh, owner, lk, flock, req.opcode === OP.FUSE_SETLKW, (r) => this.reply(req, r < 0 ? r : 0));
+    this.fs.setlk(req.ctx, req.nodeid, fh, owner, lk, flock, req.opcode === OP.FUSE_SETLKW, req.onStatus);
     return NO_REPLY;
   }
 
@@ -852,7 +1052,6 @@ export class FuseSession {
 }
 
 const EMPTY = new Uint8Array(0);
-const EMPTY_DV = new DataView(new ArrayBuffer(0));
 
 /** Packs fuse_dirent / fuse_direntplus records into the session's reply buffer. */
 class DirBuffer implements DirSink {

@@ -57,6 +57,7 @@ export class WorkerDataPlane implements DataPlane {
   private exited: Promise<void> = Promise.resolve();
   private readonly exits: Promise<void>[] = [];
   private upgrading = false;
+  private restartAgain = false;
   /** The worker was retired for a keeper re-exec: do not replace it. */
   private handingOver = false;
   /** A worker started ahead of a planned upgrade, idle until the old one has gone. */
@@ -178,10 +179,16 @@ export class WorkerDataPlane implements DataPlane {
    * one finishes what it popped (it then exits); the new one takes over from the same state.
    */
   restart(): void {
-    if (!this.child || !this.channel || this.upgrading) return;
+    if (!this.child || !this.channel) return;
+    if (this.upgrading) {
+      // One more after this one (the code on disk may have changed again).
+      this.restartAgain = true;
+      return;
+    }
     this.upgrading = true;
+    // The old worker is asked to go once the new one has loaded (its 'hello'): the guest then
+    // waits only for the hand-over, not for a Node start-up.
     this.prestarted = this.launch();
-    this.channel.send({ t: 'shutdown' });
   }
 
   /** Start a worker process; it waits, idle, until fed. */
@@ -217,9 +224,13 @@ export class WorkerDataPlane implements DataPlane {
         const next = this.prestarted ?? this.launch();
         this.prestarted = null;
         this.feed(next, true);
+        if (this.restartAgain) {
+          this.restartAgain = false;
+          this.restart();
+        }
       });
     });
-    channel.start((m, fds) => this.onMessage(m, fds));
+    channel.start((m, fds) => this.onMessage(m, fds, channel));
     this.exits.push(exited);
     return { child, channel };
   }
@@ -280,7 +291,7 @@ export class WorkerDataPlane implements DataPlane {
     return fd;
   }
 
-  private onMessage(m: ChannelMessage, fds: number[]): void {
+  private onMessage(m: ChannelMessage, fds: number[], from: ControlChannel): void {
     if (m.t === 'fd-put' && fds.length === 1) {
       this.fds.put(String(m.k), fds[0]!);
       return;
@@ -292,6 +303,9 @@ export class WorkerDataPlane implements DataPlane {
         return;
       case 'fuse-init':
         this.fuseInit = (m as unknown as { req: FuseInitRecord | null }).req;
+        return;
+      case 'hello':
+        if (this.upgrading && this.prestarted?.channel === from) this.channel?.send({ t: 'shutdown' });
         return;
       case 'ready':
       case 'bye':

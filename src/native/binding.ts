@@ -16,6 +16,10 @@ export const ST = {
 /** Layout of the array `fstatfs()` fills: 8 u64 slots. */
 export const STATFS = { bsize: 0, frsize: 1, blocks: 2, bfree: 3, bavail: 4, files: 5, ffree: 6, namelen: 7 } as const;
 
+/** preadv2/pwritev2 flag: do not wait for I/O (page-cache hits only); -EAGAIN otherwise,
+ *  -EOPNOTSUPP where the file (or kernel) does not support it for that operation. */
+export const RWF_NOWAIT = 8;
+
 /** Opaque handle of an fd watched on the libuv loop. */
 export interface PollHandle { readonly __poll: unique symbol }
 
@@ -73,6 +77,9 @@ export interface NativeBinding {
   /** statx(dirfd, path, flags, STATX_BASIC_STATS|STATX_MNT_ID) into out (STAT_SLOTS u64, see ST);
    *  falls back to fstatat when statx is missing (mntId = 0). 0 or -errno. */
   stat(dirfd: number, path: string, flags: number, out: BigUint64Array): number;
+  /** stat(fd, '', AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out): the inode an fd (O_PATH too) refers
+   *  to, without a path string to convert. 0 or -errno. */
+  statFd(fd: number, out: BigUint64Array): number;
   mkdirat(dirfd: number, path: string, mode: number): number;
   /** mknodat(2); dev is the Linux dev_t (new_encode_dev form as FUSE sends it). */
   mknodat(dirfd: number, path: string, mode: number, dev: number): number;
@@ -120,6 +127,21 @@ export interface NativeBinding {
   /** pread(2)/pwrite(2) on the caller's buffer range, synchronous. Bytes or -errno. */
   pread(fd: number, buf: Uint8Array, offset: number): number;
   pwrite(fd: number, buf: Uint8Array, offset: number): number;
+  /** preadv2(2) into the buffers, in order, at offset (the fd position is neither used nor moved),
+   *  synchronous. flags: RWF_* (RWF_NOWAIT: -EAGAIN instead of waiting for I/O, so only a
+   *  page-cache hit completes; a partial hit returns short). Bytes (0 = EOF) or -errno; -EINVAL
+   *  for more than IOV_MAX buffers. A non-array or an element that is not a Uint8Array: TypeError. */
+  preadv2(fd: number, bufs: readonly Uint8Array[], offset: number, flags: number): number;
+  /** pwritev2(2) of the buffers, in order, at offset; as preadv2. May write short. */
+  pwritev2(fd: number, bufs: readonly Uint8Array[], offset: number, flags: number): number;
+  /** preadv2 with the buffers given as `count` (offset, length) pairs in iov (2 numbers a pair),
+   *  all within `win`: no JS object per buffer (a 1 MiB READ is 256 of them). A pair outside win,
+   *  count past iov or above IOV_MAX: -EINVAL. */
+  preadv2Ranges(fd: number, win: Uint8Array, iov: Float64Array, count: number, offset: number, flags: number): number;
+  /** posix_fadvise(2) (advice: POSIX_FADV_*, e.g. 4 = DONTNEED drops clean cached pages). 0 or -errno. */
+  fadvise(fd: number, offset: number, length: number, advice: number): number;
+  /** pwritev2 with the buffers given as in preadv2Ranges. */
+  pwritev2Ranges(fd: number, win: Uint8Array, iov: Float64Array, count: number, offset: number, flags: number): number;
 
   // ---- xattrs (path forms follow symlinks unless nofollow; O_PATH fds need the /proc/self/fd path) ----
   /** getxattr/lgetxattr: value into buf (buf.length 0 = size probe). Size or -errno. */

@@ -32,10 +32,20 @@ export function inodeKey(dev: bigint, ino: bigint, mntId: bigint): string {
   return `${dev}:${ino}:${mntId}`;
 }
 
+/** The u32 words of (dev, ino, mnt_id) in a stat() result viewed as a Uint32Array (STAT_SLOTS u64
+ *  slots, little-endian): dev = slot 0, ino = slot 1, mnt_id = slot 16. */
+const W_DEV = 0, W_INO = 2, W_MNT = 32;
+const TWO32 = 4294967296;
+
 export class InodeTable {
   private readonly slots: SlotTable;
   private readonly byNodeid: (Inode | undefined)[] = [];
   private readonly byKey = new Map<string, Inode>();
+  /** Lookup index without BigInt: ino (as a double, inexact past 2^53) -> node id(s); a candidate
+   *  is confirmed against the exact words of its record. */
+  private readonly byIno = new Map<number, number | number[]>();
+  /** Scratch words for the bigint forms of the API. */
+  private readonly w = new Uint32Array(34);
   private readonly generations: number[] = [];
 
   /**
@@ -76,6 +86,7 @@ export class InodeTable {
       this.generations[slot] = gen;
       this.byNodeid[slot] = inode;
       this.byKey.set(inode.key, inode);
+      this.index(slot, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
     }
   }
 
@@ -103,13 +114,21 @@ export class InodeTable {
    * becomes the node's fd.
    */
   lookupOrInsert(fd: number, dev: bigint, ino: bigint, mntId: bigint, mode: number): Inode {
-    const key = inodeKey(dev, ino, mntId);
-    const known = this.byKey.get(key);
+    return this.lookupOrInsertStat(fd, this.words(dev, ino, mntId), mode);
+  }
+
+  /**
+   * lookupOrInsert with the identity read from a stat() result (STAT_SLOTS u64 slots) viewed as
+   * a Uint32Array: no BigInt is made unless the inode is new.
+   */
+  lookupOrInsertStat(fd: number, st32: Uint32Array, mode: number): Inode {
+    const known = this.findWords(st32);
     if (known) {
       if (known.fd !== fd) this.native.close(fd);
       this.addRef(known, 1);
       return known;
     }
+    const dev = u64(st32[W_DEV]!, st32[W_DEV + 1]!), ino = u64(st32[W_INO]!, st32[W_INO + 1]!), mntId = u64(st32[W_MNT]!, st32[W_MNT + 1]!);
     const slot = this.slots.alloc();
     const gen = (this.generations[slot] ?? 0) + 1;
     return this.install(slot, fd, dev, ino, mntId, mode, gen);
@@ -117,7 +136,53 @@ export class InodeTable {
 
   /** The node of a host inode if the guest already holds it (no reference taken). */
   find(dev: bigint, ino: bigint, mntId: bigint): Inode | undefined {
-    return this.byKey.get(inodeKey(dev, ino, mntId));
+    return this.findWords(this.words(dev, ino, mntId));
+  }
+
+  private words(dev: bigint, ino: bigint, mntId: bigint): Uint32Array {
+    const w = this.w;
+    w[W_DEV] = Number(dev & 0xffffffffn); w[W_DEV + 1] = Number((dev >> 32n) & 0xffffffffn);
+    w[W_INO] = Number(ino & 0xffffffffn); w[W_INO + 1] = Number((ino >> 32n) & 0xffffffffn);
+    w[W_MNT] = Number(mntId & 0xffffffffn); w[W_MNT + 1] = Number((mntId >> 32n) & 0xffffffffn);
+    return w;
+  }
+
+  private findWords(w: Uint32Array): Inode | undefined {
+    const e = this.byIno.get(w[W_INO + 1]! * TWO32 + w[W_INO]!);
+    if (e === undefined) return undefined;
+    if (typeof e === 'number') return this.same(e, w) ? this.byNodeid[e] : undefined;
+    for (let i = 0; i < e.length; i++) if (this.same(e[i]!, w)) return this.byNodeid[e[i]!];
+    return undefined;
+  }
+
+  /** Does node id's record hold exactly this (dev, ino, mnt_id)? */
+  private same(nodeid: number, w: Uint32Array): boolean {
+    const dv = this.slots.dv, o = this.slots.off(nodeid);
+    return dv.getUint32(o + R_INO, true) === w[W_INO] && dv.getUint32(o + R_INO + 4, true) === w[W_INO + 1] &&
+      dv.getUint32(o + R_DEV, true) === w[W_DEV] && dv.getUint32(o + R_DEV + 4, true) === w[W_DEV + 1] &&
+      dv.getUint32(o + R_MNT, true) === w[W_MNT] && dv.getUint32(o + R_MNT + 4, true) === w[W_MNT + 1];
+  }
+
+  private index(nodeid: number, inoLo: number, inoHi: number): void {
+    const k = inoHi * TWO32 + inoLo;
+    const e = this.byIno.get(k);
+    if (e === undefined) this.byIno.set(k, nodeid);
+    else if (typeof e === 'number') this.byIno.set(k, [e, nodeid]);
+    else e.push(nodeid);
+  }
+
+  private unindex(nodeid: number): void {
+    const dv = this.slots.dv, o = this.slots.off(nodeid);
+    const k = dv.getUint32(o + R_INO + 4, true) * TWO32 + dv.getUint32(o + R_INO, true);
+    const e = this.byIno.get(k);
+    if (e === nodeid) {
+      this.byIno.delete(k);
+    } else if (typeof e === 'object') {
+      const i = e.indexOf(nodeid);
+      if (i >= 0) e.splice(i, 1);
+      if (e.length === 1) this.byIno.set(k, e[0]!);
+      else if (e.length === 0) this.byIno.delete(k);
+    }
   }
 
   addRef(inode: Inode, n: number): void {
@@ -145,12 +210,14 @@ export class InodeTable {
   close(): void {
     for (const inode of this.byKey.values()) this.native.close(inode.fd);
     this.byKey.clear();
+    this.byIno.clear();
     this.byNodeid.length = 0;
     this.slots.close();
   }
 
   private remove(inode: Inode): void {
     // Invalidate first (slot), then drop the caches and the keeper's copy, then close the fd.
+    this.unindex(inode.nodeid); // reads the record: before release clears it
     this.slots.release(inode.nodeid);
     this.byNodeid[inode.nodeid] = undefined;
     this.byKey.delete(inode.key);
@@ -175,6 +242,11 @@ export class InodeTable {
     const inode: Inode = { nodeid: slot, generation: gen, fd, dev, ino, mntId, mode, key: inodeKey(dev, ino, mntId), nlookup: 1 };
     this.byNodeid[slot] = inode;
     this.byKey.set(inode.key, inode);
+    this.index(slot, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
     return inode;
   }
+}
+
+function u64(lo: number, hi: number): bigint {
+  return hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }

@@ -12,7 +12,7 @@
 
 import * as nodefs from 'node:fs';
 import type { NativeBinding } from '../native/binding';
-import { ST, toBinary } from '../native/binding';
+import { ST, RWF_NOWAIT, toBinary } from '../native/binding';
 import type { Logger } from '../log';
 import { E } from '../errno';
 import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, MAX_BUFFER_SIZE } from '../fuse/abi';
@@ -93,6 +93,14 @@ export class PassthroughFs implements FileSystem {
   private readonly registry: FdRegistry;
   private readonly lockWaits = new Set<LockWait>();
   private hasOpenat2 = true;
+  /** Handles whose file said EOPNOTSUPP to RWF_NOWAIT reads / writes (by fh; a reused fh holds
+   *  another Handle object, so it is tried again). */
+  private readonly nowaitRead: (Handle | undefined)[] = [];
+  private wSt: BigUint64Array | null = null;
+  private wView: Uint32Array = new Uint32Array(0);
+  private wSt2: BigUint64Array | null = null;
+  private wView2: Uint32Array = new Uint32Array(0);
+  private readonly nowaitWrite: (Handle | undefined)[] = [];
 
   constructor(private readonly native: NativeBinding, readonly opts: FsOptions, private readonly log: Logger, state: FsState = {}) {
     const backing = (name: keyof StateFds): SlotBacking => {
@@ -129,12 +137,12 @@ export class PassthroughFs implements FileSystem {
     }
     // Lock owners' open file descriptions; anything else left over belongs to no valid record.
     for (const [key, fd] of recovered) {
-      const m = /^l(\d+):(\d+)$/.exec(key);
+      const m = /^l(\d+):(\d+):(\d+)$/.exec(key);
       if (m && this.inodes.get(Number(m[1]))) {
         const nodeid = Number(m[1]);
         let owners = this.lockFds.get(nodeid);
         if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
-        owners.set(BigInt(m[2]!), { fd, pid: 0 });
+        owners.set(BigInt(m[2]!), { fd, pid: Number(m[3]) });
       } else {
         native.close(fd);
         registry.del(key);
@@ -164,7 +172,7 @@ export class PassthroughFs implements FileSystem {
   }
 
   private statInode(ino: Inode, st: BigUint64Array): number {
-    return this.native.stat(ino.fd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
+    return this.native.statFd(ino.fd, st);
   }
 
   /** Open the inode itself (not a path) with new flags, through its /proc/self/fd magic link. */
@@ -214,18 +222,29 @@ export class PassthroughFs implements FileSystem {
 
   /** Take one guest reference on the inode behind an O_PATH fd (consumed: kept or closed). */
   private entryFromPathFd(parent: Inode, fd: number, st: BigUint64Array): EntryResult | number {
-    const r = this.native.stat(fd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
+    const r = this.native.statFd(fd, st);
     if (r < 0) {
       this.native.close(fd);
       return r;
     }
-    const mode = Number(st[ST.mode]!);
-    const ino = this.inodes.lookupOrInsert(fd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, mode);
+    const w = this.words(st);
+    const mode = w[2 * ST.mode]!;
+    const ino = this.inodes.lookupOrInsertStat(fd, w, mode);
     let attrFlags = 0;
     if (this.opts.announceSubmounts && (mode & K.S_IFMT) === K.S_IFDIR && (ino.mntId !== parent.mntId || ino.dev !== parent.dev)) {
       attrFlags |= FUSE_ATTR_SUBMOUNT;
     }
     return { nodeid: ino.nodeid, generation: ino.generation, attrFlags };
+  }
+
+  /** st (a stat() result) as u32 words, lo then hi per slot: read without making BigInts. */
+  private words(st: BigUint64Array): Uint32Array {
+    if (st === this.wSt) return this.wView;
+    if (st === this.wSt2) return this.wView2;
+    this.wSt2 = this.wSt; this.wView2 = this.wView;
+    this.wSt = st;
+    this.wView = new Uint32Array(st.buffer, st.byteOffset, st.length * 2);
+    return this.wView;
   }
 
   private fileHandle(fh: number): Handle | undefined {
@@ -487,36 +506,129 @@ export class PassthroughFs implements FileSystem {
     return { entry, open: { fh: h.fh, openFlags: this.fopenFlags() } };
   }
 
+  /**
+   * READ. With the pool (the default) the read is first tried inline with RWF_NOWAIT: a page-cache
+   * hit completes on the event loop with no thread hand-off. What NOWAIT cannot do (-EAGAIN: not
+   * cached; -EOPNOTSUPP: not supported for this file, remembered per handle) goes to the pool. A
+   * partial hit is continued, never replied short: the guest takes a short READ as EOF.
+   */
   read(_ctx: Ctx, fh: number, offset: number, dst: Uint8Array[], cb: (r: number) => void): void {
     const h = this.fileHandle(fh);
     if (!h) return cb(-E.EBADF);
     if (dst.length === 0) return cb(0);
-    if (this.opts.syncIo) return cb(syncCall(() => nodefs.readvSync(h.fd, dst, offset)));
+    const n = this.native;
+    if (this.opts.syncIo) return cb(n.preadv2(h.fd, dst, offset, 0));
+    const r = this.nowaitOk(h, this.nowaitRead) ? n.preadv2(h.fd, dst, offset, RWF_NOWAIT) : -E.EAGAIN;
+    this.readOn(h, dst, offset, r, cb);
+  }
+
+  /**
+   * READ into `count` (offset, length) pairs of iov in the window win (guest memory), as read():
+   * the session's form, with no view object per guest buffer. iov is read before this returns.
+   */
+  readRanges(_ctx: Ctx, fh: number, offset: number, win: Uint8Array, iov: Float64Array, count: number, cb: (r: number) => void): void {
+    const h = this.fileHandle(fh);
+    if (!h) return cb(-E.EBADF);
+    if (count === 0) return cb(0);
+    const n = this.native;
+    if (this.opts.syncIo) return cb(n.preadv2Ranges(h.fd, win, iov, count, offset, 0));
+    let r = -E.EAGAIN;
+    if (this.nowaitOk(h, this.nowaitRead)) {
+      r = n.preadv2Ranges(h.fd, win, iov, count, offset, RWF_NOWAIT);
+      if (r === 0 || r === rangesLength(iov, count) || (r < 0 && r !== -E.EAGAIN && r !== -E.EOPNOTSUPP)) return cb(r);
+    }
+    this.readOn(h, rangeViews(win, iov, count), offset, r, cb);
+  }
+
+  private nowaitOk(h: Handle, unsupported: (Handle | undefined)[]): boolean {
+    // O_DIRECT is left to the pool: a NOWAIT direct read still waits for the device.
+    return unsupported[h.fh] !== h && (h.flags & K.O_DIRECT) === 0;
+  }
+
+  /** Go on with a READ whose first inline RWF_NOWAIT try gave r. */
+  private readOn(h: Handle, dst: Uint8Array[], offset: number, r: number, cb: (r: number) => void): void {
+    let done = 0, total = -1;
+    for (;;) {
+      if (r > 0) {
+        done += r;
+        if (total < 0) total = byteLength(dst);
+        if (done >= total) return cb(done);
+        r = this.native.preadv2(h.fd, skipBytes(dst, done), offset + done, RWF_NOWAIT);
+        continue;
+      }
+      if (r === 0) return cb(done); // EOF
+      if (r === -E.EOPNOTSUPP) this.nowaitRead[h.fh] = h;
+      else if (r !== -E.EAGAIN) return cb(done > 0 ? done : r);
+      break;
+    }
+    const rest = done === 0 ? dst : skipBytes(dst, done);
+    const before = done;
     this.files.hold(h);
-    nodefs.readv(h.fd, dst, offset, (err, n) => {
+    nodefs.readv(h.fd, rest, offset + before, (err, m) => {
       this.files.unhold(h);
-      cb(err ? errnoOf(err) : n);
+      cb(err ? (before > 0 ? before : errnoOf(err)) : before + m);
     });
   }
 
+  /** WRITE: as READ (inline with RWF_NOWAIT first, the rest on the pool). A short write is continued. */
   write(_ctx: Ctx, fh: number, offset: number, src: Uint8Array[], writeFlags: number, cb: (r: number) => void): void {
     const h = this.fileHandle(fh);
     if (!h) return cb(-E.EBADF);
     if (this.opts.readonly) return cb(-E.EROFS);
     if (src.length === 0) return cb(0);
-    const done = (n: number): void => {
-      if (n >= 0 && (writeFlags & FUSE_WRITE_KILL_SUIDGID)) {
-        const ino = this.inode(h.nodeid);
-        if (ino && this.statInode(ino, this.tmpSt) === 0) this.killSuidgid(ino, this.tmpSt);
+    const n = this.native;
+    if (this.opts.syncIo) return this.writeDone(h, writeFlags, n.pwritev2(h.fd, src, offset, 0), cb);
+    const r = this.nowaitOk(h, this.nowaitWrite) ? n.pwritev2(h.fd, src, offset, RWF_NOWAIT) : -E.EAGAIN;
+    this.writeOn(h, src, offset, r, writeFlags, cb);
+  }
+
+  /** WRITE from `count` (offset, length) pairs of iov in the window win, as readRanges(). */
+  writeRanges(_ctx: Ctx, fh: number, offset: number, win: Uint8Array, iov: Float64Array, count: number, writeFlags: number, cb: (r: number) => void): void {
+    const h = this.fileHandle(fh);
+    if (!h) return cb(-E.EBADF);
+    if (this.opts.readonly) return cb(-E.EROFS);
+    if (count === 0) return cb(0);
+    const n = this.native;
+    if (this.opts.syncIo) return this.writeDone(h, writeFlags, n.pwritev2Ranges(h.fd, win, iov, count, offset, 0), cb);
+    let r = -E.EAGAIN;
+    if (this.nowaitOk(h, this.nowaitWrite)) {
+      r = n.pwritev2Ranges(h.fd, win, iov, count, offset, RWF_NOWAIT);
+      if (r === rangesLength(iov, count) || (r < 0 && r !== -E.EAGAIN && r !== -E.EOPNOTSUPP)) return this.writeDone(h, writeFlags, r, cb);
+    }
+    this.writeOn(h, rangeViews(win, iov, count), offset, r, writeFlags, cb);
+  }
+
+  /** Go on with a WRITE whose first inline RWF_NOWAIT try gave r. */
+  private writeOn(h: Handle, src: Uint8Array[], offset: number, r: number, writeFlags: number, cb: (r: number) => void): void {
+    let done = 0, total = -1;
+    for (;;) {
+      if (r > 0) {
+        done += r;
+        if (total < 0) total = byteLength(src);
+        if (done >= total) return this.writeDone(h, writeFlags, done, cb);
+        r = this.native.pwritev2(h.fd, skipBytes(src, done), offset + done, RWF_NOWAIT);
+        continue;
       }
-      cb(n);
-    };
-    if (this.opts.syncIo) return done(syncCall(() => nodefs.writevSync(h.fd, src, offset)));
+      // ext4 (Linux 6.18) and tmpfs have no NOWAIT buffered writes: one try per handle.
+      if (r === -E.EOPNOTSUPP) this.nowaitWrite[h.fh] = h;
+      else if (r !== 0 && r !== -E.EAGAIN) return this.writeDone(h, writeFlags, done > 0 ? done : r, cb);
+      break;
+    }
+    const rest = done === 0 ? src : skipBytes(src, done);
+    const before = done;
     this.files.hold(h);
-    nodefs.writev(h.fd, src, offset, (err, n) => {
+    nodefs.writev(h.fd, rest, offset + before, (err, m) => {
       this.files.unhold(h);
-      done(err ? errnoOf(err) : n);
+      this.writeDone(h, writeFlags, err ? (before > 0 ? before : errnoOf(err)) : before + m, cb);
     });
+  }
+
+  private writeDone(h: Handle, writeFlags: number, n: number, cb: (r: number) => void): void {
+    if (n >= 0 && (writeFlags & FUSE_WRITE_KILL_SUIDGID)) {
+      const ino = this.inode(h.nodeid);
+      if (ino && this.statInode(ino, this.tmpSt) === 0) this.killSuidgid(ino, this.tmpSt);
+    }
+    cb(n);
   }
 
   statfs(_ctx: Ctx, nodeid: number, out: BigUint64Array): number {
@@ -725,7 +837,7 @@ export class PassthroughFs implements FileSystem {
     if (fd < 0) return fd;
     if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
     const l: LockOwner = { fd, pid: 0 };
-    this.registry.put(fdKey.lock(nodeid, owner), fd);
+    this.registry.put(fdKey.lock(nodeid, owner, 0), fd);
     owners.set(owner, l);
     return l;
   }
@@ -744,7 +856,7 @@ export class PassthroughFs implements FileSystem {
    */
   private closeLockOwner(nodeid: number, owner: bigint, l: LockOwner): void {
     this.native.ofdLock(l.fd, K.F_OFD_SETLK, BigInt64Array.of(BigInt(K.F_UNLCK), BigInt(K.SEEK_SET), 0n, 0n, 0n));
-    this.registry.del(fdKey.lock(nodeid, owner));
+    this.registry.del(fdKey.lock(nodeid, owner, l.pid));
     this.native.close(l.fd);
   }
 
@@ -826,7 +938,12 @@ export class PassthroughFs implements FileSystem {
     if (l === -E.ENOENT) return 0; // unlocking with no locks held
     if (typeof l === 'number') return l;
     const r = this.native.ofdLock(l.fd, K.F_OFD_SETLK, this.toFlock(lk));
-    if (r === 0 && lk.type !== K.F_UNLCK) l.pid = lk.pid;
+    if (r === 0 && lk.type !== K.F_UNLCK && l.pid !== lk.pid) {
+      // The pid GETLK reports lives in the registry key, so a restarted worker reports it too.
+      this.registry.put(fdKey.lock(nodeid, owner, lk.pid), l.fd);
+      this.registry.del(fdKey.lock(nodeid, owner, l.pid));
+      l.pid = lk.pid;
+    }
     return r === -E.EACCES ? -E.EAGAIN : r;
   }
 
@@ -891,12 +1008,35 @@ interface LockOwner { fd: number; pid: number }
 /** A SETLKW waiting for its lock. */
 interface LockWait { timer: NodeJS.Timeout | undefined; cb: (r: number) => void }
 
-function syncCall(fn: () => number): number {
-  try {
-    return fn();
-  } catch (e) {
-    return errnoOf(e);
+function byteLength(bufs: Uint8Array[]): number {
+  let n = 0;
+  for (let i = 0; i < bufs.length; i++) n += bufs[i]!.length;
+  return n;
+}
+
+function rangesLength(iov: Float64Array, count: number): number {
+  let n = 0;
+  for (let i = 0; i < count; i++) n += iov[2 * i + 1]!;
+  return n;
+}
+
+/** The (offset, length) pairs of iov in win as views (for the pool, which takes views). */
+function rangeViews(win: Uint8Array, iov: Float64Array, count: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) out.push(win.subarray(iov[2 * i]!, iov[2 * i]! + iov[2 * i + 1]!));
+  return out;
+}
+
+/** The views after the first `skip` bytes of bufs. */
+function skipBytes(bufs: Uint8Array[], skip: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < bufs.length; i++) {
+    const b = bufs[i]!;
+    if (skip >= b.length) { skip -= b.length; continue; }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
   }
+  return out;
 }
 
 function isDots(name: Uint8Array): boolean {

@@ -19,5 +19,6 @@ export const fdKey = {
   inode: (nodeid: number): string => `i${nodeid}`,
   file: (fh: number): string => `f${fh}`,
   dir: (fh: number): string => `d${fh}`,
-  lock: (nodeid: number, owner: bigint): string => `l${nodeid}:${owner}`,
+  /** pid: the guest process the owner's locks report (F_GETLK) */
+  lock: (nodeid: number, owner: bigint, pid: number): string => `l${nodeid}:${owner}:${pid}`,
 };

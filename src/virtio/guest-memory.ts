@@ -150,6 +150,22 @@ export class GuestMemory {
     return true;
   }
 
+  /** As appendGpaSegments without making a view per piece: appends each piece as three entries,
+   *  (window, byte offset in it, length), to out. On false, out may have received some already. */
+  appendGpaRanges(gpa: number, len: number, out: Array<Uint8Array | number>): boolean {
+    if (!(gpa >= 0 && len >= 0 && gpa + len <= MAX_ADDR)) return false;
+    while (len > 0) {
+      const m = this.findGpa(gpa, 1);
+      if (m === null) return false;
+      const avail = m.gpa + m.len - gpa;
+      const take = len < avail ? len : avail;
+      out.push(m.u8, m.off + (gpa - m.gpa), take);
+      gpa += take;
+      len -= take;
+    }
+    return true;
+  }
+
   // ---- internals ----
 
   private findGpa(gpa: number, len: number): Mapping | null {

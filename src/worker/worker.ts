@@ -12,7 +12,7 @@
 //   ring-stop {index, seq}                   stop; answer ring-stopped {index, seq, base}
 //   call-fd {index} + [fd]?                  the guest's interrupt fd changed
 //   shutdown                                 planned upgrade: finish what was popped, exit 0
-// The worker sends: ready (after go), ring-stopped, fd-put {k} + [fd], fd-del {k}.
+// The worker sends: hello (loaded), ready (after go), ring-stopped, fd-put {k} + [fd], fd-del {k}.
 
 import type { Logger } from '../log';
 import { createLogger } from '../log';
@@ -65,6 +65,8 @@ export class Worker {
         process.exit(70);
       }
     });
+    // Loaded and listening: a keeper upgrading workers retires the old one now.
+    this.channel.send({ t: 'hello', pid: process.pid });
   }
 
   private onMessage(m: ChannelMessage, fds: number[]): void {

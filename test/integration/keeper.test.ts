@@ -51,8 +51,12 @@ for (const [name, events] of [
       assert.deepEqual(lines.slice(0, 3), ['line 0', 'line 1', 'line 2']);
       assert.equal(fs.statSync(`${d.dir}/stream`).size, written);
       assert.equal(d.proc.exitCode, null, 'the keeper (same pid) is still serving');
+      // Every kill and re-exec starts a worker; SIGHUPs that arrive during an upgrade are
+      // coalesced into one more upgrade.
+      const count = (e: string): number => events.filter((x) => x === e).length;
+      const want = 1 + count('kill') + count('usr2') + (count('hup') > 0 ? 1 : 0);
       const restarts = workerPids(d.stderr()).length;
-      assert.ok(restarts >= events.length + 1, `a worker per event (${restarts})`);
+      assert.ok(restarts >= want, `workers started: ${restarts}, want at least ${want}`);
     } finally {
       fe.close();
       await d.stop();

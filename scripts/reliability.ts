@@ -1,0 +1,488 @@
+// npm run reliability: what a restart costs, measured through the project's own vhost-user
+// front-end (test/support/frontend.ts) in this process, no guest. A benchmark, not a test:
+// it prints numbers and compares them with the targets of issue 3; it fails only when a
+// request fails or the daemon dies.
+//
+// 1. Restart stall. ./bin/virtiofsd-ts (keeper + worker) serves a steady loop at 1 request in
+//    flight (GETATTR, LOOKUP, 4 KiB WRITE in turn; a FORGET every 1024 LOOKUPs) while this
+//    script, at random moments (0.3-1.5 s apart, after the previous restart has served a
+//    request), sends
+//      --kills N   SIGKILL to the current worker (default 30)
+//      --hups M    SIGHUP to the keeper: planned worker upgrade (default 10)
+//      --usr2 K    SIGUSR2 to the keeper: keeper re-exec (default 3)
+//    Per event: stall = the longest time a request waited after the event (its completion
+//    minus the later of its start and the event), over the requests in flight at the event or
+//    started within 2 s after it: with one request in flight that is "from the kill until the
+//    next request completes". Also the longest latency of any one of those requests. Every
+//    reply is checked (error 0, the unique of its request).
+// 2. Steady-state cost of the crash-consistency machinery (fd registration with the keeper,
+//    the in-flight table, the outcome journal): the same loops against the default daemon and
+//    against --no-keeper (one process, none of that), both up at once, cells interleaved in
+//    rotating order, median of --rounds: ops/s and daemon CPU per op (utime+stime of the
+//    daemon's process tree, from /proc) for
+//      getattr   GETATTR of a file
+//      create    CREATE + RELEASE + UNLINK of a new name (the nodes are given back with one
+//                BATCH_FORGET per 64, as a guest evicting them would)
+//      write4k   4 KiB WRITE at a random 4 KiB-aligned offset of a 16 MiB file
+//      read4k    4 KiB READ, same
+//
+// Arguments: --kills N --hups M --usr2 K --duration S (per overhead cell, default 3)
+//   --warmup S (default 0.5) --rounds R (default 3) --only stall|overhead --seed N --md FILE
+//   (also write the markdown report to FILE).
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadNative, type NativeBinding } from '../src/native/binding';
+import { SIZE } from '../src/fuse/abi';
+import { startDaemon, type Daemon } from '../test/support/daemon';
+import { VhostUserFrontend } from '../test/support/frontend';
+import { FuseClient, type Transport } from '../test/support/fuse-client';
+
+const PAGE = 4096;
+const MIB = 1024 * 1024;
+const FILE_SIZE = 16 * MIB;
+const CLK_TCK = 100;
+const MAX_SAMPLES = 4_000_000;
+const REQ_TIMEOUT_MS = 30_000;
+const O_RDWR = 0o2;
+const O_CREAT = 0o100;
+
+const TARGETS = { killP50: 300, killP99: 1000, upgrade: 200, overheadPct: 10 };
+
+const WORKLOADS = ['getattr', 'create', 'write4k', 'read4k'] as const;
+type Workload = (typeof WORKLOADS)[number];
+
+interface Opts {
+  kills: number; hups: number; usr2: number; duration: number; warmup: number; rounds: number;
+  only: Array<'stall' | 'overhead'>; workloads: Workload[]; seed: number; md?: string;
+}
+
+class UsageError extends Error {}
+
+function parseOpts(argv: string[]): Opts {
+  const o: Opts = { kills: 30, hups: 10, usr2: 3, duration: 1.5, warmup: 0.3, rounds: 8, only: ['stall', 'overhead'], workloads: [...WORKLOADS], seed: Date.now() & 0x7fffffff };
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i]!;
+    let v: string | undefined;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) { v = a.slice(eq + 1); a = a.slice(0, eq); }
+    const val = (): string => {
+      if (v !== undefined) return v;
+      const n = argv[++i];
+      if (n === undefined) throw new UsageError(`${a} needs a value`);
+      return n;
+    };
+    const int = (lo: number, hi: number): number => {
+      const n = Number(val());
+      if (!Number.isInteger(n) || n < lo || n > hi) throw new UsageError(`${a} must be an integer in [${lo}, ${hi}]`);
+      return n;
+    };
+    switch (a) {
+      case '--kills': o.kills = int(0, 1000); break;
+      case '--hups': o.hups = int(0, 1000); break;
+      case '--usr2': o.usr2 = int(0, 100); break;
+      case '--rounds': o.rounds = int(1, 20); break;
+      case '--seed': o.seed = int(0, 2 ** 31 - 1); break;
+      case '--duration': o.duration = Number(val()); break;
+      case '--warmup': o.warmup = Number(val()); break;
+      case '--only': o.only = val().split(',').map((s) => s.trim()) as Opts['only']; break;
+      case '--md': o.md = path.resolve(val()); break;
+      case '--workloads': o.workloads = val().split(',').map((s) => s.trim()) as Workload[]; break;
+      case '-h': case '--help':
+        process.stdout.write('usage: npm run reliability -- [--kills 30] [--hups 10] [--usr2 3] [--duration 1.5] [--warmup 0.3] [--rounds 8] [--only stall,overhead] [--workloads getattr,create,write4k,read4k] [--seed N] [--md FILE]\n');
+        process.exit(0);
+        break;
+      default: throw new UsageError(`unknown argument ${a}`);
+    }
+  }
+  if (!(o.duration > 0 && o.duration <= 120)) throw new UsageError('--duration must be in (0, 120]');
+  if (!(o.warmup >= 0 && o.warmup <= 30)) throw new UsageError('--warmup must be in [0, 30]');
+  for (const x of o.only) if (x !== 'stall' && x !== 'overhead') throw new UsageError(`--only: unknown part ${x}`);
+  for (const w of o.workloads) if (!WORKLOADS.includes(w)) throw new UsageError(`--workloads: unknown workload ${w} (${WORKLOADS.join(',')})`);
+  return o;
+}
+
+// ---------------------------------------------------------------- helpers
+
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x / 2 ** 32; };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** utime+stime (ticks) of pid and its descendants (the keeper's workers). */
+function treeCpuTicks(pid: number, depth = 0): number {
+  let ticks = 0;
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(f[11]) + Number(f[12]);
+  } catch { return 0; }
+  if (depth > 4) return ticks;
+  let tids: string[] = [];
+  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { /* gone */ }
+  for (const t of tids) {
+    let kids = '';
+    try { kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'latin1'); } catch { continue; }
+    for (const k of kids.split(' ')) if (k) ticks += treeCpuTicks(Number(k), depth + 1);
+  }
+  return ticks;
+}
+
+function workerPids(d: Daemon): number[] {
+  const pids: number[] = [];
+  for (const line of d.stderr().split('\n')) {
+    if (!line.includes('"worker started"')) continue;
+    try {
+      const j = JSON.parse(line) as { msg?: string; pid?: number };
+      if (j.msg === 'worker started' && typeof j.pid === 'number') pids.push(j.pid);
+    } catch { /* partial line */ }
+  }
+  return pids;
+}
+
+function pct(sorted: ArrayLike<number>, p: number): number {
+  const n = sorted.length;
+  return n === 0 ? NaN : sorted[Math.min(n - 1, Math.floor(p * n))]!;
+}
+
+function median(xs: number[]): number {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+const f0 = (v: number): string => (Number.isFinite(v) ? v.toFixed(0) : '–');
+const f1 = (v: number): string => (Number.isFinite(v) ? v.toFixed(1) : '–');
+
+/** A transport that checks each reply belongs to its request and counts failures. */
+function checked(fe: VhostUserFrontend, problems: string[]): Transport {
+  return async (queue, out, inLens) => {
+    const h = Buffer.from(out[0]!.buffer, out[0]!.byteOffset, out[0]!.byteLength);
+    const unique = h.readBigUInt64LE(8);
+    const r = await fe.request(queue, out, inLens, REQ_TIMEOUT_MS);
+    if (inLens.length > 0 && r.len >= SIZE.out_header) {
+      const first = r.in[0]!;
+      const got = Buffer.from(first.buffer, first.byteOffset, first.byteLength).readBigUInt64LE(8);
+      if (got !== unique && problems.length < 50) problems.push(`request ${unique} (opcode ${h.readUInt32LE(4)}) answered with unique ${got}`);
+    }
+    return r;
+  };
+}
+
+interface Session { d: Daemon; fe: VhostUserFrontend; c: FuseClient; problems: string[]; file: { nodeid: bigint; fh: bigint } }
+
+async function open(native: NativeBinding, args: string[]): Promise<Session> {
+  const d = await startDaemon('ts', { args: ['--log-level=info', ...args] });
+  const problems: string[] = [];
+  try {
+    const chunk = Buffer.alloc(MIB);
+    const fd = fs.openSync(path.join(d.dir, 'data.bin'), 'w');
+    for (let i = 0; i < FILE_SIZE / MIB; i++) { chunk.fill(i & 0xff); fs.writeSync(fd, chunk); }
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    const fe = await VhostUserFrontend.connect(native, d.socket, { ramSize: 16 * MIB, queueSize: 128, connectTimeoutMs: 10_000, replyTimeoutMs: 30_000 });
+    const c = new FuseClient(checked(fe, problems));
+    const init = await c.init();
+    if (init.error !== 0) throw new Error(`FUSE_INIT: ${init.error}`);
+    const lk = await c.lookup(1, 'data.bin');
+    if (!lk.entry) throw new Error(`LOOKUP data.bin: ${lk.error}`);
+    const op = await c.open(lk.entry.nodeid, O_RDWR);
+    if (op.fh === undefined) throw new Error(`OPEN data.bin: ${op.error}`);
+    return { d, fe, c, problems, file: { nodeid: lk.entry.nodeid, fh: op.fh } };
+  } catch (e) {
+    await d.stop();
+    throw e;
+  }
+}
+
+async function close(s: Session): Promise<void> {
+  s.fe.close();
+  const exited = s.d.proc.exitCode !== null || s.d.proc.signalCode !== null;
+  if (!exited) await Promise.race([new Promise((r) => s.d.proc.once('exit', r)), sleep(10_000)]);
+  await s.d.stop();
+}
+
+// ---------------------------------------------------------------- 1. restart stall
+
+type Kind = 'kill' | 'hup' | 'usr2';
+interface StallRow { kind: Kind; stallMs: number; longestMs: number }
+
+async function stallPart(native: NativeBinding, o: Opts, log: (s: string) => void): Promise<{ rows: StallRow[]; baseline: { p50: number; p99: number; max: number; n: number }; errors: number; ops: number; workers: number }> {
+  const s = await open(native, []);
+  const rand = rng(o.seed);
+  const t0s = new Float64Array(MAX_SAMPLES);
+  const t1s = new Float64Array(MAX_SAMPLES);
+  let n = 0;
+  let errors = 0;
+  let stop = false;
+  const { c, file } = s;
+  const data = Buffer.alloc(PAGE, 0x5a);
+  const loop = async (): Promise<void> => {
+    let i = 0;
+    let lookups = 0;
+    while (!stop && n < MAX_SAMPLES) {
+      const kind = i % 3;
+      const t0 = performance.now();
+      let err: number;
+      if (kind === 0) err = (await c.getattr(file.nodeid)).error;
+      else if (kind === 1) {
+        const r = await c.lookup(1, 'data.bin');
+        err = r.error;
+        if (r.entry && r.entry.nodeid !== file.nodeid) { err = -1; s.problems.push(`LOOKUP gave node ${r.entry.nodeid}, was ${file.nodeid}`); }
+        if (++lookups >= 1024) { await c.forget(file.nodeid, lookups); lookups = 0; }
+      } else {
+        const r = await c.write(file.nodeid, file.fh, ((i * 7919) % (FILE_SIZE / PAGE)) * PAGE, data);
+        err = r.error !== 0 ? r.error : r.size === PAGE ? 0 : -1;
+      }
+      const t1 = performance.now();
+      if (err !== 0) errors++;
+      t0s[n] = t0;
+      t1s[n] = t1;
+      n++;
+      i++;
+    }
+    if (lookups > 0) await c.forget(file.nodeid, lookups);
+  };
+  const running = loop();
+  const events: Array<{ kind: Kind; at: number }> = [];
+  try {
+    await sleep(500); // steady state first
+    const plan: Kind[] = [...Array<Kind>(o.kills).fill('kill'), ...Array<Kind>(o.hups).fill('hup'), ...Array<Kind>(o.usr2).fill('usr2')];
+    // what the keeper logs once the event is over and a new worker serves
+    const doneMsgs: Record<Kind, string[]> = {
+      kill: ['"worker started"'],
+      hup: ['"worker retired"'],
+      usr2: ['"keeper re-executed; serving on"', '"worker started"'],
+    };
+    for (const kind of plan) {
+      await sleep(300 + rand() * 1200);
+      if (s.d.proc.exitCode !== null || s.d.proc.signalCode !== null) throw new Error(`the keeper exited:\n${s.d.stderr().slice(-2000)}`);
+      const pid = workerPids(s.d).at(-1)!;
+      const mark = s.d.stderr().length;
+      if (kind === 'kill') process.kill(pid, 'SIGKILL');
+      else process.kill(s.d.proc.pid!, kind === 'hup' ? 'SIGHUP' : 'SIGUSR2');
+      const at = performance.now();
+      events.push({ kind, at });
+      // the next event only once the keeper says a new worker serves, and a request done after that
+      const deadline = Date.now() + 20_000;
+      const over = (): boolean => doneMsgs[kind].every((m) => s.d.stderr().slice(mark).includes(m));
+      while (!over() && Date.now() < deadline) await sleep(5);
+      const served = performance.now();
+      while (t1s[Math.max(0, n - 1)]! <= served && Date.now() < deadline) await sleep(5);
+      if (Date.now() >= deadline) throw new Error(`no new worker served a request within 20 s after ${kind} ${events.length}:\n${s.d.stderr().slice(-2000)}`);
+      if (events.length % 10 === 0) log(`  ${events.length}/${plan.length} events`);
+    }
+    await sleep(300);
+  } finally {
+    stop = true;
+    await running;
+  }
+  const workers = workerPids(s.d).length;
+  await close(s);
+  if (s.problems.length) throw new Error(`reply problems:\n${s.problems.join('\n')}`);
+
+  const rows: StallRow[] = [];
+  for (let k = 0; k < events.length; k++) {
+    const at = events[k]!.at;
+    const until = Math.min(at + 2000, k + 1 < events.length ? events[k + 1]!.at : Infinity);
+    let stall = 0;
+    let longest = 0;
+    for (let j = 0; j < n; j++) {
+      if (t1s[j]! <= at || t0s[j]! >= until) continue;
+      stall = Math.max(stall, t1s[j]! - Math.max(t0s[j]!, at));
+      longest = Math.max(longest, t1s[j]! - t0s[j]!);
+    }
+    rows.push({ kind: events[k]!.kind, stallMs: stall, longestMs: longest });
+  }
+  // request latency away from any event (2 s after each), for comparison
+  const base: number[] = [];
+  for (let j = 0, k = 0; j < n; j++) {
+    while (k < events.length && events[k]!.at + 2000 < t0s[j]!) k++;
+    const near = k < events.length && t1s[j]! > events[k]!.at && t0s[j]! < events[k]!.at + 2000;
+    if (!near) base.push(t1s[j]! - t0s[j]!);
+  }
+  base.sort((a, b) => a - b);
+  return { rows, baseline: { p50: pct(base, 0.5), p99: pct(base, 0.99), max: pct(base, 1), n: base.length }, errors, ops: n, workers };
+}
+
+// ---------------------------------------------------------------- 2. overhead
+
+interface Cell { w: Workload; col: string; opsPerSec: number; cpuUsPerOp: number; p50us: number; errors: number }
+/** Over the rounds: the median, and the best (highest ops/s, lowest CPU/op: the round least
+ *  disturbed by other load on the machine). */
+interface Summary { w: Workload; col: string; med: Cell; best: Cell; errors: number }
+
+async function cell(s: Session, w: Workload, col: string, o: Opts, round: number): Promise<Cell> {
+  const { c, file } = s;
+  const next = rng(0x1234567 + round * 31 + WORKLOADS.indexOf(w));
+  const data = Buffer.alloc(PAGE, 0xa5);
+  let seq = 0;
+  const forgets: Array<[bigint, number]> = [];
+  const one = async (): Promise<number> => {
+    switch (w) {
+      case 'getattr': return (await c.getattr(file.nodeid)).error;
+      case 'write4k': {
+        const r = await c.write(file.nodeid, file.fh, Math.floor(next() * (FILE_SIZE / PAGE)) * PAGE, data);
+        return r.error !== 0 ? r.error : r.size === PAGE ? 0 : -1;
+      }
+      case 'read4k': {
+        const r = await c.read(file.nodeid, file.fh, Math.floor(next() * (FILE_SIZE / PAGE)) * PAGE, PAGE);
+        return r.error !== 0 ? r.error : r.body.length === PAGE ? 0 : -1;
+      }
+      case 'create': {
+        const name = `c-${col}-${round}-${seq++}`;
+        const cr = await c.create(1, name, O_RDWR | O_CREAT, 0o644);
+        if (cr.error !== 0 || !cr.entry || cr.fh === undefined) return cr.error || -1;
+        const rl = await c.release(cr.entry.nodeid, cr.fh);
+        if (rl.error !== 0) return rl.error;
+        const ul = await c.unlink(1, name);
+        if (ul.error !== 0) return ul.error;
+        forgets.push([cr.entry.nodeid, 1]);
+        if (forgets.length >= 64) await c.batchForget(forgets.splice(0));
+        return 0;
+      }
+    }
+  };
+  let stopAt = performance.now() + o.warmup * 1000;
+  let errors = 0;
+  while (performance.now() < stopAt) if ((await one()) !== 0) errors++;
+  const lat: number[] = [];
+  const pid = s.d.proc.pid!;
+  const cpu0 = treeCpuTicks(pid);
+  const t0 = performance.now();
+  stopAt = t0 + o.duration * 1000;
+  while (performance.now() < stopAt) {
+    const a = performance.now();
+    if ((await one()) !== 0) errors++;
+    lat.push(performance.now() - a);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const cpu1 = treeCpuTicks(pid);
+  if (forgets.length) await c.batchForget(forgets.splice(0));
+  lat.sort((a, b) => a - b);
+  return { w, col, opsPerSec: lat.length / secs, cpuUsPerOp: ((cpu1 - cpu0) * 1e6) / CLK_TCK / lat.length, p50us: pct(lat, 0.5) * 1000, errors };
+}
+
+async function overheadPart(native: NativeBinding, o: Opts, log: (s: string) => void): Promise<Summary[]> {
+  const cols = [{ name: 'default', args: [] as string[] }, { name: 'no-keeper', args: ['--no-keeper'] }];
+  const sessions: Session[] = [];
+  const out: Summary[] = [];
+  try {
+    for (const col of cols) sessions.push(await open(native, col.args));
+    let turn = 0;
+    for (const w of o.workloads) {
+      const per = new Map<string, Cell[]>(cols.map((c) => [c.name, []]));
+      for (let r = 0; r < o.rounds; r++) {
+        for (let k = 0; k < cols.length; k++) {
+          const i = (k + turn) % cols.length;
+          const x = await cell(sessions[i]!, w, cols[i]!.name, o, r);
+          per.get(cols[i]!.name)!.push(x);
+          log(`  ${cols[i]!.name.padEnd(9)} ${w.padEnd(8)} round ${r + 1}: ${f0(x.opsPerSec)} ops/s, daemon ${f1(x.cpuUsPerOp)} µs CPU/op, p50 ${f0(x.p50us)} µs${x.errors ? `, ${x.errors} errors` : ''}`);
+        }
+        turn++;
+      }
+      for (const col of cols) {
+        const xs = per.get(col.name)!;
+        const errors = xs.reduce((a, x) => a + x.errors, 0);
+        out.push({
+          w, col: col.name, errors,
+          med: { w, col: col.name, errors, opsPerSec: median(xs.map((x) => x.opsPerSec)), cpuUsPerOp: median(xs.map((x) => x.cpuUsPerOp)), p50us: median(xs.map((x) => x.p50us)) },
+          best: { w, col: col.name, errors, opsPerSec: Math.max(...xs.map((x) => x.opsPerSec)), cpuUsPerOp: Math.min(...xs.map((x) => x.cpuUsPerOp)), p50us: Math.min(...xs.map((x) => x.p50us)) },
+        });
+      }
+    }
+    for (const s of sessions) if (s.problems.length) throw new Error(`reply problems:\n${s.problems.join('\n')}`);
+  } finally {
+    for (const s of sessions) await close(s).catch(() => undefined);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const o = parseOpts(process.argv.slice(2));
+  const native = loadNative();
+  const log = (s: string): void => { process.stderr.write(s + '\n'); };
+  const started = Date.now();
+  const load0 = os.loadavg();
+  const md: string[] = [];
+  const verdicts: string[] = [];
+
+  if (o.only.includes('stall')) {
+    log(`reliability: stall part: ${o.kills} SIGKILL, ${o.hups} SIGHUP, ${o.usr2} SIGUSR2, seed ${o.seed}`);
+    const r = await stallPart(native, o, log);
+    md.push(`### Restart stall (1 request in flight: GETATTR, LOOKUP, 4 KiB WRITE in turn)`, '');
+    md.push(`${r.ops} requests, ${r.errors} failed; ${r.workers} workers started; seed ${o.seed}.`, '');
+    md.push('| event | n | stall p50 ms | stall p99 ms | stall max ms | longest request p50 ms | longest request max ms | target | met |');
+    md.push('|---|---:|---:|---:|---:|---:|---:|---|---|');
+    const names: Record<Kind, string> = { kill: 'SIGKILL worker', hup: 'SIGHUP (planned upgrade)', usr2: 'SIGUSR2 (keeper re-exec)' };
+    for (const kind of ['kill', 'hup', 'usr2'] as const) {
+      const rows = r.rows.filter((x) => x.kind === kind);
+      if (rows.length === 0) continue;
+      const st = rows.map((x) => x.stallMs).sort((a, b) => a - b);
+      const lo = rows.map((x) => x.longestMs).sort((a, b) => a - b);
+      let target = '–';
+      let met = '–';
+      if (kind === 'kill') {
+        target = `p50 < ${TARGETS.killP50}, p99 < ${TARGETS.killP99}`;
+        met = pct(st, 0.5) < TARGETS.killP50 && pct(st, 0.99) < TARGETS.killP99 ? 'yes' : 'no';
+      } else if (kind === 'hup') {
+        target = `< ${TARGETS.upgrade} (every one)`;
+        met = st.at(-1)! < TARGETS.upgrade ? 'yes' : `no (p50 ${pct(st, 0.5) < TARGETS.upgrade ? '<' : '≥'} ${TARGETS.upgrade})`;
+      }
+      md.push(`| ${names[kind]} | ${rows.length} | ${f0(pct(st, 0.5))} | ${f0(pct(st, 0.99))} | ${f0(st.at(-1)!)} | ${f0(pct(lo, 0.5))} | ${f0(lo.at(-1)!)} | ${target} | ${met} |`);
+      verdicts.push(`${names[kind]}: stall p50 ${f0(pct(st, 0.5))} ms, p99 ${f0(pct(st, 0.99))} ms, max ${f0(st.at(-1)!)} ms${met !== '–' ? ` (target ${target}: ${met})` : ''}`);
+    }
+    md.push('', `Request latency away from the events (${r.baseline.n} requests): p50 ${(r.baseline.p50 * 1000).toFixed(0)} µs, p99 ${(r.baseline.p99 * 1000).toFixed(0)} µs, max ${f1(r.baseline.max)} ms.`, '');
+    md.push(`Per event (ms): ${['kill', 'hup', 'usr2'].map((k) => `${k}: ${r.rows.filter((x) => x.kind === k).map((x) => f0(x.stallMs)).join(' ')}`).join('; ')}`, '');
+    if (r.errors) throw new Error(`${r.errors} requests failed during the stall part`);
+  }
+
+  if (o.only.includes('overhead')) {
+    log(`reliability: overhead part: ${o.workloads.join(', ')}, default vs --no-keeper, ${o.rounds} rounds × (${o.warmup} s + ${o.duration} s)`);
+    const cells = await overheadPart(native, o, log);
+    md.push(`### Steady-state cost of the crash-consistency machinery (1 request in flight; ${o.rounds} interleaved rounds of ${o.duration} s per daemon)`, '');
+    md.push('Each cell: median of the rounds / best round (highest ops/s, lowest CPU per op: the round least disturbed by other load).', '');
+    md.push('| workload | default ops/s | --no-keeper ops/s | time/op cost | default CPU µs/op | --no-keeper CPU µs/op | CPU/op cost | target < 10% met (best) |');
+    md.push('|---|---:|---:|---:|---:|---:|---:|---|');
+    const names: Record<Workload, string> = { getattr: 'GETATTR', create: 'CREATE+RELEASE+UNLINK', write4k: '4 KiB WRITE', read4k: '4 KiB READ' };
+    const pair = (a: number, b: number, f: (v: number) => string): string => `${f(a)} / ${f(b)}`;
+    const pctS = (v: number): string => `${v >= 0 ? '+' : ''}${f1(v)}%`;
+    for (const w of o.workloads) {
+      const a = cells.find((c) => c.w === w && c.col === 'default')!;
+      const b = cells.find((c) => c.w === w && c.col === 'no-keeper')!;
+      const tput = (x: Cell, y: Cell): number => (y.opsPerSec / x.opsPerSec - 1) * 100;
+      const cpu = (x: Cell, y: Cell): number => (x.cpuUsPerOp / y.cpuUsPerOp - 1) * 100;
+      const tm = tput(a.med, b.med);
+      const tb = tput(a.best, b.best);
+      const cm = cpu(a.med, b.med);
+      const cb = cpu(a.best, b.best);
+      const met = tb < TARGETS.overheadPct && cb < TARGETS.overheadPct ? 'yes' : 'no';
+      md.push(`| ${names[w]} | ${pair(a.med.opsPerSec, a.best.opsPerSec, f0)} | ${pair(b.med.opsPerSec, b.best.opsPerSec, f0)} | ${pair(tm, tb, pctS)} | ${pair(a.med.cpuUsPerOp, a.best.cpuUsPerOp, f1)} | ${pair(b.med.cpuUsPerOp, b.best.cpuUsPerOp, f1)} | ${pair(cm, cb, pctS)} | ${met} |`);
+      verdicts.push(`${names[w]}: time/op cost ${pctS(tm)} (median) / ${pctS(tb)} (best), CPU/op cost ${pctS(cm)} / ${pctS(cb)} (target < ${TARGETS.overheadPct}%: ${met})`);
+      if (a.errors || b.errors) throw new Error(`${names[w]}: ${a.errors + b.errors} failed requests`);
+    }
+    md.push('', 'time/op cost = no-keeper ops/s ÷ default ops/s − 1; CPU/op cost = default CPU/op (keeper + worker) ÷ no-keeper CPU/op (the one process) − 1. CPU from /proc (utime+stime of the process tree, 10 ms ticks).', '');
+  }
+
+  const head = `virtiofsd-ts reliability — ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}, Linux ${os.release()}; ${new Date().toISOString()}; ${((Date.now() - started) / 1000).toFixed(0)} s; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at start, ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} at end`;
+  const report = [head, '', `Command: \`npm run reliability -- ${process.argv.slice(2).join(' ')}\``.replace(/ -- `$/, '`'), '', ...md, 'Summary:', ...verdicts.map((v) => `- ${v}`), ''].join('\n');
+  process.stdout.write(report);
+  if (o.md) fs.writeFileSync(o.md, report);
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    if (e instanceof UsageError) process.stderr.write(`reliability: ${e.message} (--help for usage)\n`);
+    else process.stderr.write(`reliability failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+    process.exit(1);
+  },
+);
