@@ -9,8 +9,7 @@
 //   (d) the host tree equals the crash-free run's;
 //   (e) checkState(keeper pid) is clean, with nothing left in flight.
 // Each point is hit at 2-7 different counts, chosen so the crash lands on a given request of the
-// stream (the point's hit model below says which requests pass it). Cases that fail only because
-// a non-idempotent request is not answered exactly once yet are marked todo (see TODO).
+// stream (the point's hit model below says which requests pass it).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -405,11 +404,7 @@ const CONCURRENT_CASES: Array<{ point: string; count: number; what: string }> = 
   { point: 'after-post-put', count: 7 + 7, what: 'the 7th completion of the batch' },
 ];
 
-/**
- * Cases that fail only because a non-idempotent request re-run after the crash is not answered
- * exactly once yet: kept strict, reported as todo. Key: `${point}@${label}`.
- */
-const TODO: Record<string, string> = {};
+
 
 test('CRASHPOINTS lists every crashpoint() in src/', () => {
   const names = new Set<string>();
@@ -435,9 +430,7 @@ test('crash points: crash, recover, same replies and tree as a crash-free run', 
   for (const point of CRASHPOINTS) {
     for (const label of SERIAL_TARGETS[point] ?? DEFAULT_TARGETS) {
       const count = countFor(serial, point, label);
-      const key = `${point}@${label}`;
-      const todo = TODO[key];
-      await t.test(`${point}:${count} (during ${label})`, todo ? { todo } : {}, async (tt) => {
+      await t.test(`${point}:${count} (during ${label})`, async (tt) => {
         const r = await run(serial, `${point}:${count}`);
         // Points this file has no hit model for may land elsewhere: any landing is accepted.
         check(r, ref, `${point}:${count}`, SERIAL_TARGETS[point] ? label : null, (s) => tt.diagnostic(s));
@@ -449,9 +442,7 @@ test('crash points: crash, recover, same replies and tree as a crash-free run', 
   const cref = await run(conc);
   assert.deepEqual(cref.problems, [], 'crash-free concurrent run');
   for (const c of CONCURRENT_CASES) {
-    const key = `${c.point}@batch`;
-    const todo = TODO[key];
-    await t.test(`${c.point}:${c.count} with 8 requests in flight (${c.what})`, todo ? { todo } : {}, async (tt) => {
+    await t.test(`${c.point}:${c.count} with 8 requests in flight (${c.what})`, async (tt) => {
       const r = await run(conc, `${c.point}:${c.count}`);
       check(r, cref, `${c.point}:${c.count}`, 'BATCH of 8', (s) => tt.diagnostic(s));
     });
