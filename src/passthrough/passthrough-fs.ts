@@ -7,8 +7,9 @@
 // The session has already rejected names containing '/', "." and "..".
 //
 // Concurrency (seed 004): every op decides and mutates the maps in one synchronous stretch.
-// READ, WRITE and FSYNC run their syscall on the libuv thread pool; around them only the
-// handle's busy count changes, and completion touches no map.
+// READ and WRITE first try their syscall inline with RWF_NOWAIT (page-cache hits finish on the
+// event loop); what would block, and FSYNC, runs on the libuv thread pool. Around a pool op only
+// the handle's busy count changes, and completion touches no map.
 
 import * as nodefs from 'node:fs';
 import type { NativeBinding } from '../native/binding';
@@ -96,11 +97,12 @@ export class PassthroughFs implements FileSystem {
   /** Handles whose file said EOPNOTSUPP to RWF_NOWAIT reads / writes (by fh; a reused fh holds
    *  another Handle object, so it is tried again). */
   private readonly nowaitRead: (Handle | undefined)[] = [];
+  private readonly nowaitWrite: (Handle | undefined)[] = [];
+  /** The last two stat arrays seen by words(), with their u32 views. */
   private wSt: BigUint64Array | null = null;
   private wView: Uint32Array = new Uint32Array(0);
   private wSt2: BigUint64Array | null = null;
   private wView2: Uint32Array = new Uint32Array(0);
-  private readonly nowaitWrite: (Handle | undefined)[] = [];
 
   constructor(private readonly native: NativeBinding, readonly opts: FsOptions, private readonly log: Logger, state: FsState = {}) {
     const backing = (name: keyof StateFds): SlotBacking => {
