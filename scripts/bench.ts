@@ -33,6 +33,7 @@ import { OP, SIZE } from '../src/fuse/abi';
 import { startDaemon, C_VIRTIOFSD, type Daemon, type Peer } from '../test/support/daemon';
 import { VhostUserFrontend } from '../test/support/frontend';
 import { FuseClient } from '../test/support/fuse-client';
+import { treeCpuTicks } from '../test/support/proc-stat';
 
 const FILE_SIZE = 64 * 1024 * 1024;
 const PAGE = 4096;
@@ -109,24 +110,6 @@ function parseOpts(argv: string[]): Opts {
 
 // ---------------------------------------------------------------- /proc CPU accounting
 
-/** utime+stime (ticks) of pid and all its descendants (the C virtiofsd forks into a sandbox). */
-function treeCpuTicks(pid: number, depth = 0): number {
-  let ticks = 0;
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]); // fields 14, 15 of stat(5)
-  } catch { return 0; }
-  if (depth > 4) return ticks;
-  let tids: string[] = [];
-  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { /* gone */ }
-  for (const t of tids) {
-    let kids = '';
-    try { kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'latin1'); } catch { continue; }
-    for (const k of kids.split(' ')) if (k) ticks += treeCpuTicks(Number(k), depth + 1);
-  }
-  return ticks;
-}
 
 // ---------------------------------------------------------------- request templates
 

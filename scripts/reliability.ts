@@ -38,6 +38,7 @@ import { SIZE } from '../src/fuse/abi';
 import { startDaemon, type Daemon } from '../test/support/daemon';
 import { VhostUserFrontend } from '../test/support/frontend';
 import { FuseClient, type Transport } from '../test/support/fuse-client';
+import { treeCpuTicks } from '../test/support/proc-stat';
 
 const PAGE = 4096;
 const MIB = 1024 * 1024;
@@ -114,24 +115,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** utime+stime (ticks) of pid and its descendants (the keeper's workers). */
-function treeCpuTicks(pid: number, depth = 0): number {
-  let ticks = 0;
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
-  } catch { return 0; }
-  if (depth > 4) return ticks;
-  let tids: string[] = [];
-  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { /* gone */ }
-  for (const t of tids) {
-    let kids = '';
-    try { kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'latin1'); } catch { continue; }
-    for (const k of kids.split(' ')) if (k) ticks += treeCpuTicks(Number(k), depth + 1);
-  }
-  return ticks;
-}
 
 function workerPids(d: Daemon): number[] {
   const pids: number[] = [];

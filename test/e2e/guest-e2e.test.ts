@@ -21,18 +21,10 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { REPO } from '../support/daemon';
 
-function findRepo(): string {
-  let d = __dirname;
-  for (;;) {
-    if (fs.existsSync(path.join(d, 'scripts', 'guest', 'run.sh'))) return d;
-    const up = path.dirname(d);
-    if (up === d) throw new Error('cannot find the repository root (scripts/guest/run.sh) above ' + __dirname);
-    d = up;
-  }
-}
 
-const REPO = findRepo();
+
 const GUEST = path.join(REPO, 'scripts', 'guest');
 const C_VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 480);
