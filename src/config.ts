@@ -12,7 +12,6 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   logLevel: string;
   printCapabilities: boolean;
   sandbox: string;
-  inodeFileHandles: string;
   rlimitNofile?: number;
   numRequestQueues: number;
   /** Serve from a worker process supervised by this one (the default). */
@@ -24,6 +23,7 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
 export class ConfigError extends Error {}
 
 const CACHE: Record<string, CacheMode> = { never: 'never', none: 'never', metadata: 'metadata', auto: 'auto', always: 'always' };
+const HANDLE_MODES = ['never', 'prefer', 'mandatory'] as const;
 const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'trace', 'off'];
 
 /** Apply the C virtiofsd's -o options on top of the long ones. */
@@ -90,7 +90,10 @@ export function parseArgs(argv: string[]): Config {
     .option('print-capabilities', { type: 'boolean', default: false, describe: 'Print vhost-user capabilities (JSON) and exit' })
     .option('sandbox', { type: 'string', default: 'none', describe: 'Sandbox mode (namespace|chroot|none); only none is implemented' })
     .option('seccomp', { type: 'string', describe: 'Accepted for compatibility; no seccomp filter is installed' })
-    .option('inode-file-handles', { type: 'string', default: 'never', describe: 'never|prefer|mandatory; inodes are held by O_PATH fds' })
+    .option('inode-file-handles', {
+      type: 'string', default: 'prefer',
+      describe: 'never|prefer|mandatory: how a restarted worker gets inodes back: file handles (needs CAP_DAC_READ_SEARCH), or O_PATH fds the keeper holds (never)',
+    })
     .option('rlimit-nofile', { type: 'number', describe: 'Raise RLIMIT_NOFILE to this' })
     .option('tag', { type: 'string', describe: 'Accepted for compatibility; QEMU sets the tag' })
     .option('socket-group', { type: 'string', describe: 'Group that may connect to the socket' })
@@ -126,7 +129,7 @@ export function parseArgs(argv: string[]): Config {
     logLevel: a.d ? 'debug' : a.logLevel,
     printCapabilities: a.printCapabilities,
     sandbox: a.sandbox,
-    inodeFileHandles: a.inodeFileHandles,
+    inodeFileHandles: HANDLE_MODES.find((m) => m === a.inodeFileHandles) ?? ((): never => { throw new ConfigError(`invalid --inode-file-handles ${a.inodeFileHandles}`); })(),
     rlimitNofile: a.rlimitNofile,
     numRequestQueues: a.numRequestQueues,
     keeper: a.keeper,
@@ -140,8 +143,6 @@ export function parseArgs(argv: string[]): Config {
   if (cfg.socketPath !== undefined && cfg.fd !== undefined) throw new ConfigError('--socket-path and --fd are mutually exclusive');
   if (!Number.isInteger(cfg.threadPoolSize) || cfg.threadPoolSize < 0 || cfg.threadPoolSize > 1024) throw new ConfigError('invalid --thread-pool-size');
   if (!Number.isInteger(cfg.numRequestQueues) || cfg.numRequestQueues < 1 || cfg.numRequestQueues > 64) throw new ConfigError('invalid --num-request-queues');
-  if (!['never', 'prefer', 'mandatory'].includes(cfg.inodeFileHandles)) throw new ConfigError(`invalid --inode-file-handles ${cfg.inodeFileHandles}`);
-  if (cfg.inodeFileHandles === 'mandatory') throw new ConfigError('--inode-file-handles=mandatory is not supported yet (inodes are held by O_PATH fds)');
   return cfg;
 }
 

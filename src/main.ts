@@ -22,7 +22,7 @@ function fsOptions(cfg: Config): FsOptions {
   const { sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo, readdirplus, killprivV2 } = cfg;
   return {
     ...DEFAULT_FS_OPTIONS, sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo,
-    readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0,
+    readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0, inodeFileHandles: cfg.inodeFileHandles,
   };
 }
 

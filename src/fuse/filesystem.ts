@@ -102,8 +102,8 @@ export interface FileSystem {
   syncfs(ctx: Ctx, nodeid: number): 0 | Errno;
 
   // Probes the outcome journal uses to tell a re-run's own effects from the request's answer.
-  /** Does `name` exist in `parent` (without taking a reference)? */
-  exists(ctx: Ctx, parent: number, name: string): boolean;
+  /** The inode number of `name` in `parent` (low 48 bits), -1 if there is none; no reference taken. */
+  nameIno(ctx: Ctx, parent: number, name: string): number;
   hasXattr(ctx: Ctx, nodeid: number, name: string): boolean;
   /** The guest's lookup count of a node, -1 if unknown. */
   lookupCount(nodeid: number): number;

@@ -128,6 +128,9 @@ class Req {
 
 const PRE_ABSENT = 1;
 const PRE_EXISTED = 2;
+/** RENAME_EXCHANGE: PRE_INO + the source name's inode number (nameIno) before the first run. */
+const PRE_INO = 3;
+const RENAME_EXCHANGE = 2;
 
 /** Requests whose second run would differ from the first: answered exactly once via the journal. */
 const JOURNALED = new Set<number>([
@@ -337,7 +340,7 @@ export class FuseSession {
     }
     let r: number;
     try {
-      r = this.dispatch(req);
+      r = req.relaxed && this.exchangeDone(req) ? 0 : this.dispatch(req);
       if (req.relaxed && r !== NO_REPLY) r = this.relax(req, r);
     } catch (e) {
       // An exception is a bug in us, not bad input: answer EIO and keep serving.
@@ -356,6 +359,24 @@ export class FuseSession {
     crashpoint('after-op');
     req.journal.done(req.head, r < 0 ? r : 0, r < 0 ? EMPTY : this.out.subarray(SIZE.out_header, SIZE.out_header + r));
     crashpoint('after-journal-done');
+  }
+
+  private isExchange(req: Req): boolean {
+    return req.opcode === OP.FUSE_RENAME2 && req.bodyLen >= SIZE.rename2_in && (req.dv.getUint32(8, true) & RENAME_EXCHANGE) !== 0;
+  }
+
+  /**
+   * A re-run of a RENAME_EXCHANGE: running it again would swap the names back. If the source
+   * name no longer holds the inode it held before the first run, that run swapped them.
+   */
+  private exchangeDone(req: Req): boolean {
+    if (req.pre < PRE_INO || !this.isExchange(req)) return false;
+    const n = this.name(req, SIZE.rename2_in);
+    if (typeof n === 'number') return false;
+    const now = this.fs.nameIno(req.ctx, req.nodeid, n.s);
+    if (now < 0 || now === req.pre - PRE_INO) return false;
+    this.log.info({ op: 'RENAME2', flags: 'RENAME_EXCHANGE' }, 'replayed request: the names were already exchanged; not run again');
+    return true;
   }
 
   /**
@@ -417,13 +438,18 @@ export class FuseSession {
     const fs = this.fs, op = req.opcode;
     switch (op) {
       case OP.FUSE_MKDIR: case OP.FUSE_MKNOD: case OP.FUSE_SYMLINK: case OP.FUSE_LINK: case OP.FUSE_CREATE: {
+        // A CREATE without O_EXCL opens what is there: no EEXIST for a re-run to judge.
+        if (op === OP.FUSE_CREATE && (req.bodyLen < 4 || (req.dv.getUint32(0, true) & 0o200 /* O_EXCL */) === 0)) return 0;
         const name = this.lastName(req);
-        return name === null ? 0 : fs.exists(req.ctx, req.nodeid, name) ? PRE_EXISTED : PRE_ABSENT;
+        return name === null ? 0 : fs.nameIno(req.ctx, req.nodeid, name) >= 0 ? PRE_EXISTED : PRE_ABSENT;
       }
       case OP.FUSE_UNLINK: case OP.FUSE_RMDIR: case OP.FUSE_RENAME: case OP.FUSE_RENAME2: {
         const fixed = op === OP.FUSE_RENAME ? SIZE.rename_in : op === OP.FUSE_RENAME2 ? SIZE.rename2_in : 0;
         const n = this.name(req, fixed);
-        return typeof n === 'number' ? 0 : fs.exists(req.ctx, req.nodeid, n.s) ? PRE_EXISTED : PRE_ABSENT;
+        if (typeof n === 'number') return 0;
+        const ino = fs.nameIno(req.ctx, req.nodeid, n.s);
+        if (ino < 0) return PRE_ABSENT;
+        return this.isExchange(req) ? PRE_INO + ino : PRE_EXISTED;
       }
       case OP.FUSE_SETXATTR: {
         const fixed = this.setxattrExt ? SIZE.setxattr_in_ext : SIZE.setxattr_in;

@@ -291,16 +291,35 @@ export class WorkerDataPlane implements DataPlane {
     return fd;
   }
 
+  /** Puts and dels of the worker's fds, in order; each put takes the next fd of the packet. */
+  private applyFdOps(m: ChannelMessage, fds: number[]): void {
+    const ops = m.ops;
+    let next = 0;
+    if (Array.isArray(ops)) {
+      for (const op of ops as unknown[]) {
+        if (!Array.isArray(op) || typeof op[0] !== 'string') continue;
+        if (op[1] === 1) {
+          const fd = fds[next++];
+          if (fd === undefined) break;
+          this.fds.put(op[0], fd);
+        } else {
+          this.fds.del(op[0]);
+        }
+      }
+    }
+    if (next !== fds.length) {
+      this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
+      for (const fd of fds.slice(next)) this.o.native.close(fd);
+    }
+  }
+
   private onMessage(m: ChannelMessage, fds: number[], from: ControlChannel): void {
-    if (m.t === 'fd-put' && fds.length === 1) {
-      this.fds.put(String(m.k), fds[0]!);
+    if (m.t === 'fd-ops') {
+      this.applyFdOps(m, fds);
       return;
     }
     for (const fd of fds) this.o.native.close(fd);
     switch (m.t) {
-      case 'fd-del':
-        this.fds.del(String(m.k));
-        return;
       case 'fuse-init':
         this.fuseInit = (m as unknown as { req: FuseInitRecord | null }).req;
         return;

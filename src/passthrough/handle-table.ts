@@ -2,6 +2,9 @@
 // SlotTable (record: state i32 | nodeid u32 | fd i32 | open flags u32 | 16 spare bytes).
 // A handle with I/O in flight is closed only when the last operation finishes, so a RELEASE
 // racing a thread-pool READ can never close (and let the kernel reuse) an fd under it.
+// The keeper gets each handle's fd lazily (FdRegistry.putLazy): a restarted worker takes the
+// keeper's duplicate when there is one and otherwise opens the handle's inode again with the
+// recorded flags, so a handle opened and released between two flushes costs the keeper nothing.
 
 import type { NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
@@ -27,7 +30,14 @@ export class HandleTable {
   private readonly byFh: (Handle | undefined)[] = [];
   private live = 0;
 
-  /** keyOf: the fd registry key of a handle. recovered: as for InodeTable. */
+  /** Handles a restarted worker could not get back (their inode is gone or will not open). */
+  lost = 0;
+
+  /**
+   * keyOf: the fd registry key of a handle. recovered: as for InodeTable. reopen: open the inode
+   * nodeid again with a handle's recorded flags (fd or -errno), for a handle the keeper has no
+   * fd for.
+   */
   constructor(
     private readonly native: NativeBinding,
     backing: SlotBacking,
@@ -35,21 +45,29 @@ export class HandleTable {
     private readonly keyOf: (fh: number) => string = String,
     private readonly registry: FdRegistry = NO_FD_REGISTRY,
     recovered?: Map<string, number>,
+    reopen: (nodeid: number, flags: number) => number = () => -9 /* EBADF */,
   ) {
     this.slots = new SlotTable(backing, HANDLE_RECORD, 256, kind, 1);
-    if (this.slots.inUse > 0) this.recover(recovered ?? new Map());
+    if (this.slots.inUse > 0) this.recover(recovered ?? new Map(), reopen);
   }
 
-  private recover(fds: Map<string, number>): void {
+  private recover(fds: Map<string, number>, reopen: (nodeid: number, flags: number) => number): void {
     const dv = this.slots.dv;
     for (const fh of [...this.slots.validSlots()]) {
       const o = this.slots.off(fh);
-      const fd = fds.get(this.keyOf(fh));
+      const key = this.keyOf(fh);
+      let fd = fds.get(key);
+      fds.delete(key);
       if (fd === undefined) {
-        this.slots.release(fh);
-        continue;
+        fd = reopen(dv.getUint32(o + R_NODEID, true), dv.getUint32(o + R_FLAGS, true) | 0);
+        if (fd < 0) {
+          // The guest's next op on this fh gets EBADF; its RELEASE finds nothing to do.
+          this.lost++;
+          this.slots.release(fh);
+          continue;
+        }
+        this.registry.putLazy(key, fd);
       }
-      fds.delete(this.keyOf(fh));
       dv.setInt32(o + R_FD, fd, true);
       // The directory stream position is unknown: the next READDIR seeks.
       this.byFh[fh] = { fh, nodeid: dv.getUint32(o + R_NODEID, true), fd, flags: dv.getUint32(o + R_FLAGS, true) | 0, busy: 0, closing: false, dirOffset: -1n };
@@ -66,7 +84,7 @@ export class HandleTable {
 
   add(nodeid: number, fd: number, flags: number): Handle {
     const fh = this.slots.alloc();
-    this.registry.put(this.keyOf(fh), fd);
+    this.registry.putLazy(this.keyOf(fh), fd);
     const o = this.slots.off(fh);
     const dv = this.slots.dv;
     dv.setUint32(o + R_NODEID, nodeid, true);

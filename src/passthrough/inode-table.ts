@@ -2,7 +2,9 @@
 // shared-memory SlotTable (node id 1 = the shared directory's root), and the generation in
 // the slot tells a reused slot from the old one (the guest sees (nodeid, generation) pairs).
 // Each inode is held by an O_PATH fd; identity is (st_dev, st_ino, mnt_id), so one host file
-// never gets two node ids (seed 002). nlookup counts the guest's references (LOOKUP, CREATE,
+// never gets two node ids (seed 002). What lets a restarted worker get the inode back: its file
+// handle (name_to_handle_at, kept in the record) when the file system gives one, else the
+// keeper's duplicate of the O_PATH fd, handed over before the record is published. nlookup counts the guest's references (LOOKUP, CREATE,
 // READDIRPLUS, ... add one; FORGET subtracts); at zero the slot is freed and the fd closed.
 // All methods are synchronous: decide and mutate in one stretch (seed 004).
 
@@ -14,7 +16,20 @@ import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 // mnt_id u64 | fd i32 | mode u32 | handle_len u32 | handle_type i32 | handle[128]
 export const INODE_RECORD = 192;
 const R_GEN = 4, R_NLOOKUP = 8, R_DEV = 16, R_INO = 24, R_MNT = 32, R_FD = 40, R_MODE = 44;
+/** handle_len u32 | handle_type i32 | handle bytes: nameToHandleAt's output without its mount id. */
+const R_HANDLE = 48;
 export const INODE_TABLE_KIND = 1;
+/** nameToHandleAt's output: u32 mount_id | u32 handle_bytes | i32 handle_type | bytes. */
+const HANDLE_HDR = 12, MAX_HANDLE = 128;
+const AT_EMPTY_PATH = 0x1000;
+const O_PATH = 0o10000000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
+
+/** File handles for inodes on one mount: the shared directory's. */
+export interface InodeHandles {
+  /** An fd on that mount that open_by_handle_at accepts (not O_PATH). */
+  mountFd: number;
+  mntId: bigint;
+}
 
 export interface Inode {
   readonly nodeid: number;
@@ -26,6 +41,8 @@ export interface Inode {
   readonly mode: number;        // S_IFMT bits are what matter; permission bits may be stale
   readonly key: string;
   nlookup: number;
+  /** The keeper holds a duplicate of fd (the inode has no file handle). */
+  readonly registered: boolean;
 }
 
 export function inodeKey(dev: bigint, ino: bigint, mntId: bigint): string {
@@ -47,16 +64,23 @@ export class InodeTable {
   /** Scratch words for the bigint forms of the API. */
   private readonly w = new Uint32Array(34);
   private readonly generations: number[] = [];
+  private readonly hbuf = new Uint8Array(HANDLE_HDR + MAX_HANDLE);
+  private readonly st = new BigUint64Array(17);
+  /** Records whose inode a restarted worker could not get back (see recover). */
+  lost = 0;
 
   /**
    * recovered: the fds a previous worker registered, by key. When the backing already holds a
-   * table, every published record is rebuilt with its fd from there (and taken out of the map).
+   * table, every published record is rebuilt with its fd from there (and taken out of the map)
+   * or from its file handle. handles: make file handles for inodes on that mount (null: hand
+   * every inode's fd to the registry).
    */
   constructor(
     private readonly native: NativeBinding,
     backing: SlotBacking,
     private readonly registry: FdRegistry = NO_FD_REGISTRY,
     recovered?: Map<string, number>,
+    private readonly handles: InodeHandles | null = null,
   ) {
     // Slots 0 (invalid node id) and 1 (root) are never handed out by alloc().
     this.slots = new SlotTable(backing, INODE_RECORD, 1024, INODE_TABLE_KIND, 2);
@@ -69,25 +93,48 @@ export class InodeTable {
     for (const slot of [...this.slots.validSlots()]) {
       const o = this.slots.off(slot);
       const key = fdKey.inode(slot);
-      const fd = fds.get(key);
-      if (fd === undefined) {
-        // Published without its fd cannot happen (put precedes publish); treat as torn.
-        this.slots.release(slot);
-        continue;
-      }
+      let fd = fds.get(key);
+      const registered = fd !== undefined;
       fds.delete(key);
+      if (fd === undefined) fd = this.openHandle(o);
       const dev = dv.getBigUint64(o + R_DEV, true), ino = dv.getBigUint64(o + R_INO, true), mntId = dv.getBigUint64(o + R_MNT, true);
       const gen = dv.getUint32(o + R_GEN, true);
+      this.generations[slot] = gen;
       const inode: Inode = {
         nodeid: slot, generation: gen, fd, dev, ino, mntId, mode: dv.getUint32(o + R_MODE, true),
-        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true),
+        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered,
       };
-      dv.setInt32(o + R_FD, fd, true);
-      this.generations[slot] = gen;
       this.byNodeid[slot] = inode;
+      if (fd < 0) {
+        // Gone from the host (deleted while no process held it) or no way back to it. The guest
+        // still holds the node id: keep the slot until it forgets it, so the id is not reused
+        // under it, but out of the identity index; every op on it fails with EBADF.
+        this.lost++;
+        continue;
+      }
+      dv.setInt32(o + R_FD, fd, true);
       this.byKey.set(inode.key, inode);
       this.index(slot, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
     }
+  }
+
+  /** Open the inode of the record at o by its file handle; -errno if it has none or it is gone. */
+  private openHandle(o: number): number {
+    const dv = this.slots.dv;
+    const len = dv.getUint32(o + R_HANDLE, true);
+    if (!this.handles || len === 0 || len > MAX_HANDLE) return -2 /* ENOENT */;
+    const h = this.hbuf;
+    h.set(new Uint8Array(dv.buffer, dv.byteOffset + o + R_HANDLE, 8 + len), 4);
+    const fd = this.native.openByHandleAt(this.handles.mountFd, h.subarray(0, HANDLE_HDR + len), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return fd;
+    // A handle names one inode for its whole life; check it is the one recorded all the same.
+    const st = this.st;
+    const r = this.native.statFd(fd, st);
+    if (r < 0 || st[0] !== dv.getBigUint64(o + R_DEV, true) || st[1] !== dv.getBigUint64(o + R_INO, true)) {
+      this.native.close(fd);
+      return r < 0 ? r : -116 /* ESTALE */;
+    }
+    return fd;
   }
 
   /** The root, if this table was recovered with one. */
@@ -96,6 +143,12 @@ export class InodeTable {
   }
 
   get count(): number { return this.byKey.size; }
+  /** Inodes held by file handle (nothing handed to the keeper). */
+  get handleCount(): number {
+    let n = 0;
+    for (const i of this.byKey.values()) if (!i.registered) n++;
+    return n;
+  }
   get stateFd(): number { return this.slots.fd; }
 
   get(nodeid: number): Inode | undefined {
@@ -105,7 +158,8 @@ export class InodeTable {
   /** Install the root (node id 1) from an O_PATH fd of the shared directory. */
   setRoot(fd: number, dev: bigint, ino: bigint, mntId: bigint, mode: number): Inode {
     this.slots.claimReserved(1);
-    return this.install(1, fd, dev, ino, mntId, mode, 1);
+    // Always by fd: a restarted worker must get the root back whatever the handle would say.
+    return this.install(1, fd, dev, ino, mntId, mode, 1, false);
   }
 
   /**
@@ -204,11 +258,11 @@ export class InodeTable {
 
   /** DESTROY: forget everything but the root. */
   forgetAll(): void {
-    for (const inode of this.byKey.values()) if (inode.nodeid !== 1) this.remove(inode);
+    for (const inode of this.byNodeid) if (inode && inode.nodeid !== 1) this.remove(inode);
   }
 
   close(): void {
-    for (const inode of this.byKey.values()) this.native.close(inode.fd);
+    for (const inode of this.byNodeid) if (inode && inode.fd >= 0) this.native.close(inode.fd);
     this.byKey.clear();
     this.byIno.clear();
     this.byNodeid.length = 0;
@@ -217,19 +271,22 @@ export class InodeTable {
 
   private remove(inode: Inode): void {
     // Invalidate first (slot), then drop the caches and the keeper's copy, then close the fd.
-    this.unindex(inode.nodeid); // reads the record: before release clears it
+    const lost = inode.fd < 0;
+    if (!lost) this.unindex(inode.nodeid); // reads the record: before release clears it
     this.slots.release(inode.nodeid);
     this.byNodeid[inode.nodeid] = undefined;
+    if (lost) return;
     this.byKey.delete(inode.key);
-    this.registry.del(fdKey.inode(inode.nodeid));
+    if (inode.registered) this.registry.del(fdKey.inode(inode.nodeid));
     this.native.close(inode.fd);
   }
 
-  private install(slot: number, fd: number, dev: bigint, ino: bigint, mntId: bigint, mode: number, gen: number): Inode {
-    // The keeper holds the fd before the record that names it becomes valid.
-    this.registry.put(fdKey.inode(slot), fd);
+  private install(slot: number, fd: number, dev: bigint, ino: bigint, mntId: bigint, mode: number, gen: number, byHandle = true): Inode {
     const dv = this.slots.dv;
     const o = this.slots.off(slot);
+    // A file handle in the record, or the keeper holds the fd, before the record becomes valid.
+    const registered = !this.writeHandle(byHandle ? fd : -1, mntId, o);
+    if (registered) this.registry.put(fdKey.inode(slot), fd);
     dv.setUint32(o + R_GEN, gen, true);
     dv.setFloat64(o + R_NLOOKUP, 1, true);
     dv.setBigUint64(o + R_DEV, dev, true);
@@ -239,11 +296,24 @@ export class InodeTable {
     dv.setUint32(o + R_MODE, mode, true);
     this.slots.publish(slot);
     this.generations[slot] = gen;
-    const inode: Inode = { nodeid: slot, generation: gen, fd, dev, ino, mntId, mode, key: inodeKey(dev, ino, mntId), nlookup: 1 };
+    const inode: Inode = { nodeid: slot, generation: gen, fd, dev, ino, mntId, mode, key: inodeKey(dev, ino, mntId), nlookup: 1, registered };
     this.byNodeid[slot] = inode;
     this.byKey.set(inode.key, inode);
     this.index(slot, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
     return inode;
+  }
+
+  /** Put fd's file handle in the record at o (or an empty one); true if there is one. */
+  private writeHandle(fd: number, mntId: bigint, o: number): boolean {
+    const dv = this.slots.dv;
+    const h = this.hbuf;
+    const r = fd >= 0 && this.handles && mntId === this.handles.mntId ? this.native.nameToHandleAt(fd, '', AT_EMPTY_PATH, h) : -1;
+    if (r <= HANDLE_HDR) {
+      dv.setUint32(o + R_HANDLE, 0, true);
+      return false;
+    }
+    new Uint8Array(dv.buffer, dv.byteOffset + o + R_HANDLE, r - 4).set(h.subarray(4, r));
+    return true;
   }
 }
 

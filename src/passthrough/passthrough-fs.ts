@@ -20,7 +20,7 @@ import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, FUSE_R
 import type {
   Ctx, DirSink, EntryResult, FileLock, FileSystem, InitReply, InitRequest, OpenResult, SetattrArgs,
 } from '../fuse/filesystem';
-import { InodeTable, type Inode } from './inode-table';
+import { InodeTable, type Inode, type InodeHandles } from './inode-table';
 import { HandleTable, type Handle } from './handle-table';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
@@ -43,6 +43,13 @@ export interface FsOptions {
   syncIo: boolean;
   /** Keep the maps in memfds (the daemon) or plain memory (unit tests). */
   memfdState: boolean;
+  /**
+   * How a restarted worker gets inodes back: by file handle (nothing to hand to the keeper) or
+   * by the keeper's duplicate of each O_PATH fd. prefer: handles when the shared directory's
+   * file system gives them and open_by_handle_at works (CAP_DAC_READ_SEARCH); mandatory: refuse
+   * to start otherwise. Only used with a keeper.
+   */
+  inodeFileHandles: 'never' | 'prefer' | 'mandatory';
 }
 
 /** The memfds of the three maps. */
@@ -60,6 +67,7 @@ export interface FsState {
 export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
   cache: 'auto', xattr: false, posixAcl: false, announceSubmounts: true, readonly: false,
   writeback: false, allowDirectIo: false, readdirplus: true, killprivV2: false, syncIo: false, memfdState: true,
+  inodeFileHandles: 'prefer',
 };
 
 const EMPTY_BUF = new Uint8Array(0);
@@ -85,6 +93,8 @@ export class PassthroughFs implements FileSystem {
   attrTimeout: number;
   private readonly procFd: number;
   private readonly rootFd: number;
+  /** The shared directory opened for open_by_handle_at, or -1 without file handles. */
+  private readonly mountFd: number;
   private readonly dentBuf = new Uint8Array(DIRENT_BUF);
   private readonly dentDv = new DataView(this.dentBuf.buffer);
   private readonly tmpSt: BigUint64Array = new BigUint64Array(17);
@@ -113,9 +123,6 @@ export class PassthroughFs implements FileSystem {
     const registry = state.registry ?? NO_FD_REGISTRY;
     this.registry = registry;
     const recovered = state.recovered ?? new Map<string, number>();
-    this.inodes = new InodeTable(native, backing('inodes'), registry, recovered);
-    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered);
-    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered);
     const t = { never: 0, metadata: 86400, auto: 1, always: 86400 }[opts.cache];
     this.entryTimeout = t;
     this.attrTimeout = t;
@@ -127,11 +134,26 @@ export class PassthroughFs implements FileSystem {
     const st = this.tmpSt;
     const r = native.stat(rootFd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
     if (r < 0) throw new Error(`cannot stat shared directory: errno ${-r}`);
+    const handles = state.registry ? this.fileHandles(st[ST.mntId]!) : null;
+    this.mountFd = handles?.mountFd ?? -1;
+
+    this.inodes = new InodeTable(native, backing('inodes'), registry, recovered, handles);
+    const reopenFile = (nodeid: number, flags: number): number => {
+      const ino = this.inodes.get(nodeid);
+      return ino ? this.reopen(ino, flags & ~K.O_TRUNC) : -E.EBADF;
+    };
+    const reopenDir = (nodeid: number): number => {
+      const ino = this.inodes.get(nodeid);
+      return ino ? this.reopen(ino, K.O_RDONLY | K.O_DIRECTORY) : -E.EBADF;
+    };
+    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile);
+    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir);
     const root = this.inodes.root;
     if (root) {
       // A recovered table: its root must still be the shared directory.
       native.close(rootFd);
       if (root.dev !== st[ST.dev] || root.ino !== st[ST.ino]) throw new Error('recovered state is for another shared directory');
+      if (root.fd < 0) throw new Error('the keeper holds no fd for the shared directory');
       this.rootFd = root.fd;
     } else {
       this.rootFd = rootFd;
@@ -151,7 +173,39 @@ export class PassthroughFs implements FileSystem {
       }
     }
     recovered.clear();
-    if (this.inodes.count > 1) log.info({ inodes: this.inodes.count, files: this.files.count, dirs: this.dirs.count }, 'state recovered');
+    if (this.inodes.count > 1) {
+      const lost = { inodes: this.inodes.lost, files: this.files.lost, dirs: this.dirs.lost };
+      const fields = { inodes: this.inodes.count, byHandle: this.inodes.handleCount, files: this.files.count, dirs: this.dirs.count, lost };
+      if (lost.inodes + lost.files + lost.dirs > 0) log.warn(fields, 'state recovered; some records could not be opened again (their ops fail with EBADF)');
+      else log.info(fields, 'state recovered');
+    }
+  }
+
+  /**
+   * File handles for the shared directory's mount, if --inode-file-handles allows and they work
+   * here: a probe makes a handle of the directory and opens it again.
+   */
+  private fileHandles(mntId: bigint): InodeHandles | null {
+    const mode = this.opts.inodeFileHandles;
+    if (mode === 'never') return null;
+    const n = this.native;
+    const mountFd = n.openat(K.AT_FDCWD, toBinary(this.opts.sharedDir), K.O_RDONLY | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    let why = mountFd < 0 ? mountFd : 0;
+    if (mountFd >= 0) {
+      const h = new Uint8Array(12 + 128);
+      const len = n.nameToHandleAt(mountFd, '', K.AT_EMPTY_PATH, h);
+      const fd = len < 0 ? len : n.openByHandleAt(mountFd, h.subarray(0, len), K.O_PATH | K.O_CLOEXEC);
+      if (fd >= 0) {
+        n.close(fd);
+        return { mountFd, mntId };
+      }
+      why = fd;
+      n.close(mountFd);
+    }
+    const msg = `file handles do not work on the shared directory (errno ${-why}${why === -E.EPERM ? ': needs CAP_DAC_READ_SEARCH' : ''})`;
+    if (mode === 'mandatory') throw new Error(`--inode-file-handles=mandatory: ${msg}`);
+    this.log.info(`${msg}; the keeper holds an O_PATH fd per inode instead`);
+    return null;
   }
 
   /** The memfds holding the maps (the keeper keeps them across workers). */
@@ -165,6 +219,7 @@ export class PassthroughFs implements FileSystem {
     this.dirs.close();
     this.inodes.close();
     this.native.close(this.procFd);
+    if (this.mountFd >= 0) this.native.close(this.mountFd);
   }
 
   // ---- helpers ----
@@ -427,6 +482,7 @@ export class PassthroughFs implements FileSystem {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
+    this.beforeLastLinkGoes();
     return this.native.unlinkat(p.fd, name, 0);
   }
 
@@ -434,6 +490,7 @@ export class PassthroughFs implements FileSystem {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
+    this.beforeLastLinkGoes();
     return this.native.unlinkat(p.fd, name, K.AT_REMOVEDIR);
   }
 
@@ -442,6 +499,7 @@ export class PassthroughFs implements FileSystem {
     if (!p || !np) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
     if (flags & ~(K.RENAME_NOREPLACE | K.RENAME_EXCHANGE | K.RENAME_WHITEOUT)) return -E.EINVAL;
+    this.beforeLastLinkGoes();
     return this.native.renameat2(p.fd, name, np.fd, newName, flags);
   }
 
@@ -456,6 +514,16 @@ export class PassthroughFs implements FileSystem {
     }
     if (r < 0) return r;
     return this.doLookup(np, newName, st);
+  }
+
+  /**
+   * Before a name goes: an open file's inode may lose its last link, and then only open fds keep
+   * it alive; a file handle can no longer bring it back. So the keeper gets every open handle's
+   * fd that is still queued (usually none: queued ones are recent, and most are released
+   * before the flush).
+   */
+  private beforeLastLinkGoes(): void {
+    this.registry.flush();
   }
 
   // ---- files ----
@@ -489,7 +557,10 @@ export class PassthroughFs implements FileSystem {
     if ((f & K.O_ACCMODE) === K.O_RDONLY) f |= K.O_RDWR; // O_TMPFILE needs write access
     const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, '.', f | K.O_TMPFILE | K.O_CLOEXEC, mode & 0o7777));
     if (fd < 0) return fd;
-    return this.adoptOpenFd(p, fd, f, st);
+    const r = this.adoptOpenFd(p, fd, f, st);
+    // Born without a link: only the open fd keeps it, so the keeper needs it before the reply.
+    this.registry.flush();
+    return r;
   }
 
   /** A freshly created open file: its inode comes from the fd itself, so no host race can swap it. */
@@ -954,6 +1025,8 @@ export class PassthroughFs implements FileSystem {
     if (!h) return -E.EBADF;
     const op = type === K.F_RDLCK ? K.LOCK_SH : type === K.F_WRLCK ? K.LOCK_EX : K.LOCK_UN;
     const r = this.native.flock(h.fd, op | K.LOCK_NB);
+    // The lock lives on this open file description: the keeper's duplicate keeps it held.
+    if (r === 0 && op !== K.LOCK_UN) this.registry.flush();
     return r === -E.EWOULDBLOCK ? -E.EAGAIN : r;
   }
 
@@ -971,9 +1044,10 @@ export class PassthroughFs implements FileSystem {
     }
   }
 
-  exists(_ctx: Ctx, parent: number, name: string): boolean {
+  nameIno(_ctx: Ctx, parent: number, name: string): number {
     const p = this.inode(parent);
-    return !!p && this.native.stat(p.fd, name, K.AT_SYMLINK_NOFOLLOW, this.tmpSt) === 0;
+    if (!p || this.native.stat(p.fd, name, K.AT_SYMLINK_NOFOLLOW, this.tmpSt) !== 0) return -1;
+    return Number(this.tmpSt[ST.ino]! & 0xffffffffffffn);
   }
 
   hasXattr(_ctx: Ctx, nodeid: number, name: string): boolean {

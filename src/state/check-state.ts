@@ -13,9 +13,15 @@
 //   - outcome journals (vfsd-journal-<q>): header (magic, version, desc_num = the ring's, record
 //     size, size), record states and reply lengths; intent-only records on heads that are not in
 //     flight (an outcome never recorded, harmless: nobody replays them) are noted;
-//   - the keeper holds at least as many path fds as there are valid records (approximate: it
-//     counts /proc/<pid>/fd links that are paths, leaving out memfds, sockets, eventfds, pipes,
-//     /dev and fds 0-2; lock fds and leaked fds make it larger, which is allowed).
+//   - inode records with a file handle: the handle is well formed and opens (through the root
+//     the keeper holds) the very (dev, ino) recorded; one that no longer opens (ESTALE: deleted on
+//     the host while nothing held it) is noted, not a problem: a restarted worker keeps its node
+//     id reserved and answers EBADF on it;
+//   - the keeper holds at least as many path fds as there are inode records without a file
+//     handle (approximate: it counts /proc/<pid>/fd links that are paths, leaving out memfds,
+//     sockets, eventfds, pipes, /dev and fds 0-2; open files, lock fds and leaked fds make it
+//     larger, which is allowed). Open files and dirs need none: a restarted worker opens them
+//     again from their inode when the keeper has no fd for them.
 // Only the state regions are read: never guest memory. Other vfsd-* memfds (regions this checker
 // does not know) are listed and left alone.
 
@@ -24,6 +30,7 @@ import { SLOT_MAGIC, SLOT_VERSION, SLOT_FREE, SLOT_VALID } from './slot-table';
 import { InflightRegion } from './inflight';
 import { Journal, JOURNAL_MAGIC, JOURNAL_VERSION, JOURNAL_MAX_REPLY, J_EMPTY, J_INTENT, J_DONE } from './journal';
 import { INODE_RECORD, INODE_TABLE_KIND } from '../passthrough/inode-table';
+import { loadNative, type NativeBinding } from '../native/binding';
 import { HANDLE_RECORD } from '../passthrough/handle-table';
 
 // Slot-table header (src/state/slot-table.ts).
@@ -31,7 +38,8 @@ const HEADER = 64;
 const H_MAGIC = 0, H_VERSION = 4, H_RECORD = 8, H_CAPACITY = 12, H_KIND = 16;
 // Inode record (src/passthrough/inode-table.ts): state i32 | generation u32 | nlookup f64 |
 // dev u64 | ino u64 | mnt_id u64 | fd i32 | mode u32 | ...
-const I_GEN = 4, I_NLOOKUP = 8, I_DEV = 16, I_INO = 24, I_MNT = 32, I_MODE = 44;
+const I_GEN = 4, I_NLOOKUP = 8, I_DEV = 16, I_INO = 24, I_MNT = 32, I_MODE = 44, I_HANDLE = 48;
+const MAX_HANDLE = 128;
 // Handle record (src/passthrough/handle-table.ts): state i32 | nodeid u32 | fd i32 | flags u32.
 const H_NODEID = 4;
 // Handle table kinds (src/passthrough/passthrough-fs.ts).
@@ -48,6 +56,9 @@ export interface TableReport {
   valid: number;
   /** Inode table: the sum of the valid records' nlookup (the guest's references). */
   nlookup?: number;
+  /** Inode table: records held by file handle, and how many of those opened to their inode. */
+  byHandle?: number;
+  handlesOpened?: number;
 }
 
 export interface InflightReport {
@@ -92,7 +103,7 @@ export interface Report {
   /** vfsd-* memfds this checker does not know how to validate. */
   unknown: Array<{ name: string; fd: number; bytes: number }>;
   fds: FdCounts;
-  /** Valid inode + open-file + open-dir records: fds the keeper must hold at least. */
+  /** Valid inode records without a file handle: fds the keeper must hold at least. */
   expectedFds: number;
   problems: string[];
   notes: string[];
@@ -169,7 +180,7 @@ function validSlots(name: string, b: Buffer, record: number, cap: number, proble
   return out;
 }
 
-interface InodeInfo { mode: number }
+interface InodeInfo { mode: number; dev: bigint; ino: bigint; handle: Buffer | null }
 
 function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): { table: TableReport; inodes: Map<number, InodeInfo> } | null {
   const table: TableReport = { name: m.name, fd: m.fd, bytes: b.length, capacity: 0, valid: 0 };
@@ -189,6 +200,9 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
     const nlookup = b.readDoubleLE(o + I_NLOOKUP);
     const id = `${b.readBigUInt64LE(o + I_DEV)}:${b.readBigUInt64LE(o + I_INO)}:${b.readBigUInt64LE(o + I_MNT)}`;
     const mode = b.readUInt32LE(o + I_MODE);
+    const hlen = b.readUInt32LE(o + I_HANDLE);
+    if (hlen > MAX_HANDLE) problems.push(`${m.name}: node ${s} has a ${hlen}-byte file handle (at most ${MAX_HANDLE})`);
+    if (s === 1 && hlen !== 0) problems.push(`${m.name}: the root (node 1) has a file handle; it must be held by fd`);
     if (gen === 0) problems.push(`${m.name}: node ${s} is valid with generation 0`);
     if (s !== 1 && !(nlookup > 0)) problems.push(`${m.name}: node ${s} is valid with nlookup ${nlookup}`);
     if (!Number.isInteger(nlookup) || nlookup < 0) problems.push(`${m.name}: node ${s} has nlookup ${nlookup}`);
@@ -197,12 +211,72 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
     const other = byId.get(id);
     if (other !== undefined) problems.push(`${m.name}: nodes ${other} and ${s} both name host inode (dev:ino:mnt) ${id}`);
     else byId.set(id, s);
-    inodes.set(s, { mode });
+    const handle = hlen > 0 && hlen <= MAX_HANDLE ? b.subarray(o + I_HANDLE, o + I_HANDLE + 8 + hlen) : null;
+    inodes.set(s, { mode, dev: b.readBigUInt64LE(o + I_DEV), ino: b.readBigUInt64LE(o + I_INO), handle });
     table.nlookup += nlookup;
   }
   table.valid = inodes.size;
+  table.byHandle = [...inodes.values()].filter((i) => i.handle !== null).length;
   if (inodes.size > 0 && !inodes.has(1)) problems.push(`${m.name}: ${inodes.size} valid nodes but no root (node 1)`);
   return { table, inodes };
+}
+
+/**
+ * Open every recorded file handle through the keeper's root fd and compare the inode it names
+ * with the record. Needs the native addon and CAP_DAC_READ_SEARCH; without them, noted.
+ */
+function resolveHandles(pid: number, inodes: Map<number, InodeInfo>, table: TableReport, problems: string[], notes: string[]): void {
+  const withHandle = [...inodes].filter(([, i]) => i.handle !== null);
+  if (withHandle.length === 0) return;
+  const root = inodes.get(1);
+  let native: NativeBinding;
+  try {
+    native = loadNative();
+  } catch (e) {
+    notes.push(`file handles not opened: ${(e as Error).message}`);
+    return;
+  }
+  let mountFd = -1;
+  for (const ent of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const st = fs.statSync(`/proc/${pid}/fd/${ent}`, { bigint: true });
+      if (root && st.dev === root.dev && st.ino === root.ino && st.isDirectory()) {
+        mountFd = fs.openSync(`/proc/${pid}/fd/${ent}`, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+        break;
+      }
+    } catch { /* closed while we looked, or not openable */ }
+  }
+  if (mountFd < 0) {
+    notes.push(`file handles not opened: the keeper holds no fd of the root`);
+    return;
+  }
+  const h = new Uint8Array(12 + MAX_HANDLE);
+  const st = new BigUint64Array(17);
+  let opened = 0;
+  const stale: number[] = [];
+  try {
+    for (const [s, i] of withHandle) {
+      h.set(i.handle!, 4);
+      const fd = native.openByHandleAt(mountFd, h.subarray(0, 4 + i.handle!.length), 0o10000000 /* O_PATH */ | 0o400000 /* O_NOFOLLOW */);
+      if (fd === -116 /* ESTALE */ || fd === -2 /* ENOENT */) {
+        stale.push(s);
+        continue;
+      }
+      if (fd < 0) {
+        notes.push(`file handles not opened: errno ${-fd}${fd === -1 ? ' (needs CAP_DAC_READ_SEARCH)' : ''}`);
+        return;
+      }
+      const r = native.statFd(fd, st);
+      native.close(fd);
+      if (r < 0) problems.push(`${table.name}: node ${s}: fstat of its handle's inode failed: errno ${-r}`);
+      else if (st[0] !== i.dev || st[1] !== i.ino) problems.push(`${table.name}: node ${s}: its file handle opens inode ${st[0]}:${st[1]}, the record says ${i.dev}:${i.ino}`);
+      else opened++;
+    }
+  } finally {
+    fs.closeSync(mountFd);
+  }
+  table.handlesOpened = opened;
+  if (stale.length > 0) notes.push(`${table.name}: nodes whose file handle no longer opens (deleted on the host): ${stale.join(' ')}`);
 }
 
 function checkHandles(m: Memfd, b: Buffer, kind: number, inodes: Map<number, InodeInfo> | null, problems: string[], notes: string[]): TableReport | null {
@@ -334,6 +408,7 @@ export function checkState(pid: number): Report {
     if (r) {
       tables.push(r.table);
       inodes = r.inodes;
+      resolveHandles(pid, inodes, r.table, problems, notes);
     }
   }
   for (const [n, kind] of [['vfsd-files', KIND_FILE], ['vfsd-dirs', KIND_DIR]] as const) {
@@ -372,9 +447,10 @@ export function checkState(pid: number): Report {
     if (idle.length > 0) notes.push(`${j.name}: intent without outcome on heads not in flight (${idle.join(' ')}): completed without a recorded outcome`);
   }
 
-  const expectedFds = tables.reduce((n, t) => n + t.valid, 0);
+  const it = tables.find((t) => t.name === 'vfsd-inodes');
+  const expectedFds = it ? it.valid - (it.byHandle ?? 0) : 0;
   if (counts.paths < expectedFds) {
-    problems.push(`the keeper holds ${counts.paths} path fds, fewer than the ${expectedFds} valid records need`);
+    problems.push(`the keeper holds ${counts.paths} path fds, fewer than the ${expectedFds} inode records without a file handle need`);
   }
   return { pid, tables, inflight, journals, unknown, fds: counts, expectedFds, problems, notes, clean: problems.length === 0 };
 }
@@ -382,7 +458,8 @@ export function checkState(pid: number): Report {
 /** The short human report (ends with `state: clean` or `state: N problems`). */
 export function formatReport(r: Report): string {
   const lines: string[] = [`keeper pid ${r.pid}`];
-  for (const t of r.tables) lines.push(`  ${t.name.padEnd(18)} fd ${String(t.fd).padEnd(4)} ${t.bytes} bytes, capacity ${t.capacity}, ${t.valid} valid${t.nlookup !== undefined ? ` (nlookup total ${t.nlookup})` : ''}`);
+  for (const t of r.tables) lines.push(`  ${t.name.padEnd(18)} fd ${String(t.fd).padEnd(4)} ${t.bytes} bytes, capacity ${t.capacity}, ${t.valid} valid${t.nlookup !== undefined ? ` (nlookup total ${t.nlookup})` : ''}` +
+    (t.byHandle ? `, ${t.byHandle} by file handle (${t.handlesOpened ?? 0} opened and matched)` : ''));
   for (const q of r.inflight) {
     lines.push(`  ${q.name.padEnd(18)} fd ${String(q.fd).padEnd(4)} version ${q.version}, desc_num ${q.descNum}, used_idx ${q.usedIdx}, ` +
       `last_batch_head ${q.lastBatchHead}, ${q.inflight.length} in flight${q.inflight.length > 0 ? ` (heads ${q.inflight.join(' ')})` : ''}`);

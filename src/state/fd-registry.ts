@@ -1,18 +1,92 @@
-// Fds that must outlive the worker: inode O_PATH fds, open files and directories, lock
-// owners' open file descriptions. The worker puts a duplicate of each with the keeper before
-// the record that names it is published, and takes it back after the record is invalidated,
-// so a crash leaves at worst an fd the keeper holds for a record that is not valid (a leak the
-// next worker cleans up), never a valid record without its fd.
+// Fds that must outlive the worker: inode O_PATH fds (when the inode has no file handle), open
+// files and directories, lock owners' open file descriptions. The keeper keeps a duplicate of
+// each under a key.
+//
+// Two kinds of put:
+//   - put: the keeper holds the fd before put returns. For fds nothing else can bring back (an
+//     inode without a file handle, a lock owner's open file description): the record naming
+//     the fd is published only after the put, so a crash leaves at worst a leaked fd, never a
+//     valid record without its fd.
+//   - putLazy: for fds a restarted worker can re-open from their record (an open file or
+//     directory, from its inode and flags). The put may wait for the next flush; a del of the
+//     same key before then cancels both, so a short-lived open costs the keeper nothing.
+// A del may always wait: until it reaches the keeper, the keeper only holds one fd too many.
 
 export interface FdRegistry {
-  /** Hand a duplicate of fd to the keeper under key (replacing any earlier one). */
+  /** Hand a duplicate of fd to the keeper under key now. */
   put(key: string, fd: number): void;
-  /** The keeper closes its duplicate. */
+  /** Hand it over at the next flush, unless del(key) comes first. fd must stay open until then. */
+  putLazy(key: string, fd: number): void;
+  /** The keeper closes its duplicate (at the next flush at the latest). */
   del(key: string): void;
+  /** Send everything pending now. */
+  flush(): void;
 }
 
 /** One process, nobody to hand fds to. */
-export const NO_FD_REGISTRY: FdRegistry = { put() {}, del() {} };
+export const NO_FD_REGISTRY: FdRegistry = { put() {}, putLazy() {}, del() {}, flush() {} };
+
+/** A put (fd >= 0) or a del (fd = -1) of one key, in the order they must reach the keeper. */
+export type FdOp = [key: string, fd: number];
+
+/**
+ * The worker's registry: puts and dels queue up and leave in one batch (sendBatch), in order.
+ * The batch is sent on flush(), before any strict put, and at the latest flushDelayMs after the
+ * first op queued (via schedule).
+ */
+export class BatchingFdRegistry implements FdRegistry {
+  /** key -> fd to put, or -1: del. Map order is the order ops were queued. */
+  private readonly pending = new Map<string, number>();
+  private scheduled = false;
+
+  constructor(
+    private readonly sendBatch: (ops: FdOp[]) => void,
+    private readonly schedule: (fn: () => void) => void,
+  ) {}
+
+  get pendingCount(): number { return this.pending.size; }
+
+  put(key: string, fd: number): void {
+    this.pending.delete(key);
+    this.pending.set(key, fd);
+    this.flush();
+  }
+
+  putLazy(key: string, fd: number): void {
+    // A queued del of the same key must reach the keeper before this put can be cancelled by a
+    // later del: send it now (rare: a slot reused within one flush interval).
+    if (this.pending.has(key)) this.flush();
+    this.pending.set(key, fd);
+    this.arm();
+  }
+
+  del(key: string): void {
+    const queued = this.pending.get(key);
+    if (queued !== undefined && queued >= 0) {
+      // Never sent: the keeper has nothing under this key (putLazy flushed any older del).
+      this.pending.delete(key);
+      return;
+    }
+    this.pending.set(key, -1);
+    this.arm();
+  }
+
+  flush(): void {
+    if (this.pending.size === 0) return;
+    const ops: FdOp[] = [...this.pending];
+    this.pending.clear();
+    this.sendBatch(ops);
+  }
+
+  private arm(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    this.schedule(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+}
 
 /** Keys: one namespace per map, the slot index (node id or fh) after the prefix. */
 export const fdKey = {

@@ -12,7 +12,8 @@
 //   ring-stop {index, seq}                   stop; answer ring-stopped {index, seq, base}
 //   call-fd {index} + [fd]?                  the guest's interrupt fd changed
 //   shutdown                                 planned upgrade: finish what was popped, exit 0
-// The worker sends: hello (loaded), ready (after go), ring-stopped, fd-put {k} + [fd], fd-del {k}.
+// The worker sends: hello (loaded), ready (after go), ring-stopped, fd-ops {ops} + fds (puts and
+// dels of registered fds, in order; one fd per put), fuse-init, bye.
 
 import type { Logger } from '../log';
 import { createLogger } from '../log';
@@ -23,7 +24,13 @@ import { LocalDataPlane, type RingConfig } from '../vhost/data-plane';
 import type { MemRegion } from '../vhost/message';
 import { PassthroughFs, type FsOptions } from '../passthrough/passthrough-fs';
 import { FuseSession } from '../fuse/session';
-import type { FdRegistry } from '../state/fd-registry';
+import { BatchingFdRegistry, type FdOp } from '../state/fd-registry';
+import { MAX_FDS_PER_PACKET } from '../keeper/channel';
+
+/** Longest a lazy fd registration waits before it is sent to the keeper. */
+const FD_FLUSH_MS = 20;
+/** Most ops per fd-ops packet (keeps the JSON well under the packet size). */
+const FD_OPS_PER_PACKET = Math.min(MAX_FDS_PER_PACKET, 500);
 
 /** The FUSE_INIT a guest sent, in JSON-safe form (flags as a decimal string). */
 export interface FuseInitRecord { major: number; minor: number; maxReadahead: number; flags: string }
@@ -43,6 +50,7 @@ export class Worker {
   private readonly ringFds = new Map<number, { kick: number; call: number; inflight: number; journal: number }>();
   private init: WorkerInit | null = null;
   private stateFds: number[] = [];
+  private registry: BatchingFdRegistry | null = null;
   /** Fds the keeper kept for our predecessors, by registry key, until the maps claim them. */
   private readonly recovered = new Map<string, number>();
 
@@ -87,10 +95,11 @@ export class Worker {
         if (!this.init) throw new Error('go before init');
         const [inodes, files, dirs] = this.stateFds;
         const channel = this.channel;
-        const registry: FdRegistry = {
-          put: (k, fd) => { channel.send({ t: 'fd-put', k }, [fd]); },
-          del: (k) => { channel.send({ t: 'fd-del', k }); },
-        };
+        const registry = new BatchingFdRegistry(
+          (ops) => sendFdOps(channel, ops),
+          (fn) => { setTimeout(fn, FD_FLUSH_MS); },
+        );
+        this.registry = registry;
         this.fs = new PassthroughFs(this.native, this.init.fs, this.log, { fds: { inodes, files, dirs }, registry, recovered: this.recovered });
         const session = new FuseSession(this.fs, this.log);
         this.session = session;
@@ -162,6 +171,7 @@ export class Worker {
         plane.quiesce();
         const check = (): void => {
           if (plane.inFlight() <= fs.lockWaitCount) {
+            this.registry?.flush();
             this.channel.send({ t: 'bye' });
             process.exit(0);
           }
@@ -174,6 +184,20 @@ export class Worker {
         for (const fd of fds) this.native.close(fd);
         this.log.warn({ t: m.t }, 'unknown control message');
     }
+  }
+}
+
+/** Send fd registry ops in order: [key, fd] pairs; the fds of puts ride along in op order. */
+export function sendFdOps(channel: ControlChannel, ops: FdOp[]): void {
+  for (let i = 0; i < ops.length; i += FD_OPS_PER_PACKET) {
+    const part = ops.slice(i, i + FD_OPS_PER_PACKET);
+    const fds: number[] = [];
+    const wire: Array<[string, 0 | 1]> = [];
+    for (const [k, fd] of part) {
+      wire.push([k, fd >= 0 ? 1 : 0]);
+      if (fd >= 0) fds.push(fd);
+    }
+    channel.send({ t: 'fd-ops', ops: wire }, fds);
   }
 }
 

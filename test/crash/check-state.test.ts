@@ -100,8 +100,8 @@ test('a well-formed state image is clean; in-flight heads are counted', () => {
     assert.equal(r.tables[0]!.nlookup, 5);
     assert.deepEqual(r.inflight.map((q) => [q.queue, q.descNum, q.inflight]), [[0, 128, []], [1, 128, [3, 7]]]);
     assert.deepEqual(r.journals.map((j) => [j.queue, j.descNum]), [[0, 128], [1, 128]]);
-    assert.equal(r.expectedFds, 5);
-    assert.ok(r.fds.paths >= 5);
+    assert.equal(r.expectedFds, 3, 'one fd per inode without a file handle; open files and dirs need none');
+    assert.ok(r.fds.paths >= 3);
     assert.match(formatReport(r), /\nstate: clean$/);
   });
 });
@@ -147,12 +147,64 @@ test('a bad header or a missing region is reported, not thrown', () => {
   });
 });
 
-test('the keeper must hold a path fd per valid record', () => {
+test('the keeper must hold a path fd per inode record without a file handle', () => {
   withRegions(goodImage(), 0, () => {
     const r = checkState(process.pid);
-    const reported = r.problems.some((p) => /path fds, fewer than the 5 valid records need/.test(p));
-    assert.equal(reported, r.fds.paths < 5, formatReport(r));
+    const reported = r.problems.some((p) => /path fds, fewer than the 3 inode records without a file handle need/.test(p));
+    assert.equal(reported, r.fds.paths < 3, formatReport(r));
   });
+});
+
+test('file handles in inode records are opened and must name the recorded inode', () => {
+  const dir = fs.mkdtempSync('/tmp/vfsd-checkfh-');
+  const rootFd = fs.openSync(dir, 'r');
+  try {
+    const root = fs.statSync(dir, { bigint: true });
+    const inodes = table(INODE_RECORD, INODE_TABLE_KIND, 8);
+    const put = (slot: number, name: string | null, o: { ino?: bigint; handleLen?: number } = {}): void => {
+      const at = 64 + slot * INODE_RECORD;
+      const p = name === null ? dir : path.join(dir, name);
+      const st = fs.statSync(p, { bigint: true });
+      inodes.writeInt32LE(1, at);
+      inodes.writeUInt32LE(1, at + 4);
+      inodes.writeDoubleLE(1, at + 8);
+      inodes.writeBigUInt64LE(st.dev, at + 16);
+      inodes.writeBigUInt64LE(o.ino ?? st.ino, at + 24);
+      inodes.writeUInt32LE(Number(st.mode), at + 44);
+      if (name === null) return;
+      const h = new Uint8Array(12 + 128);
+      const n = native.nameToHandleAt(rootFd, name, 0, h);
+      assert.ok(n > 12, `name_to_handle_at: ${n}`);
+      inodes.set(h.subarray(4, n), at + 48);
+      if (o.handleLen !== undefined) inodes.writeUInt32LE(o.handleLen, at + 48);
+    };
+    for (const f of ['a', 'b', 'gone']) fs.writeFileSync(path.join(dir, f), f);
+    put(1, null);
+    put(2, 'a');
+    put(3, 'gone');
+    fs.unlinkSync(path.join(dir, 'gone'));
+    const img = { ...goodImage(), 'vfsd-inodes': inodes, 'vfsd-files': table(HANDLE_RECORD, 2, 4), 'vfsd-dirs': table(HANDLE_RECORD, 3, 4) };
+    withRegions(img, 0, () => {
+      const r = checkState(process.pid);
+      assert.deepEqual(r.problems, [], formatReport(r));
+      assert.equal(r.tables[0]!.byHandle, 2);
+      assert.equal(r.tables[0]!.handlesOpened, 1);
+      assert.equal(r.expectedFds, 1, 'only the root needs an fd');
+      assert.ok(r.notes.some((n) => /file handle no longer opens \(deleted on the host\): 3$/.test(n)), formatReport(r));
+      assert.equal(root.ino, fs.fstatSync(rootFd, { bigint: true }).ino);
+    });
+    put(4, 'b', { ino: 999999n });        // the handle opens another inode than the record's
+    put(5, 'a', { handleLen: 4096 });     // longer than any handle
+    withRegions({ ...img, 'vfsd-inodes': inodes }, 0, () => {
+      const r = checkState(process.pid);
+      const text = formatReport(r);
+      assert.ok(r.problems.some((p) => /node 4: its file handle opens inode \d+:\d+, the record says \d+:999999/.test(p)), text);
+      assert.ok(r.problems.some((p) => /node 5 has a 4096-byte file handle/.test(p)), text);
+    });
+  } finally {
+    fs.closeSync(rootFd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('virtiofsd-ts check-state --pid: exit 0 when clean, 1 with problems, 2 on bad usage', () => {

@@ -151,6 +151,18 @@ const S = {
     label: `SYMLINK ${name}`, op: 'SYMLINK', queue: 1,
     run: async (x) => entry(x, name, await x.c.symlink(node(x, parent), base(name), target)),
   }),
+  /** RENAME2 with RENAME_EXCHANGE of two names in one directory. */
+  exchange: (parent: string, a: string, b: string, label = `EXCHANGE ${a} ${b}`): Step => ({
+    label, op: 'RENAME2', queue: 1, run: async (x) => {
+      const r = await x.c.rename(node(x, parent), base(a), node(x, parent), base(b), 2 /* RENAME_EXCHANGE */);
+      if (r.error === 0) {
+        const na = x.nodes.get(a), nb = x.nodes.get(b);
+        if (nb !== undefined) x.nodes.set(a, nb); else x.nodes.delete(a);
+        if (na !== undefined) x.nodes.set(b, na); else x.nodes.delete(b);
+      }
+      return { error: r.error };
+    },
+  }),
   unlink: (parent: string, name: string, label = `UNLINK ${name}`): Step => ({
     label, op: 'UNLINK', queue: 1, run: async (x) => ({ error: (await x.c.unlink(node(x, parent), base(name))).error }),
   }),
@@ -223,6 +235,8 @@ function serialStream(): Step[] {
     S.link('f2', 'd1', 'd1/hard'),
     S.symlink('/', 'sl', 'd1/hard'),
     S.truncate('f2', 5),
+    S.exchange('/', 'f2', 'sl'),
+    S.exchange('/', 'sl', 'f2', 'EXCHANGE back'),
     S.mkdir('/', 'd1', 'MKDIR d1 (exists: EEXIST)'),
     S.unlink('d1', 'd1/hard'),
     S.unlink('/', 'nothere', 'UNLINK nothere (ENOENT)'),
@@ -385,8 +399,8 @@ function check(r: RunResult, ref: RunResult, crashpoint: string, expectDuring: s
 /** Requests each point crashes during (by step label), per stream. */
 const SERIAL_TARGETS: Record<string, string[]> = {
   'after-mark-inflight': ['MKDIR d1', 'RENAME d1/f1 f2', 'WRITE log (O_APPEND) beta'],
-  'after-journal-intent': ['MKDIR d1', 'RENAME d1/f1 f2', 'MKDIR d1 (exists: EEXIST)', 'UNLINK nothere (ENOENT)', 'RENAME nothere (ENOENT)', 'SETXATTR f2 user.k CREATE (EEXIST)'],
-  'after-op': ['MKDIR d1', 'CREATE d1/f1', 'RENAME d1/f1 f2', 'LINK f2 d1/hard', 'SYMLINK sl', 'UNLINK d1/hard', 'WRITE log (O_APPEND) beta'],
+  'after-journal-intent': ['MKDIR d1', 'RENAME d1/f1 f2', 'EXCHANGE f2 sl', 'MKDIR d1 (exists: EEXIST)', 'UNLINK nothere (ENOENT)', 'RENAME nothere (ENOENT)', 'SETXATTR f2 user.k CREATE (EEXIST)'],
+  'after-op': ['MKDIR d1', 'CREATE d1/f1', 'RENAME d1/f1 f2', 'LINK f2 d1/hard', 'SYMLINK sl', 'EXCHANGE f2 sl', 'UNLINK d1/hard', 'WRITE log (O_APPEND) beta'],
   'after-journal-done': ['CREATE d1/f1', 'RENAME d1/f1 f2', 'WRITE log (O_APPEND) alpha'],
   'after-push-used': ['CREATE d1/f1', 'LINK f2 d1/hard', 'FORGET sl'],
   'after-post-put': ['RELEASE d1/f1', 'SETATTR f2 size 5', 'UNLINK d1/hard'],

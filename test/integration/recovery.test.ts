@@ -1,0 +1,163 @@
+// What a restarted worker gets back, and from where: inodes by file handle (or, with
+// --inode-file-handles=never, from the keeper's O_PATH fds), open files and dirs from the
+// keeper's duplicates or by opening their inode again, unlinked-but-open files, and nodes whose
+// file is gone from the host (reserved until the guest forgets them, EBADF meanwhile).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { loadNative } from '../../src/native/binding';
+import { VhostUserFrontend } from '../support/frontend';
+import { FuseClient } from '../support/fuse-client';
+import { startDaemon, type Daemon } from '../support/daemon';
+import { checkState, formatReport } from '../../src/state/check-state';
+
+const O_RDWR = 0o2, O_CREAT = 0o100, O_TRUNC = 0o1000;
+const EBADF = 9, ENOENT = 2;
+
+function workerPids(stderr: string): number[] {
+  return [...stderr.matchAll(/"pid":(\d+),"start":\d+,"msg":"worker started"/g)].map((m) => Number(m[1]));
+}
+
+/** Path fds the keeper holds (files and directories, not memfds, sockets or /dev). */
+function keeperPathFds(pid: number): number {
+  let n = 0;
+  for (const e of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const l = fs.readlinkSync(`/proc/${pid}/fd/${e}`);
+      if (l.startsWith('/') && !l.startsWith('/dev/') && !l.startsWith('/memfd:') && Number(e) > 2) n++;
+    } catch { /* closed meanwhile */ }
+  }
+  return n;
+}
+
+async function withDaemon(args: string[], fn: (d: Daemon, c: FuseClient) => Promise<void>): Promise<void> {
+  const d = await startDaemon('ts', { args: ['--log-level=info', ...args] });
+  const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
+  try {
+    const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
+    assert.equal((await c.init()).error, 0);
+    await fn(d, c);
+  } finally {
+    fe.close();
+    await d.stop();
+  }
+}
+
+/** SIGKILL the current worker and wait until its successor has logged that it started. */
+async function killWorker(d: Daemon, during?: () => void): Promise<void> {
+  const before = workerPids(d.stderr());
+  const keeper = d.proc.pid!;
+  if (during) process.kill(keeper, 'SIGSTOP');
+  process.kill(before.at(-1)!, 'SIGKILL');
+  if (during) {
+    // The keeper cannot start a successor while stopped: what `during` does happens between.
+    await new Promise((r) => setTimeout(r, 50));
+    during();
+    process.kill(keeper, 'SIGCONT');
+  }
+  for (let i = 0; i < 400 && workerPids(d.stderr()).length <= before.length; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(workerPids(d.stderr()).length > before.length, 'a new worker started');
+}
+
+for (const handles of ['prefer', 'never'] as const) {
+  test(`--inode-file-handles=${handles}: node ids, open files, an unlinked-but-open file and an open dir survive a SIGKILL right after they were made`, async () => {
+    await withDaemon([`--inode-file-handles=${handles}`], async (d, c) => {
+      const names = Array.from({ length: 40 }, (_, i) => `f${i}`);
+      for (const n of names) fs.writeFileSync(`${d.dir}/${n}`, `content of ${n}`);
+      fs.mkdirSync(`${d.dir}/sub`);
+      for (const n of ['x', 'y', 'z']) fs.writeFileSync(`${d.dir}/sub/${n}`, n);
+      const ids = new Map<string, bigint>();
+      for (const n of names) {
+        const r = await c.lookup(1, n);
+        assert.equal(r.error, 0);
+        ids.set(n, r.entry!.nodeid);
+      }
+      // Made just before the kill: their fds may still be queued for the keeper.
+      const held = await c.create(1, 'held', O_RDWR | O_CREAT | O_TRUNC);
+      assert.equal(held.error, 0);
+      assert.equal((await c.write(held.entry!.nodeid, held.fh!, 0, Buffer.from('held data'))).error, 0);
+      const unl = await c.create(1, 'unlinked', O_RDWR | O_CREAT);
+      assert.equal(unl.error, 0);
+      assert.equal((await c.write(unl.entry!.nodeid, unl.fh!, 0, Buffer.from('still here'))).error, 0);
+      assert.equal((await c.unlink(1, 'unlinked')).error, 0);
+      const sub = await c.lookup(1, 'sub');
+      const dh = await c.opendir(sub.entry!.nodeid);
+      assert.equal(dh.error, 0);
+      const opened = await c.open(ids.get('f3')!, O_RDWR);
+      assert.equal(opened.error, 0);
+
+      await killWorker(d);
+
+      for (const n of names) assert.equal((await c.lookup(1, n)).entry?.nodeid, ids.get(n), `node id of ${n}`);
+      const rd = await c.read(held.entry!.nodeid, held.fh!, 0, 100);
+      assert.equal(rd.error, 0);
+      assert.equal(rd.body.toString(), 'held data');
+      assert.equal((await c.read(ids.get('f3')!, opened.fh!, 0, 100)).body.toString(), 'content of f3');
+      const ru = await c.read(unl.entry!.nodeid, unl.fh!, 0, 100);
+      assert.equal(ru.error, 0, 'the unlinked-but-open file reads');
+      assert.equal(ru.body.toString(), 'still here');
+      const ga = await c.getattr(unl.entry!.nodeid, unl.fh!);
+      assert.equal(ga.error, 0);
+      assert.equal(ga.attr!.nlink, 0);
+      const ents = (await c.readdirAll(sub.entry!.nodeid, dh.fh!)).map((e) => e.name).filter((n) => n !== '.' && n !== '..').sort();
+      assert.deepEqual(ents, ['x', 'y', 'z']);
+      // The handle that was opened O_TRUNC is not truncated again when it is opened anew.
+      assert.equal(fs.readFileSync(`${d.dir}/held`, 'utf8'), 'held data');
+
+      const log = d.stderr();
+      const rec = /"msg":"state recovered"/.exec(log) ? JSON.parse(log.split('\n').find((l) => l.includes('"state recovered"'))!) : null;
+      assert.ok(rec, `a "state recovered" line:\n${log}`);
+      assert.deepEqual(rec.lost, { inodes: 0, files: 0, dirs: 0 });
+      if (handles === 'prefer') assert.ok(rec.byHandle >= names.length, `inodes by handle: ${rec.byHandle}`);
+      else assert.equal(rec.byHandle, 0);
+
+      const r = checkState(d.proc.pid!);
+      assert.ok(r.clean, formatReport(r));
+      for (const h of [held, unl]) assert.equal((await c.release(h.entry!.nodeid, h.fh!)).error, 0);
+    });
+  });
+}
+
+test('with file handles the keeper holds no fd per inode; with --inode-file-handles=never it holds one each', async () => {
+  const counts: Record<string, number> = {};
+  for (const handles of ['prefer', 'never'] as const) {
+    await withDaemon([`--inode-file-handles=${handles}`], async (d, c) => {
+      for (let i = 0; i < 100; i++) fs.writeFileSync(`${d.dir}/n${i}`, '');
+      for (let i = 0; i < 100; i++) assert.equal((await c.lookup(1, `n${i}`)).error, 0);
+      // Give queued dels (none expected) and the keeper's event loop time to settle.
+      await new Promise((r) => setTimeout(r, 100));
+      counts[handles] = keeperPathFds(d.proc.pid!);
+    });
+  }
+  assert.ok(counts.prefer! < 10, `keeper path fds with file handles: ${counts.prefer}`);
+  assert.ok(counts.never! >= 100, `keeper path fds with O_PATH fds: ${counts.never}`);
+});
+
+test('a node whose file was deleted on the host while no worker ran answers EBADF and keeps its id until FORGET', async () => {
+  await withDaemon([], async (d, c) => {
+    fs.writeFileSync(`${d.dir}/victim`, 'v');
+    fs.writeFileSync(`${d.dir}/other`, 'o');
+    const v = await c.lookup(1, 'victim');
+    const o = await c.lookup(1, 'other');
+    assert.equal(v.error, 0);
+    await killWorker(d, () => fs.unlinkSync(`${d.dir}/victim`));
+
+    assert.equal((await c.getattr(v.entry!.nodeid)).error, -EBADF);
+    assert.equal((await c.lookup(1, 'victim')).error, -ENOENT);
+    assert.equal((await c.getattr(o.entry!.nodeid)).error, 0, 'the other node came back');
+    assert.match(d.stderr(), /"lost":\{"inodes":1,"files":0,"dirs":0\}.*could not be opened again/);
+    // Its id is not handed out again while the guest may still use it.
+    const seen = new Set<bigint>();
+    for (let i = 0; i < 20; i++) {
+      const n = await c.create(1, `new${i}`, O_RDWR | O_CREAT);
+      assert.equal(n.error, 0);
+      seen.add(n.entry!.nodeid);
+      assert.equal((await c.release(n.entry!.nodeid, n.fh!)).error, 0);
+    }
+    assert.ok(!seen.has(v.entry!.nodeid), 'the lost node id is still reserved');
+    await c.forget(v.entry!.nodeid, 1);
+    const r = checkState(d.proc.pid!);
+    assert.ok(r.clean, formatReport(r));
+    assert.equal(r.tables[0]!.valid, 1 + 1 + 20, formatReport(r));
+  });
+});
