@@ -17,6 +17,7 @@ import type { DeviceState } from './vhost/backend';
 import * as nodefs from 'node:fs';
 import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
+import { DeviceRegion } from './state/device-region';
 
 function fsOptions(cfg: Config): FsOptions {
   const { sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo, readdirplus, killprivV2 } = cfg;
@@ -72,21 +73,31 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
   let plane: WorkerDataPlane;
   let backend: VhostUserFsBackend;
   let conn: number;
+  let device: DeviceRegion;
+  const publish = (state: Readonly<DeviceState>): void => {
+    if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
+  };
   if (cfg.restoreFd !== undefined) {
     // A new image of the keeper (re-exec): carry on with the device and maps the old one left.
     const h = JSON.parse(nodefs.readFileSync(`/proc/self/fd/${cfg.restoreFd}`, 'utf8')) as Handover;
     native.close(cfg.restoreFd);
+    if (h.v !== 2) throw new Error(`keeper hand-over version ${String(h.v)}; this image reads version 2`);
     for (const fd of h.fds) native.setCloexec(fd, true);
+    device = new DeviceRegion(native, h.deviceFd);
+    const state = device.read() as DeviceState | null;
+    if (!state) throw new Error('the device state region is empty');
     plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel }, h.plane);
-    backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane });
-    backend.adopt(h.device);
+    backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
+    backend.adopt(state);
     conn = h.connFd;
     plane.start(true);
     log.info({ rings: backend.runningRings(), fds: h.fds.length }, 'keeper re-executed; serving on');
   } else {
     conn = await acceptFrontend(cfg, native, log);
+    device = new DeviceRegion(native);
     plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel });
-    backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane });
+    backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
+    publish(backend.state);
     plane.start();
   }
   process.on('SIGHUP', () => {
@@ -97,32 +108,41 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
   process.on('SIGUSR2', () => {
     if (reexecuting) return;
     reexecuting = true;
-    void reexec(native, log, backend, plane).finally(() => { reexecuting = false; });
+    void reexec(native, log, backend, plane, device).finally(() => { reexecuting = false; });
   });
   await backend.serve(conn);
   log.info({ workerStarts: plane.starts }, 'client disconnected, shutting down');
   await plane.close();
 }
 
-/** What one keeper image hands the next through a memfd (--restore-fd). */
-interface Handover { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] }
+/**
+ * What one keeper image hands the next through a memfd (--restore-fd). The device state itself
+ * is in the vfsd-device region (deviceFd), which the keeper keeps current after every message.
+ */
+interface Handover { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[] }
 
 /**
  * Upgrade the keeper in place (SIGUSR2): finish the vhost-user message in hand, retire the
  * worker, write the device state to a memfd, clear FD_CLOEXEC on every fd that matters and
  * execve the code now on disk with --restore-fd. The pid and QEMU's connection stay.
  */
-async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane): Promise<void> {
+async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion): Promise<void> {
   log.info('SIGUSR2: re-executing the keeper');
   await backend.quiesce();
   log.debug('re-exec: vhost-user connection quiet');
   await plane.retire();
   log.debug('re-exec: worker retired');
   const device = backend.snapshot();
+  if (!region.write(device.state)) {
+    log.error('keeper re-exec: the device state does not fit its region; serving on');
+    plane.unretire();
+    backend.resume();
+    return;
+  }
   const exported = plane.exportState();
   const connFd = backend.connectionFd;
-  const fds = [connFd, ...device.fds.map((f) => f.fd), ...exported.fds].filter((fd) => fd >= 0);
-  const h: Handover = { v: 1, connFd, device: device.state, plane: exported.state, fds };
+  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds].filter((fd) => fd >= 0);
+  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds };
   const memfd = native.memfdCreate('vfsd-handover', 0);
   if (memfd >= 0) nodefs.writeSync(memfd, JSON.stringify(h));
   const all = [...fds, memfd];

@@ -176,7 +176,9 @@ export class PassthroughFs implements FileSystem {
     if (this.inodes.count > 1) {
       const lost = { inodes: this.inodes.lost, files: this.files.lost, dirs: this.dirs.lost };
       const fields = { inodes: this.inodes.count, byHandle: this.inodes.handleCount, files: this.files.count, dirs: this.dirs.count, lost };
-      if (lost.inodes + lost.files + lost.dirs > 0) log.warn(fields, 'state recovered; some records could not be opened again (their ops fail with EBADF)');
+      // A lost inode is routine (deleted, and the guest has not sent its FORGET yet); a lost
+      // open file or dir is an fh the guest may still use.
+      if (lost.files + lost.dirs > 0) log.warn(fields, 'state recovered; some open files could not be opened again (their ops fail with EBADF)');
       else log.info(fields, 'state recovered');
     }
   }

@@ -22,6 +22,8 @@
 //     sockets, eventfds, pipes, /dev and fds 0-2; open files, lock fds and leaked fds make it
 //     larger, which is allowed). Open files and dirs need none: a restarted worker opens them
 //     again from their inode when the keeper has no fd for them.
+//   - the device state (vfsd-device): header, the published JSON, queue count, ring sizes (powers
+//     of two, equal to the ring's in-flight region), guest memory regions that do not overlap;
 // Only the state regions are read: never guest memory. Other vfsd-* memfds (regions this checker
 // does not know) are listed and left alone.
 
@@ -31,6 +33,8 @@ import { InflightRegion } from './inflight';
 import { Journal, JOURNAL_MAGIC, JOURNAL_VERSION, JOURNAL_MAX_REPLY, J_EMPTY, J_INTENT, J_DONE } from './journal';
 import { INODE_RECORD, INODE_TABLE_KIND } from '../passthrough/inode-table';
 import { loadNative, type NativeBinding } from '../native/binding';
+import { readDeviceState } from './device-region';
+import type { DeviceState } from '../vhost/backend';
 import { HANDLE_RECORD } from '../passthrough/handle-table';
 
 // Slot-table header (src/state/slot-table.ts).
@@ -85,6 +89,19 @@ export interface JournalReport {
   done: number;
 }
 
+export interface DeviceReport {
+  name: string;
+  fd: number;
+  /** Nothing published yet (no vhost-user message handled). */
+  empty: boolean;
+  features: string;
+  protocolFeatures: string;
+  regions: number;
+  regionBytes: number;
+  /** Queues the front-end started and enabled, with their sizes. */
+  running: Array<{ queue: number; num: number }>;
+}
+
 export interface FdCounts {
   total: number;
   memfds: number;
@@ -100,6 +117,7 @@ export interface Report {
   tables: TableReport[];
   inflight: InflightReport[];
   journals: JournalReport[];
+  device: DeviceReport | null;
   /** vfsd-* memfds this checker does not know how to validate. */
   unknown: Array<{ name: string; fd: number; bytes: number }>;
   fds: FdCounts;
@@ -372,6 +390,39 @@ function checkJournal(m: Memfd, queue: number, b: Buffer, problems: string[]): J
   return r;
 }
 
+function checkDevice(m: Memfd, b: Buffer, problems: string[]): DeviceReport {
+  const r: DeviceReport = { name: m.name, fd: m.fd, empty: true, features: '0x0', protocolFeatures: '0x0', regions: 0, regionBytes: 0, running: [] };
+  let s: DeviceState | null;
+  try {
+    s = readDeviceState(b) as DeviceState | null;
+  } catch (e) {
+    problems.push(`${m.name}: ${(e as Error).message}`);
+    return r;
+  }
+  if (s === null) return r;
+  r.empty = false;
+  if (s.version !== 1 || !Array.isArray(s.rings) || !Array.isArray(s.regions)) {
+    problems.push(`${m.name}: not a device state of version 1`);
+    return r;
+  }
+  r.features = `0x${s.features.toString(16)}`;
+  r.protocolFeatures = `0x${s.protocolFeatures.toString(16)}`;
+  r.regions = s.regions.length;
+  if (s.rings.length !== s.numQueues) problems.push(`${m.name}: ${s.rings.length} rings for ${s.numQueues} queues`);
+  const byGpa = [...s.regions].sort((a, b) => a.gpa - b.gpa);
+  byGpa.forEach((g, i) => {
+    r.regionBytes += g.size;
+    if (!(g.size > 0)) problems.push(`${m.name}: memory region at gpa 0x${g.gpa.toString(16)} has size ${g.size}`);
+    const next = byGpa[i + 1];
+    if (next && g.gpa + g.size > next.gpa) problems.push(`${m.name}: memory regions at gpa 0x${g.gpa.toString(16)} and 0x${next.gpa.toString(16)} overlap`);
+  });
+  s.rings.forEach((q, i) => {
+    if (q.num !== 0 && (q.num > 32768 || (q.num & (q.num - 1)) !== 0)) problems.push(`${m.name}: ring ${i} has size ${q.num}, not a power of two up to 32768`);
+    if (q.started && q.enabled && q.addr && q.num > 0) r.running.push({ queue: i, num: q.num });
+  });
+  return r;
+}
+
 /** Validate the state a keeper (pid) holds. Throws when /proc/<pid>/fd cannot be read. */
 export function checkState(pid: number): Report {
   const { memfds, counts } = scanFds(pid);
@@ -381,6 +432,7 @@ export function checkState(pid: number): Report {
   const inflight: InflightReport[] = [];
   const journals: JournalReport[] = [];
   const unknown: Report['unknown'] = [];
+  let device: DeviceReport | null = null;
   const read = (m: Memfd): Buffer | null => {
     try {
       return readRegion(pid, m.fd);
@@ -430,6 +482,10 @@ export function checkState(pid: number): Report {
     } else if (/^vfsd-journal-\d+$/.test(m.name)) {
       const b = read(m);
       if (b !== null) journals.push(checkJournal(m, Number(m.name.slice('vfsd-journal-'.length)), b, problems));
+    } else if (m.name === 'vfsd-device') {
+      if (device) problems.push(`more than one vfsd-device memfd`);
+      const b = read(m);
+      if (b !== null) device = checkDevice(m, b, problems);
     } else if (m.name.startsWith('vfsd-') && !['vfsd-inodes', 'vfsd-files', 'vfsd-dirs'].includes(m.name)) {
       let bytes = -1;
       try { bytes = fs.statSync(`/proc/${pid}/fd/${m.fd}`).size; } catch { /* gone */ }
@@ -447,17 +503,29 @@ export function checkState(pid: number): Report {
     if (idle.length > 0) notes.push(`${j.name}: intent without outcome on heads not in flight (${idle.join(' ')}): completed without a recorded outcome`);
   }
 
+  const dev = device as DeviceReport | null;
+  if (!dev) problems.push('no vfsd-device memfd among the keeper\'s fds');
+  for (const run of dev?.running ?? []) {
+    const q = inflight.find((x) => x.queue === run.queue);
+    if (q && q.descNum !== 0 && q.descNum !== run.num) problems.push(`${q.name}: desc_num ${q.descNum}, the running ring ${run.queue} has ${run.num} descriptors`);
+  }
   const it = tables.find((t) => t.name === 'vfsd-inodes');
   const expectedFds = it ? it.valid - (it.byHandle ?? 0) : 0;
   if (counts.paths < expectedFds) {
     problems.push(`the keeper holds ${counts.paths} path fds, fewer than the ${expectedFds} inode records without a file handle need`);
   }
-  return { pid, tables, inflight, journals, unknown, fds: counts, expectedFds, problems, notes, clean: problems.length === 0 };
+  return { pid, tables, inflight, journals, device, unknown, fds: counts, expectedFds, problems, notes, clean: problems.length === 0 };
 }
 
 /** The short human report (ends with `state: clean` or `state: N problems`). */
 export function formatReport(r: Report): string {
   const lines: string[] = [`keeper pid ${r.pid}`];
+  const d = r.device;
+  if (d) {
+    lines.push(d.empty ? `  ${d.name.padEnd(18)} fd ${String(d.fd).padEnd(4)} nothing published yet`
+      : `  ${d.name.padEnd(18)} fd ${String(d.fd).padEnd(4)} features ${d.features}, protocol features ${d.protocolFeatures}, ` +
+        `${d.regions} memory regions (${(d.regionBytes / 1048576).toFixed(0)} MiB), running rings ${d.running.map((x) => `${x.queue} (${x.num})`).join(', ') || 'none'}`);
+  }
   for (const t of r.tables) lines.push(`  ${t.name.padEnd(18)} fd ${String(t.fd).padEnd(4)} ${t.bytes} bytes, capacity ${t.capacity}, ${t.valid} valid${t.nlookup !== undefined ? ` (nlookup total ${t.nlookup})` : ''}` +
     (t.byHandle ? `, ${t.byHandle} by file handle (${t.handlesOpened ?? 0} opened and matched)` : ''));
   for (const q of r.inflight) {

@@ -199,6 +199,8 @@ export interface VhostUserFsBackendOptions {
   onDisconnect?(): void;
   /** Called when ring q is about to stop; requests that could wait forever (SETLKW) must finish now (LocalDataPlane only). */
   onRingStopping?(queueIndex: number): void;
+  /** Called with the device state after every message (and after adopt): the keeper publishes it. */
+  onState?(state: Readonly<DeviceState>): void;
 }
 
 /** What a request handler returns: the reply body for requests that always get one. */
@@ -284,6 +286,7 @@ export class VhostUserFsBackend {
       const r = state.rings[q];
       this.running[q] = !!(r && r.started && r.enabled && r.addr && r.num > 0 && r.kickFd >= 0);
     }
+    this.opts.onState?.(this.s);
   }
 
   /** The vhost-user connection's fd (-1 when not serving). */
@@ -335,6 +338,7 @@ export class VhostUserFsBackend {
       else if (needsReply(flags) && this.replyAck) this.reply(request, encodeU64(known ? e.errno : EINVAL));
     } finally {
       for (const fd of msg.fds) if (fd >= 0) this.native.close(fd);
+      this.opts.onState?.(this.s);
     }
   }
 

@@ -14,6 +14,8 @@ import { HANDLE_RECORD } from '../../src/passthrough/handle-table';
 import { InflightRegion } from '../../src/state/inflight';
 import { Journal } from '../../src/state/journal';
 import { REPO } from '../support/daemon';
+import { DeviceRegion } from '../../src/state/device-region';
+import { initialDeviceState, type DeviceState } from '../../src/vhost/backend';
 
 const native = loadNative();
 const S_IFDIR = 0o040000, S_IFREG = 0o100000;
@@ -75,6 +77,20 @@ function journal(queueSize: number): Buffer {
   return Buffer.from(ab);
 }
 
+/** A vfsd-device region's bytes holding state (as the keeper publishes it). */
+function deviceRegion(edit: (s: DeviceState) => void = () => {}): Buffer {
+  const s = initialDeviceState(2);
+  s.features = 0x140000000;
+  s.regions.push({ gpa: 0, size: 0xa0000, uaddr: 0x7f0000000000, mmapOffset: 0, fd: 20 }, { gpa: 0x100000, size: 0x7f00000, uaddr: 0x7f0000100000, mmapOffset: 0x100000, fd: 20 });
+  for (const q of [0, 1]) Object.assign(s.rings[q]!, { num: 128, addr: { flags: 0, descVa: 1, usedVa: 2, availVa: 3, logGpa: 0 }, started: true, enabled: true, kickFd: 30 + q });
+  edit(s);
+  const r = new DeviceRegion(native);
+  assert.ok(r.write(s));
+  const b = fs.readFileSync(`/proc/self/fd/${r.fd}`);
+  fs.closeSync(r.fd);
+  return b;
+}
+
 function goodImage(): Record<string, Buffer> {
   const inodes = table(INODE_RECORD, INODE_TABLE_KIND, 8);
   inode(inodes, 1, { ino: 2, mode: S_IFDIR | 0o755 });
@@ -88,6 +104,7 @@ function goodImage(): Record<string, Buffer> {
     'vfsd-inodes': inodes, 'vfsd-files': files, 'vfsd-dirs': dirs,
     'vfsd-inflight-0': inflight(128, []), 'vfsd-inflight-1': inflight(128, [3, 7]),
     'vfsd-journal-0': journal(128), 'vfsd-journal-1': journal(128),
+    'vfsd-device': deviceRegion(),
   };
 }
 
@@ -101,6 +118,8 @@ test('a well-formed state image is clean; in-flight heads are counted', () => {
     assert.deepEqual(r.inflight.map((q) => [q.queue, q.descNum, q.inflight]), [[0, 128, []], [1, 128, [3, 7]]]);
     assert.deepEqual(r.journals.map((j) => [j.queue, j.descNum]), [[0, 128], [1, 128]]);
     assert.equal(r.expectedFds, 3, 'one fd per inode without a file handle; open files and dirs need none');
+    assert.deepEqual(r.device?.running, [{ queue: 0, num: 128 }, { queue: 1, num: 128 }]);
+    assert.equal(r.device?.regions, 2);
     assert.ok(r.fds.paths >= 3);
     assert.match(formatReport(r), /\nstate: clean$/);
   });
@@ -117,6 +136,11 @@ test('every broken rule is reported', () => {
   handle(img['vfsd-dirs']!, 2, 2);                                    // open dir on a regular file
   img['vfsd-inflight-0'] = inflight(128, [], 3);                      // unknown version
   img['vfsd-journal-1']!.writeUInt32LE(0xdeadbeef, 0);               // bad magic
+  img['vfsd-device'] = deviceRegion((d) => {
+    d.rings[0]!.num = 64;                                             // in-flight region says 128
+    d.rings[1]!.num = 100;                                            // not a power of two
+    d.regions[1]!.gpa = 0x90000;                                      // overlaps the first
+  });
   withRegions(img, 0, () => {
     const r = checkState(process.pid);
     const text = formatReport(r);
@@ -129,6 +153,9 @@ test('every broken rule is reported', () => {
       /vfsd-dirs: fh 2 is an open dir on node 2, which is not a directory/,
       /vfsd-inflight-0: inflight region version 3/,
       /vfsd-journal-1: bad header: magic 0xdeadbeef/,
+      /vfsd-inflight-0: desc_num 128, the running ring 0 has 64 descriptors/,
+      /vfsd-device: ring 1 has size 100, not a power of two/,
+      /vfsd-device: memory regions at gpa 0x0 and 0x90000 overlap/,
     ];
     for (const re of expect) assert.ok(r.problems.some((p) => re.test(p)), `${re} not reported:\n${text}`);
     assert.ok(!r.clean);
@@ -140,10 +167,12 @@ test('a bad header or a missing region is reported, not thrown', () => {
   const img = goodImage();
   img['vfsd-files']!.writeUInt32LE(1000, 12); // capacity past the region
   delete img['vfsd-dirs'];
+  delete img['vfsd-device'];
   withRegions(img, 5, () => {
     const r = checkState(process.pid);
     assert.ok(r.problems.some((p) => /vfsd-files: bad header: capacity 1000 needs/.test(p)), formatReport(r));
     assert.ok(r.problems.some((p) => /no vfsd-dirs memfd/.test(p)), formatReport(r));
+    assert.ok(r.problems.some((p) => /no vfsd-device memfd/.test(p)), formatReport(r));
   });
 });
 
