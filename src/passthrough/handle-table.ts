@@ -78,6 +78,11 @@ export class HandleTable {
   get count(): number { return this.live; }
   get stateFd(): number { return this.slots.fd; }
 
+  /** Every live handle. */
+  all(): Iterable<Handle> {
+    return this.byFh.filter((h): h is Handle => h !== undefined);
+  }
+
   get(fh: number): Handle | undefined {
     return this.byFh[fh];
   }

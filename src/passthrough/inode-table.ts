@@ -96,7 +96,8 @@ export class InodeTable {
       let fd = fds.get(key);
       const registered = fd !== undefined;
       fds.delete(key);
-      if (fd === undefined) fd = this.openHandle(o);
+      // -1, never another negative value: -100 is AT_FDCWD to every *at call.
+      if (fd === undefined) fd = Math.max(this.openHandle(o), -1);
       const dev = dv.getBigUint64(o + R_DEV, true), ino = dv.getBigUint64(o + R_INO, true), mntId = dv.getBigUint64(o + R_MNT, true);
       const gen = dv.getUint32(o + R_GEN, true);
       this.generations[slot] = gen;
@@ -116,6 +117,30 @@ export class InodeTable {
       this.byKey.set(inode.key, inode);
       this.index(slot, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
     }
+  }
+
+  /**
+   * Give a lost node (see recover) its inode back through fd (O_PATH, consumed), opened from an
+   * open file or directory the guest holds on it: a file deleted on the host, or a directory
+   * removed, no longer opens by handle but lives on in those. The keeper gets the fd (the
+   * handle is of no use any more). False (fd closed) if fd is not the recorded inode.
+   */
+  revive(nodeid: number, fd: number): boolean {
+    const old = this.byNodeid[nodeid];
+    const st = this.st;
+    if (!old || old.fd >= 0 || this.native.statFd(fd, st) < 0 || st[0] !== old.dev || st[1] !== old.ino || this.byKey.has(old.key)) {
+      this.native.close(fd);
+      return false;
+    }
+    this.registry.put(fdKey.inode(nodeid), fd);
+    const inode: Inode = { ...old, fd, registered: true };
+    this.byNodeid[nodeid] = inode;
+    this.slots.dv.setInt32(this.slots.off(nodeid) + R_FD, fd, true);
+    this.byKey.set(inode.key, inode);
+    const dv = this.slots.dv, o = this.slots.off(nodeid);
+    this.index(nodeid, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
+    this.lost--;
+    return true;
   }
 
   /** Open the inode of the record at o by its file handle; -errno if it has none or it is gone. */

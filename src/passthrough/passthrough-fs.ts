@@ -148,6 +148,15 @@ export class PassthroughFs implements FileSystem {
     };
     this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile);
     this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir);
+    // A node whose handle no longer opens may live on in an open file or dir the guest holds.
+    if (this.inodes.lost > 0) {
+      for (const h of [...this.files.all(), ...this.dirs.all()]) {
+        const ino = this.inodes.get(h.nodeid);
+        if (!ino || ino.fd >= 0) continue;
+        const fd = native.openat(this.procFd, String(h.fd), K.O_PATH | K.O_CLOEXEC, 0);
+        if (fd >= 0) this.inodes.revive(h.nodeid, fd);
+      }
+    }
     const root = this.inodes.root;
     if (root) {
       // A recovered table: its root must still be the shared directory.

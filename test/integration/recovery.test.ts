@@ -137,14 +137,28 @@ test('a node whose file was deleted on the host while no worker ran answers EBAD
   await withDaemon([], async (d, c) => {
     fs.writeFileSync(`${d.dir}/victim`, 'v');
     fs.writeFileSync(`${d.dir}/other`, 'o');
+    fs.mkdirSync(`${d.dir}/opendir`);
     const v = await c.lookup(1, 'victim');
     const o = await c.lookup(1, 'other');
+    const od = await c.lookup(1, 'opendir');
+    const odh = await c.opendir(od.entry!.nodeid);
     assert.equal(v.error, 0);
-    await killWorker(d, () => fs.unlinkSync(`${d.dir}/victim`));
+    assert.equal(odh.error, 0);
+    await new Promise((r) => setTimeout(r, 100)); // the open dir's fd reaches the keeper
+    await killWorker(d, () => {
+      fs.unlinkSync(`${d.dir}/victim`);
+      fs.rmdirSync(`${d.dir}/opendir`);
+    });
 
     assert.equal((await c.getattr(v.entry!.nodeid)).error, -EBADF);
     assert.equal((await c.lookup(1, 'victim')).error, -ENOENT);
     assert.equal((await c.getattr(o.entry!.nodeid)).error, 0, 'the other node came back');
+    // A directory removed on the host while the guest has it open: no handle opens it, but the
+    // open dir the keeper holds does.
+    const ga = await c.getattr(od.entry!.nodeid);
+    assert.equal(ga.error, 0, 'the removed but open directory answers GETATTR');
+    assert.equal(ga.attr!.nlink, 0);
+    assert.equal((await c.readdir(od.entry!.nodeid, odh.fh!, 0, 4096)).error, -ENOENT, 'as getdents answers for a removed directory');
     assert.match(d.stderr(), /"lost":\{"inodes":1,"files":0,"dirs":0\}.*"msg":"state recovered"/);
     // Its id is not handed out again while the guest may still use it.
     const seen = new Set<bigint>();
@@ -158,6 +172,6 @@ test('a node whose file was deleted on the host while no worker ran answers EBAD
     await c.forget(v.entry!.nodeid, 1);
     const r = checkState(d.proc.pid!);
     assert.ok(r.clean, formatReport(r));
-    assert.equal(r.tables[0]!.valid, 1 + 1 + 20, formatReport(r));
+    assert.equal(r.tables[0]!.valid, 1 + 1 + 1 + 20, formatReport(r));
   });
 });

@@ -1,0 +1,127 @@
+// The inode map across a worker restart: inodes come back by file handle (nothing handed to the
+// keeper), the root by the keeper's fd; a record whose handle no longer opens keeps its node id
+// out of the identity index until an fd of the same inode revives it or the guest forgets it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadNative, ST, STAT_SLOTS } from '../../src/native/binding';
+import { InodeTable, INODE_RECORD } from '../../src/passthrough/inode-table';
+import { MemfdBacking } from '../../src/state/slot-table';
+import { fdKey, type FdRegistry } from '../../src/state/fd-registry';
+
+const native = loadNative();
+const O_PATH = 0o10000000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000, O_RDONLY = 0, O_DIRECTORY = 0o200000;
+const AT_FDCWD = -100;
+
+function recordingRegistry(): FdRegistry & { puts: string[]; dels: string[] } {
+  const puts: string[] = [], dels: string[] = [];
+  return { puts, dels, put: (k) => { puts.push(k); }, putLazy: (k) => { puts.push(k); }, del: (k) => { dels.push(k); }, flush() {} };
+}
+
+function openPath(p: string): number {
+  const fd = native.openat(AT_FDCWD, p, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+  assert.ok(fd >= 0, `open ${p}: ${fd}`);
+  return fd;
+}
+
+/** A table over a fresh memfd with root + the given files, as a first worker leaves it. */
+function firstWorker(dir: string, names: string[]) {
+  const st = new BigUint64Array(STAT_SLOTS);
+  const mountFd = native.openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  const rootFd = openPath(dir);
+  assert.equal(native.statFd(rootFd, st), 0);
+  const handles = { mountFd, mntId: st[ST.mntId]! };
+  const reg = recordingRegistry();
+  const backing = new MemfdBacking(native, 'test-inodes');
+  const t = new InodeTable(native, backing, reg, new Map(), handles);
+  t.setRoot(rootFd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, Number(st[ST.mode]!));
+  const ids = new Map<string, number>();
+  for (const n of names) {
+    const fd = openPath(path.join(dir, n));
+    assert.equal(native.statFd(fd, st), 0);
+    ids.set(n, t.lookupOrInsert(fd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, Number(st[ST.mode]!)).nodeid);
+  }
+  return { t, reg, handles, memfd: backing.fd, rootFd, ids };
+}
+
+/** A second worker's table over the same memfd; the keeper kept the root's fd. */
+function secondWorker(memfd: number, rootFd: number, handles: { mountFd: number; mntId: bigint }) {
+  const reg = recordingRegistry();
+  const dupMemfd = native.dup(memfd);
+  const recovered = new Map([[fdKey.inode(1), native.dup(rootFd)]]);
+  const t = new InodeTable(native, new MemfdBacking(native, 'test-inodes', dupMemfd), reg, recovered, handles);
+  return { t, reg, recovered };
+}
+
+function tmpdir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-inodes-'));
+}
+
+test('inodes come back by file handle with the same node ids; only the root is handed to the keeper', () => {
+  const dir = tmpdir();
+  for (const n of ['a', 'b']) fs.writeFileSync(path.join(dir, n), n);
+  fs.mkdirSync(path.join(dir, 'd'));
+  fs.symlinkSync('a', path.join(dir, 'l'));
+  const w1 = firstWorker(dir, ['a', 'b', 'd', 'l']);
+  assert.deepEqual(w1.reg.puts, [fdKey.inode(1)], 'no fd registered for inodes with a handle');
+  const w2 = secondWorker(w1.memfd, w1.rootFd, w1.handles);
+  assert.equal(w2.t.lost, 0);
+  assert.equal(w2.t.count, 5);
+  assert.equal(w2.t.handleCount, 4);
+  const st = new BigUint64Array(STAT_SLOTS);
+  for (const [n, id] of w1.ids) {
+    const ino = w2.t.get(id)!;
+    assert.ok(ino && ino.fd >= 0, n);
+    assert.equal(native.statFd(ino.fd, st), 0);
+    assert.equal(st[ST.ino], fs.lstatSync(path.join(dir, n), { bigint: true }).ino, `${n}: the same inode`);
+    assert.equal(w2.t.find(ino.dev, ino.ino, ino.mntId), ino);
+  }
+  assert.equal((Number(w2.t.get(w1.ids.get('l')!)!.mode) & 0o170000), 0o120000, 'the symlink itself, not its target');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('a record whose handle no longer opens keeps its node id, out of the index; revive takes only an fd of that inode', () => {
+  const dir = tmpdir();
+  for (const n of ['a', 'b']) fs.writeFileSync(path.join(dir, n), n);
+  const w1 = firstWorker(dir, ['a', 'b']);
+  const a = w1.ids.get('a')!;
+  // Spoil a's handle bytes in the shared record: open_by_handle_at refuses it.
+  const mem = Buffer.alloc(64 + (a + 1) * INODE_RECORD);
+  fs.readSync(w1.memfd, mem, 0, mem.length, 0);
+  const at = 64 + a * INODE_RECORD + 48;
+  mem.fill(0xff, at + 8, at + 8 + mem.readUInt32LE(at));
+  fs.writeSync(w1.memfd, mem, at, 8 + mem.readUInt32LE(at), at);
+
+  const w2 = secondWorker(w1.memfd, w1.rootFd, w1.handles);
+  assert.equal(w2.t.lost, 1);
+  const lost = w2.t.get(a)!;
+  assert.equal(lost.fd, -1, 'kept, with no fd: ops on it fail with EBADF');
+  assert.equal(w2.t.find(lost.dev, lost.ino, lost.mntId), undefined, 'not found by identity');
+
+  assert.equal(w2.t.revive(a, openPath(path.join(dir, 'b'))), false, 'another inode is refused');
+  assert.equal(w2.t.get(a)!.fd, -1);
+  assert.ok(w2.t.revive(a, openPath(path.join(dir, 'a'))));
+  const back = w2.t.get(a)!;
+  assert.ok(back.fd >= 0 && back.registered);
+  assert.equal(w2.t.find(back.dev, back.ino, back.mntId), back);
+  assert.deepEqual(w2.reg.puts, [fdKey.inode(a)], 'the keeper holds the revived fd (its handle is no use)');
+  assert.equal(w2.t.lost, 0);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('FORGET of a lost node frees its slot', () => {
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, 'gone'), '');
+  const w1 = firstWorker(dir, ['gone']);
+  const id = w1.ids.get('gone')!;
+  fs.unlinkSync(path.join(dir, 'gone'));
+  native.close(w1.t.get(id)!.fd); // the worker dies: nothing holds the inode any more
+  const w2 = secondWorker(w1.memfd, w1.rootFd, w1.handles);
+  assert.equal(w2.t.lost, 1);
+  w2.t.forget(id, 1);
+  assert.equal(w2.t.get(id), undefined);
+  assert.deepEqual(w2.reg.dels, [], 'nothing was registered for it');
+  fs.rmSync(dir, { recursive: true });
+});
