@@ -16,6 +16,8 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   numRequestQueues: number;
   /** Serve from a worker process supervised by this one (the default). */
   keeper: boolean;
+  /** Keep a loaded spare worker for the next crash (keeper mode). */
+  spareWorker: boolean;
   /** Internal: a memfd with the state an earlier image of this keeper handed over. */
   restoreFd?: number;
 }
@@ -100,6 +102,7 @@ export function parseArgs(argv: string[]): Config {
     .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
     .option('preserve-noatime', { type: 'boolean', describe: 'Accepted for compatibility' })
     .option('keeper', { type: 'boolean', default: true, describe: 'Serve rings from a restartable worker process (--no-keeper: one process)' })
+    .option('spare-worker', { type: 'boolean', default: true, describe: 'Keep a loaded, idle worker ready to take over after a crash (--no-spare-worker: start one then)' })
     .option('restore-fd', { type: 'number', hidden: true, describe: 'Internal: keeper re-exec hand-over' })
     .option('num-request-queues', { type: 'number', default: 1, describe: 'Request queues offered to QEMU' })
     .option('o', { type: 'string', array: true, describe: 'C virtiofsd style options: source=DIR,cache=none|auto|always,xattr,...' })
@@ -133,6 +136,7 @@ export function parseArgs(argv: string[]): Config {
     rlimitNofile: a.rlimitNofile,
     numRequestQueues: a.numRequestQueues,
     keeper: a.keeper,
+    spareWorker: a.spareWorker,
     restoreFd: a.restoreFd,
   };
   applyDashO(cfg, a.o ?? []);

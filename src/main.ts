@@ -86,7 +86,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
     device = new DeviceRegion(native, h.deviceFd);
     const state = device.read() as DeviceState | null;
     if (!state) throw new Error('the device state region is empty');
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel }, h.plane);
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker }, h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
@@ -95,7 +95,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
   } else {
     conn = await acceptFrontend(cfg, native, log);
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel });
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker });
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();

@@ -28,7 +28,15 @@ export interface WorkerDataPlaneOptions {
   workerScript?: string;
   /** Extra environment for the worker (tests: crash points). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Keep a spare worker loaded and idle, so that after a crash the keeper feeds it at once
+   * instead of waiting for a Node start-up (default true). Costs one idle process.
+   */
+  spare?: boolean;
 }
+
+/** After a spare was used, wait this long before loading the next (not to slow the recovery). */
+const SPARE_DELAY_MS = 1000;
 
 interface Stop { index: number; resolve: (base: number) => void }
 
@@ -62,6 +70,9 @@ export class WorkerDataPlane implements DataPlane {
   private handingOver = false;
   /** A worker started ahead of a planned upgrade, idle until the old one has gone. */
   private prestarted: { child: ChildProcess; channel: ControlChannel } | null = null;
+  /** A loaded, idle worker for the next crash (see WorkerDataPlaneOptions.spare). */
+  private spare: { child: ChildProcess; channel: ControlChannel } | null = null;
+  private spareTimer: NodeJS.Timeout | null = null;
   /** Worker starts so far (1 = the first). */
   starts = 0;
   /** Duplicates of every fd the worker registered: they outlive it. */
@@ -91,6 +102,26 @@ export class WorkerDataPlane implements DataPlane {
   /** Start the first worker (recover: resume rings an earlier keeper image was serving). */
   start(recover = false): void {
     this.feed(this.launch(), recover);
+    this.scheduleSpare();
+  }
+
+  /** Load a spare worker after delay ms, unless one is loaded or we are going away. */
+  private scheduleSpare(delay = SPARE_DELAY_MS): void {
+    if (this.o.spare === false || this.spare || this.spareTimer || this.closing || this.handingOver) return;
+    this.spareTimer = setTimeout(() => {
+      this.spareTimer = null;
+      if (this.spare || this.closing || this.handingOver) return;
+      this.spare = this.launch('spare');
+    }, delay);
+  }
+
+  /** Drop the spare (it runs the code that was on disk when it started). */
+  private dropSpare(): void {
+    if (this.spareTimer) clearTimeout(this.spareTimer);
+    this.spareTimer = null;
+    this.spare?.channel.close();
+    this.spare?.child.kill('SIGKILL');
+    this.spare = null;
   }
 
   /** Everything a new keeper image needs, and the fds it must inherit. */
@@ -117,6 +148,7 @@ export class WorkerDataPlane implements DataPlane {
     const child = this.child;
     if (!child || !this.channel) return;
     this.handingOver = true;
+    this.dropSpare();
     const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     this.channel.send({ t: 'shutdown' });
     await gone;
@@ -126,6 +158,7 @@ export class WorkerDataPlane implements DataPlane {
   unretire(): void {
     this.handingOver = false;
     if (!this.child) this.feed(this.launch(), true);
+    this.scheduleSpare();
   }
 
   get workerPid(): number | undefined {
@@ -165,6 +198,7 @@ export class WorkerDataPlane implements DataPlane {
   /** Stop the worker for good (the connection to QEMU is gone). */
   async close(): Promise<void> {
     this.closing = true;
+    this.dropSpare();
     this.channel?.close();
     this.child?.kill('SIGKILL');
     this.prestarted?.child.kill('SIGKILL');
@@ -186,13 +220,15 @@ export class WorkerDataPlane implements DataPlane {
       return;
     }
     this.upgrading = true;
+    // The spare runs the old code: the next one is loaded from the code now on disk.
+    this.dropSpare();
     // The old worker is asked to go once the new one has loaded (its 'hello'): the guest then
     // waits only for the hand-over, not for a Node start-up.
     this.prestarted = this.launch();
   }
 
   /** Start a worker process; it waits, idle, until fed. */
-  private launch(): { child: ChildProcess; channel: ControlChannel } {
+  private launch(role: 'worker' | 'spare' = 'worker'): { child: ChildProcess; channel: ControlChannel } {
     const n = this.o.native;
     const pair = new Int32Array(2);
     const r = n.socketpair(pair, true);
@@ -205,7 +241,9 @@ export class WorkerDataPlane implements DataPlane {
     const child = spawn(process.execPath, [script], { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
     n.close(theirs);
     this.starts++;
-    this.o.log.info({ pid: child.pid, start: this.starts }, 'worker started');
+    // A spare logs its start when it takes over (operators and tests follow the serving worker).
+    if (role === 'spare') this.o.log.info({ pid: child.pid }, 'spare worker loaded');
+    else this.o.log.info({ pid: child.pid, start: this.starts }, 'worker started');
     const channel = new ControlChannel(n, mine, this.o.log);
     const exited = new Promise<void>((resolve) => {
       child.once('exit', (code, signal) => {
@@ -213,6 +251,12 @@ export class WorkerDataPlane implements DataPlane {
         channel.drain();
         channel.close();
         resolve();
+        if (this.spare?.child === child) {
+          // The idle spare died (killed by hand, or out of memory): load another later.
+          this.spare = null;
+          this.scheduleSpare();
+          return;
+        }
         if (this.child !== child) return; // a pre-started worker that was never fed
         this.child = null;
         this.channel = null;
@@ -220,10 +264,15 @@ export class WorkerDataPlane implements DataPlane {
         const planned = code === 0 && this.upgrading;
         this.upgrading = false;
         if (planned) this.o.log.info({ pid: child.pid }, 'worker retired');
-        else this.o.log.warn({ pid: child.pid, code, signal }, 'worker exited; starting a new one');
-        const next = this.prestarted ?? this.launch();
+        else this.o.log.warn({ pid: child.pid, code, signal, spare: !this.prestarted && !!this.spare }, 'worker exited; starting a new one');
+        const next = this.prestarted ?? this.spare ?? this.launch();
+        if (next === this.spare) {
+          this.spare = null;
+          this.o.log.info({ spare: true, pid: next.child.pid, start: this.starts }, 'worker started');
+        }
         this.prestarted = null;
         this.feed(next, true);
+        this.scheduleSpare();
         if (this.restartAgain) {
           this.restartAgain = false;
           this.restart();

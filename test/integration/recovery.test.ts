@@ -175,3 +175,32 @@ test('a node whose file was deleted on the host while no worker ran answers EBAD
     assert.equal(r.tables[0]!.valid, 1 + 1 + 1 + 20, formatReport(r));
   });
 });
+
+test('a loaded spare worker takes over after a SIGKILL; an upgrade replaces the spare; --no-spare-worker keeps none', async () => {
+  const spares = (log: string): number[] => [...log.matchAll(/"pid":(\d+),"msg":"spare worker loaded"/g)].map((m) => Number(m[1]));
+  const waitFor = async (cond: () => boolean, what: string): Promise<void> => {
+    for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(cond(), what);
+  };
+  await withDaemon([], async (d, c) => {
+    await waitFor(() => spares(d.stderr()).length === 1, 'a spare is loaded');
+    const spare = spares(d.stderr())[0]!;
+    await killWorker(d);
+    assert.equal((await c.getattr(1)).error, 0);
+    assert.match(d.stderr(), new RegExp(`"spare":true,"pid":${spare},"start":\\d+,"msg":"worker started"`), 'the spare is the new worker');
+    assert.equal(workerPids(d.stderr()).at(-1), spare);
+    await waitFor(() => spares(d.stderr()).length === 2, 'the next spare is loaded');
+    const second = spares(d.stderr())[1]!;
+    process.kill(d.proc.pid!, 'SIGHUP');
+    await waitFor(() => spares(d.stderr()).length === 3, 'a spare from the code on disk after the upgrade');
+    assert.equal((await c.getattr(1)).error, 0);
+    assert.throws(() => process.kill(second, 0), /ESRCH/, 'the spare with the old code is gone');
+  });
+  await withDaemon(['--no-spare-worker'], async (d, c) => {
+    await new Promise((r) => setTimeout(r, 1500));
+    await killWorker(d);
+    assert.equal((await c.getattr(1)).error, 0);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(spares(d.stderr()), []);
+  });
+});
