@@ -36,7 +36,7 @@ export interface WorkerDataPlaneOptions {
 }
 
 /** After a spare was used, wait this long before loading the next (not to slow the recovery). */
-const SPARE_DELAY_MS = 1000;
+const SPARE_DELAY_MS = 200;
 
 interface Stop { index: number; resolve: (base: number) => void }
 
