@@ -77,6 +77,14 @@ const DIRENT_BUF = 64 * 1024;
 /** Largest COPY_FILE_RANGE done in one request: it runs on the event loop. A short count is legal. */
 const COPY_CHUNK = 8 * MAX_BUFFER_SIZE;
 const LOCK_RETRY_MAX_MS = 50;
+/**
+ * Buffered writes the file system cannot do with RWF_NOWAIT (ext4, tmpfs) are done inline on the
+ * event loop while they are fast: copying into the page cache costs less than the two thread
+ * hand-offs of the pool. One that takes longer than this (dirty-page throttling, a journal
+ * commit, a read for a partial page) sends writes to the pool for WRITE_POOL_MS.
+ */
+const SLOW_INLINE_WRITE_MS = 10;
+const WRITE_POOL_MS = 1000;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
@@ -108,6 +116,8 @@ export class PassthroughFs implements FileSystem {
    *  another Handle object, so it is tried again). */
   private readonly nowaitRead: (Handle | undefined)[] = [];
   private readonly nowaitWrite: (Handle | undefined)[] = [];
+  /** Until then (performance.now()), writes without NOWAIT go to the pool (see SLOW_INLINE_WRITE_MS). */
+  private writePoolUntil = 0;
   /** The last two stat arrays seen by words(), with their u32 views. */
   private wSt: BigUint64Array | null = null;
   private wView: Uint32Array = new Uint32Array(0);
@@ -662,8 +672,26 @@ export class PassthroughFs implements FileSystem {
     if (src.length === 0) return cb(0);
     const n = this.native;
     if (this.opts.syncIo) return this.writeDone(h, writeFlags, n.pwritev2(h.fd, src, offset, 0), cb);
+    if (this.inlineWriteOk(h)) return this.writeDone(h, writeFlags, this.timedWrite(() => n.pwritev2(h.fd, src, offset, 0)), cb);
     const r = this.nowaitOk(h, this.nowaitWrite) ? n.pwritev2(h.fd, src, offset, RWF_NOWAIT) : -E.EAGAIN;
     this.writeOn(h, src, offset, r, writeFlags, cb);
+  }
+
+  /** No NOWAIT writes on this file, not O_DIRECT, and inline writes have been fast lately. */
+  private inlineWriteOk(h: Handle): boolean {
+    return this.nowaitWrite[h.fh] === h && (h.flags & K.O_DIRECT) === 0 && performance.now() >= this.writePoolUntil;
+  }
+
+  /** Run an inline write; if it was slow, send the next writes to the pool for a while. */
+  private timedWrite(fn: () => number): number {
+    const t0 = performance.now();
+    const r = fn();
+    const t1 = performance.now();
+    if (t1 - t0 > SLOW_INLINE_WRITE_MS) {
+      this.writePoolUntil = t1 + WRITE_POOL_MS;
+      this.log.debug({ ms: t1 - t0 }, 'slow inline write; writes go to the thread pool for a while');
+    }
+    return r;
   }
 
   /** WRITE from `count` (offset, length) pairs of iov in the window win, as readRanges(). */
@@ -674,6 +702,7 @@ export class PassthroughFs implements FileSystem {
     if (count === 0) return cb(0);
     const n = this.native;
     if (this.opts.syncIo) return this.writeDone(h, writeFlags, n.pwritev2Ranges(h.fd, win, iov, count, offset, 0), cb);
+    if (this.inlineWriteOk(h)) return this.writeDone(h, writeFlags, this.timedWrite(() => n.pwritev2Ranges(h.fd, win, iov, count, offset, 0)), cb);
     let r = -E.EAGAIN;
     if (this.nowaitOk(h, this.nowaitWrite)) {
       r = n.pwritev2Ranges(h.fd, win, iov, count, offset, RWF_NOWAIT);
@@ -694,8 +723,14 @@ export class PassthroughFs implements FileSystem {
         continue;
       }
       // ext4 (Linux 6.18) and tmpfs have no NOWAIT buffered writes: one try per handle.
-      if (r === -E.EOPNOTSUPP) this.nowaitWrite[h.fh] = h;
-      else if (r !== 0 && r !== -E.EAGAIN) return this.writeDone(h, writeFlags, done > 0 ? done : r, cb);
+      if (r === -E.EOPNOTSUPP) {
+        this.nowaitWrite[h.fh] = h;
+        if (this.inlineWriteOk(h)) {
+          const rest = done === 0 ? src : skipBytes(src, done);
+          const m = this.timedWrite(() => this.native.pwritev2(h.fd, rest, offset + done, 0));
+          return this.writeDone(h, writeFlags, m < 0 ? (done > 0 ? done : m) : done + m, cb);
+        }
+      } else if (r !== 0 && r !== -E.EAGAIN) return this.writeDone(h, writeFlags, done > 0 ? done : r, cb);
       break;
     }
     const rest = done === 0 ? src : skipBytes(src, done);

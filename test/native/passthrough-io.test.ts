@@ -192,7 +192,7 @@ test('a READ that NOWAIT serves in part is finished on the pool, never replied s
   }
 });
 
-test('-EOPNOTSUPP from NOWAIT sends the handle to the pool for good; a new handle tries again', async () => {
+test('-EOPNOTSUPP from NOWAIT: reads of the handle go to the pool for good, writes are done inline without NOWAIT; a new handle tries again', async () => {
   const data = pattern(8192, 9);
   fs.writeFileSync(path.join(dir, 'nonowait'), data);
   const { native, calls } = wrap(() => -E.EOPNOTSUPP);
@@ -204,9 +204,10 @@ test('-EOPNOTSUPP from NOWAIT sends the handle to the pool for good; a new handl
       assert.deepEqual(await read(pfs, fh, 4096, dst), { r: 4096, inline: false });
       assert.deepEqual(Buffer.from(dst[0]!), data.subarray(4096));
     }
-    assert.deepEqual(await write(pfs, fh, 0, [Buffer.from('hello')]), { r: 5, inline: false });
-    assert.deepEqual(await write(pfs, fh, 5, [Buffer.from('!')]), { r: 1, inline: false });
+    assert.deepEqual(await write(pfs, fh, 0, [Buffer.from('hello')]), { r: 5, inline: true });
+    assert.deepEqual(await write(pfs, fh, 5, [Buffer.from('!')]), { r: 1, inline: true });
     assert.deepEqual(calls.filter((c) => c.flags & RWF_NOWAIT).map((c) => c.op), ['preadv2', 'pwritev2'], 'one try each');
+    assert.deepEqual(calls.filter((c) => c.op === 'pwritev2' && c.flags === 0).map((c) => [c.offset, c.len]), [[0, 5], [5, 1]], 'the writes themselves, inline');
     assert.equal(fs.readFileSync(path.join(dir, 'nonowait')).subarray(0, 6).toString(), 'hello!');
     calls.length = 0;
     const fh2 = openFile(pfs, 'nonowait', C.O_RDONLY);
@@ -322,7 +323,7 @@ test('readRanges (the session form): a cached READ is one inline call; a partial
   }
 });
 
-test('writeRanges: what the file system will not do with NOWAIT (ext4 buffered writes) goes to the pool, once tried', async () => {
+test('writeRanges: what the file system will not do with NOWAIT (ext4 buffered writes) is written inline without it, once tried', async () => {
   fs.writeFileSync(path.join(dir, 'wr'), Buffer.alloc(0));
   const { native, calls } = wrap((op) => (op === 'pwritev2' ? -E.EOPNOTSUPP : undefined));
   const pfs = mkfs(native);
@@ -330,12 +331,39 @@ test('writeRanges: what the file system will not do with NOWAIT (ext4 buffered w
     const fh = openFile(pfs, 'wr', C.O_RDWR);
     const w = windowPages(3);
     for (let i = 0; i < 3; i++) w.win.set(pattern(4096, 30 + i), w.iov[2 * i]!);
-    assert.deepEqual(await writeRanges(pfs, fh, 4096, w, 3), { r: 12288, inline: false });
-    assert.deepEqual(await writeRanges(pfs, fh, 0, w, 1), { r: 4096, inline: false });
+    assert.deepEqual(await writeRanges(pfs, fh, 4096, w, 3), { r: 12288, inline: true });
+    assert.deepEqual(await writeRanges(pfs, fh, 0, w, 1), { r: 4096, inline: true });
     assert.deepEqual(calls.filter((c) => c.flags & RWF_NOWAIT).length, 1, 'one NOWAIT try per handle');
     const got = fs.readFileSync(path.join(dir, 'wr'));
     assert.deepEqual(got, Buffer.concat([pattern(4096, 30), w.data()]));
     assert.equal(pfs.files.get(fh)!.busy, 0);
+  } finally {
+    pfs.close();
+  }
+});
+
+test('an inline write that took long sends the next writes to the pool for a while', async () => {
+  fs.writeFileSync(path.join(dir, 'wslow'), Buffer.alloc(0));
+  const { native, calls } = wrap(() => -E.EOPNOTSUPP);
+  const plain = native.pwritev2;
+  let stallMs = 0;
+  native.pwritev2 = (fd, bufs, offset, flags) => {
+    if (flags === 0 && stallMs > 0) {
+      const until = performance.now() + stallMs;
+      while (performance.now() < until) { /* a write stuck in dirty-page throttling */ }
+    }
+    return plain(fd, bufs, offset, flags);
+  };
+  const pfs = mkfs(native);
+  try {
+    const fh = openFile(pfs, 'wslow', C.O_RDWR);
+    assert.deepEqual(await write(pfs, fh, 0, [Buffer.from('a')]), { r: 1, inline: true }, 'fast: inline');
+    stallMs = 15;
+    assert.deepEqual(await write(pfs, fh, 1, [Buffer.from('b')]), { r: 1, inline: true }, 'slow, but already running inline');
+    stallMs = 0;
+    assert.deepEqual(await write(pfs, fh, 2, [Buffer.from('c')]), { r: 1, inline: false }, 'after a slow one: the pool');
+    assert.equal(fs.readFileSync(path.join(dir, 'wslow'), 'utf8'), 'abc');
+    assert.equal(calls.filter((c) => c.op === 'pwritev2' && c.flags === 0).length, 2, 'the third went through the pool, not the shim');
   } finally {
     pfs.close();
   }
