@@ -81,10 +81,18 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
     // A new image of the keeper (re-exec): carry on with the device and maps the old one left.
     const h = JSON.parse(nodefs.readFileSync(`/proc/self/fd/${cfg.restoreFd}`, 'utf8')) as Handover;
     native.close(cfg.restoreFd);
-    if (h.v !== 2) throw new Error(`keeper hand-over version ${String(h.v)}; this image reads version 2`);
     for (const fd of h.fds) native.setCloexec(fd, true);
-    device = new DeviceRegion(native, h.deviceFd);
-    const state = device.read() as DeviceState | null;
+    let state: DeviceState | null;
+    if (h.v === 1) {
+      // From an image that carried the device state in the hand-over itself (no vfsd-device).
+      device = new DeviceRegion(native);
+      state = h.device;
+    } else if (h.v === 2) {
+      device = new DeviceRegion(native, h.deviceFd);
+      state = device.read() as DeviceState | null;
+    } else {
+      throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
+    }
     if (!state) throw new Error('the device state region is empty');
     plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker }, h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
@@ -119,7 +127,9 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
  * What one keeper image hands the next through a memfd (--restore-fd). The device state itself
  * is in the vfsd-device region (deviceFd), which the keeper keeps current after every message.
  */
-interface Handover { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[] }
+type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[] }
+  /** Written by images before the vfsd-device region (read, never written, by this one). */
+  | { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] };
 
 /**
  * Upgrade the keeper in place (SIGUSR2): finish the vhost-user message in hand, retire the

@@ -291,7 +291,7 @@ export class WorkerDataPlane implements DataPlane {
     this.channel = channel;
     this.exited = Promise.all(this.exits).then(() => undefined);
     const { inodes, files, dirs } = this.stateFds;
-    channel.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel, fuseInit: this.fuseInit }, [inodes, files, dirs]);
+    channel.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel, fuseInit: this.fuseInit, fdOps: true }, [inodes, files, dirs]);
     // Hand back every fd the previous workers registered, then let the worker build its maps.
     let keys: string[] = [];
     let batch: number[] = [];

@@ -35,7 +35,8 @@ const FD_OPS_PER_PACKET = Math.min(MAX_FDS_PER_PACKET, 500);
 /** The FUSE_INIT a guest sent, in JSON-safe form (flags as a decimal string). */
 export interface FuseInitRecord { major: number; minor: number; maxReadahead: number; flags: string }
 
-interface WorkerInit { fs: FsOptions; logLevel: string; fuseInit: FuseInitRecord | null }
+/** fdOps: the keeper takes batched fd-ops packets (keepers before it take fd-put / fd-del). */
+interface WorkerInit { fs: FsOptions; logLevel: string; fuseInit: FuseInitRecord | null; fdOps?: boolean }
 
 /** The fd a worker finds its control channel on. */
 export const WORKER_CHANNEL_FD = 3;
@@ -95,8 +96,10 @@ export class Worker {
         if (!this.init) throw new Error('go before init');
         const [inodes, files, dirs] = this.stateFds;
         const channel = this.channel;
+        // A worker started by an older keeper (a planned upgrade under it) speaks its protocol.
+        const batched = this.init.fdOps === true;
         const registry = new BatchingFdRegistry(
-          (ops) => sendFdOps(channel, ops),
+          (ops) => sendFdOps(channel, ops, batched),
           (fn) => { setTimeout(fn, FD_FLUSH_MS); },
         );
         this.registry = registry;
@@ -187,8 +190,15 @@ export class Worker {
   }
 }
 
-/** Send fd registry ops in order: [key, fd] pairs; the fds of puts ride along in op order. */
-export function sendFdOps(channel: ControlChannel, ops: FdOp[]): void {
+/**
+ * Send fd registry ops in order: [key, fd] pairs; the fds of puts ride along in op order. Without
+ * `batched`, one fd-put or fd-del message per op, as keepers before fd-ops understand.
+ */
+export function sendFdOps(channel: ControlChannel, ops: FdOp[], batched = true): void {
+  if (!batched) {
+    for (const [k, fd] of ops) channel.send(fd >= 0 ? { t: 'fd-put', k } : { t: 'fd-del', k }, fd >= 0 ? [fd] : []);
+    return;
+  }
   for (let i = 0; i < ops.length; i += FD_OPS_PER_PACKET) {
     const part = ops.slice(i, i + FD_OPS_PER_PACKET);
     const fds: number[] = [];

@@ -19,13 +19,13 @@ export interface Daemon {
 export type Peer = 'ts' | 'c';
 
 /** Spawn a daemon and wait until its socket exists. */
-export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[] } = {}): Promise<Daemon> {
+export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]; bin?: string } = {}): Promise<Daemon> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `vfsd-${peer}-`));
   const dir = o.dir ?? path.join(work, 'share');
   fs.mkdirSync(dir, { recursive: true });
   const socket = path.join(work, 'vhost.sock');
   const args = peer === 'ts'
-    ? [path.join(REPO, 'bin', 'virtiofsd-ts'), `--socket-path=${socket}`, `--shared-dir=${dir}`, ...(o.args ?? [])]
+    ? [o.bin ?? path.join(REPO, 'bin', 'virtiofsd-ts'), `--socket-path=${socket}`, `--shared-dir=${dir}`, ...(o.args ?? [])]
     : [`--socket-path=${socket}`, '-o', `source=${dir}`, ...(o.args ?? [])];
   const proc = spawn(peer === 'ts' ? process.execPath : C_VIRTIOFSD, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
