@@ -68,6 +68,8 @@ export class InodeTable {
   private readonly st = new BigUint64Array(17);
   /** Records whose inode a restarted worker could not get back (see recover). */
   lost = 0;
+  /** Of those, the ones whose handle failed with an error other than "deleted": errno -> count. */
+  readonly lostByError = new Map<number, number>();
 
   /**
    * recovered: the fds a previous worker registered, by key. When the backing already holds a
@@ -96,8 +98,13 @@ export class InodeTable {
       let fd = fds.get(key);
       const registered = fd !== undefined;
       fds.delete(key);
-      // -1, never another negative value: -100 is AT_FDCWD to every *at call.
-      if (fd === undefined) fd = Math.max(this.openHandle(o), -1);
+      if (fd === undefined) {
+        const r = this.openHandle(o);
+        // ESTALE / ENOENT: deleted on the host. Anything else means handles failed us.
+        if (r < 0 && r !== -116 && r !== -2) this.lostByError.set(-r, (this.lostByError.get(-r) ?? 0) + 1);
+        // -1, never another negative value: -100 is AT_FDCWD to every *at call.
+        fd = Math.max(r, -1);
+      }
       const dev = dv.getBigUint64(o + R_DEV, true), ino = dv.getBigUint64(o + R_INO, true), mntId = dv.getBigUint64(o + R_MNT, true);
       const gen = dv.getUint32(o + R_GEN, true);
       this.generations[slot] = gen;
@@ -147,7 +154,10 @@ export class InodeTable {
   private openHandle(o: number): number {
     const dv = this.slots.dv;
     const len = dv.getUint32(o + R_HANDLE, true);
-    if (!this.handles || len === 0 || len > MAX_HANDLE) return -2 /* ENOENT */;
+    // No handle (and the keeper has no fd: cannot happen, the put precedes the publish), or a
+    // length no handle has.
+    if (!this.handles || len === 0) return -9 /* EBADF */;
+    if (len > MAX_HANDLE) return -22 /* EINVAL */;
     const h = this.hbuf;
     h.set(new Uint8Array(dv.buffer, dv.byteOffset + o + R_HANDLE, 8 + len), 4);
     const fd = this.native.openByHandleAt(this.handles.mountFd, h.subarray(0, HANDLE_HDR + len), O_PATH | O_NOFOLLOW | O_CLOEXEC);

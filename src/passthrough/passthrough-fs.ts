@@ -199,6 +199,9 @@ export class PassthroughFs implements FileSystem {
       // open file or dir is an fh the guest may still use.
       if (lost.files + lost.dirs > 0) log.warn(fields, 'state recovered; some open files could not be opened again (their ops fail with EBADF)');
       else log.info(fields, 'state recovered');
+      if (this.inodes.lostByError.size > 0) {
+        log.warn({ errnos: Object.fromEntries(this.inodes.lostByError) }, 'some inodes did not open by file handle (not deleted); their ops fail with EBADF: consider --inode-file-handles=never');
+      }
     }
   }
 

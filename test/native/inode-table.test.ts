@@ -96,6 +96,7 @@ test('a record whose handle no longer opens keeps its node id, out of the index;
 
   const w2 = secondWorker(w1.memfd, w1.rootFd, w1.handles);
   assert.equal(w2.t.lost, 1);
+  assert.deepEqual([...w2.t.lostByError], [], 'a handle naming no inode says ESTALE: counted as deleted');
   const lost = w2.t.get(a)!;
   assert.equal(lost.fd, -1, 'kept, with no fd: ops on it fail with EBADF');
   assert.equal(w2.t.find(lost.dev, lost.ino, lost.mntId), undefined, 'not found by identity');
@@ -108,6 +109,21 @@ test('a record whose handle no longer opens keeps its node id, out of the index;
   assert.equal(w2.t.find(back.dev, back.ino, back.mntId), back);
   assert.deepEqual(w2.reg.puts, [fdKey.inode(a)], 'the keeper holds the revived fd (its handle is no use)');
   assert.equal(w2.t.lost, 0);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('a handle the file system refuses (not ESTALE) is counted apart, for the warning', () => {
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, 'a'), 'a');
+  const w1 = firstWorker(dir, ['a']);
+  const a = w1.ids.get('a')!;
+  const lenAt = 64 + a * INODE_RECORD + 48;
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(200);
+  fs.writeSync(w1.memfd, b, 0, 4, lenAt); // longer than any handle: EINVAL, not "deleted"
+  const w2 = secondWorker(w1.memfd, w1.rootFd, w1.handles);
+  assert.equal(w2.t.lost, 1);
+  assert.deepEqual([...w2.t.lostByError], [[22, 1]]);
   fs.rmSync(dir, { recursive: true });
 });
 
