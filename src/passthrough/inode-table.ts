@@ -11,6 +11,7 @@
 import type { NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
+import type { MountFds } from './mount-fds';
 
 // Record layout (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |
 // mnt_id u64 | fd i32 | mode u32 | handle_len u32 | handle_type i32 | handle[128]
@@ -24,12 +25,8 @@ const HANDLE_HDR = 12, MAX_HANDLE = 128;
 const AT_EMPTY_PATH = 0x1000;
 const O_PATH = 0o10000000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
 
-/** File handles for inodes on one mount: the shared directory's. */
-export interface InodeHandles {
-  /** An fd on that mount that open_by_handle_at accepts (not O_PATH). */
-  mountFd: number;
-  mntId: bigint;
-}
+/** Where file handles are made and opened: the mounts they work on (see mount-fds.ts). */
+export type InodeHandles = Pick<MountFds, 'get' | 'forInode'>;
 
 export interface Inode {
   readonly nodeid: number;
@@ -74,8 +71,8 @@ export class InodeTable {
   /**
    * recovered: the fds a previous worker registered, by key. When the backing already holds a
    * table, every published record is rebuilt with its fd from there (and taken out of the map)
-   * or from its file handle. handles: make file handles for inodes on that mount (null: hand
-   * every inode's fd to the registry).
+   * or from its file handle. handles: the mounts to make file handles on (null: hand every
+   * inode's fd to the registry).
    */
   constructor(
     private readonly native: NativeBinding,
@@ -156,11 +153,12 @@ export class InodeTable {
     const len = dv.getUint32(o + R_HANDLE, true);
     // No handle (and the keeper has no fd: cannot happen, the put precedes the publish), or a
     // length no handle has.
-    if (!this.handles || len === 0) return -9 /* EBADF */;
+    const mountFd = this.handles?.get(dv.getBigUint64(o + R_MNT, true));
+    if (mountFd === undefined || len === 0) return -9 /* EBADF */;
     if (len > MAX_HANDLE) return -22 /* EINVAL */;
     const h = this.hbuf;
     h.set(new Uint8Array(dv.buffer, dv.byteOffset + o + R_HANDLE, 8 + len), 4);
-    const fd = this.native.openByHandleAt(this.handles.mountFd, h.subarray(0, HANDLE_HDR + len), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    const fd = this.native.openByHandleAt(mountFd, h.subarray(0, HANDLE_HDR + len), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return fd;
     // A handle names one inode for its whole life; check it is the one recorded all the same.
     const st = this.st;
@@ -320,7 +318,7 @@ export class InodeTable {
     const dv = this.slots.dv;
     const o = this.slots.off(slot);
     // A file handle in the record, or the keeper holds the fd, before the record becomes valid.
-    const registered = !this.writeHandle(byHandle ? fd : -1, mntId, o);
+    const registered = !this.writeHandle(byHandle ? fd : -1, mntId, mode, o);
     if (registered) this.registry.put(fdKey.inode(slot), fd);
     dv.setUint32(o + R_GEN, gen, true);
     dv.setFloat64(o + R_NLOOKUP, 1, true);
@@ -339,10 +337,11 @@ export class InodeTable {
   }
 
   /** Put fd's file handle in the record at o (or an empty one); true if there is one. */
-  private writeHandle(fd: number, mntId: bigint, o: number): boolean {
+  private writeHandle(fd: number, mntId: bigint, mode: number, o: number): boolean {
     const dv = this.slots.dv;
     const h = this.hbuf;
-    const r = fd >= 0 && this.handles && mntId === this.handles.mntId ? this.native.nameToHandleAt(fd, '', AT_EMPTY_PATH, h) : -1;
+    const usable = fd >= 0 && this.handles !== null && this.handles.forInode(mntId, fd, mode) !== undefined;
+    const r = usable ? this.native.nameToHandleAt(fd, '', AT_EMPTY_PATH, h) : -1;
     if (r <= HANDLE_HDR) {
       dv.setUint32(o + R_HANDLE, 0, true);
       return false;

@@ -20,7 +20,8 @@ import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, FUSE_R
 import type {
   Ctx, DirSink, EntryResult, FileLock, FileSystem, InitReply, InitRequest, OpenResult, SetattrArgs,
 } from '../fuse/filesystem';
-import { InodeTable, type Inode, type InodeHandles } from './inode-table';
+import { InodeTable, type Inode } from './inode-table';
+import { MountFds } from './mount-fds';
 import { HandleTable, type Handle } from './handle-table';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
@@ -101,8 +102,8 @@ export class PassthroughFs implements FileSystem {
   attrTimeout: number;
   private readonly procFd: number;
   private readonly rootFd: number;
-  /** The shared directory opened for open_by_handle_at, or -1 without file handles. */
-  private readonly mountFd: number;
+  /** The mounts file handles are made on (null without file handles). */
+  private readonly mounts: MountFds | null;
   private readonly dentBuf = new Uint8Array(DIRENT_BUF);
   private readonly dentDv = new DataView(this.dentBuf.buffer);
   private readonly tmpSt: BigUint64Array = new BigUint64Array(17);
@@ -144,8 +145,8 @@ export class PassthroughFs implements FileSystem {
     const st = this.tmpSt;
     const r = native.stat(rootFd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
     if (r < 0) throw new Error(`cannot stat shared directory: errno ${-r}`);
-    const handles = state.registry ? this.fileHandles(st[ST.mntId]!) : null;
-    this.mountFd = handles?.mountFd ?? -1;
+    this.mounts = state.registry ? this.fileHandles(st[ST.mntId]!, registry, recovered) : null;
+    const handles = this.mounts;
 
     this.inodes = new InodeTable(native, backing('inodes'), registry, recovered, handles);
     const reopenFile = (nodeid: number, flags: number): number => {
@@ -206,26 +207,22 @@ export class PassthroughFs implements FileSystem {
   }
 
   /**
-   * File handles for the shared directory's mount, if --inode-file-handles allows and they work
-   * here: a probe makes a handle of the directory and opens it again.
+   * The mounts to make file handles on, if --inode-file-handles allows and they work on the shared
+   * directory (a probe makes a handle of it and opens it again); submounts are probed when seen.
    */
-  private fileHandles(mntId: bigint): InodeHandles | null {
+  private fileHandles(mntId: bigint, registry: FdRegistry, recovered: Map<string, number>): MountFds | null {
     const mode = this.opts.inodeFileHandles;
     if (mode === 'never') return null;
     const n = this.native;
-    const mountFd = n.openat(K.AT_FDCWD, toBinary(this.opts.sharedDir), K.O_RDONLY | K.O_DIRECTORY | K.O_CLOEXEC, 0);
-    let why = mountFd < 0 ? mountFd : 0;
-    if (mountFd >= 0) {
-      const h = new Uint8Array(12 + 128);
-      const len = n.nameToHandleAt(mountFd, '', K.AT_EMPTY_PATH, h);
-      const fd = len < 0 ? len : n.openByHandleAt(mountFd, h.subarray(0, len), K.O_PATH | K.O_CLOEXEC);
-      if (fd >= 0) {
-        n.close(fd);
-        return { mountFd, mntId };
-      }
-      why = fd;
-      n.close(mountFd);
+    const mounts = new MountFds(n, registry, this.procFd);
+    const rootFd = n.openat(K.AT_FDCWD, toBinary(this.opts.sharedDir), K.O_RDONLY | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    const why = rootFd < 0 ? rootFd : mounts.probe(rootFd);
+    if (why === 0) {
+      mounts.setRoot(mntId, rootFd);
+      mounts.adopt(recovered);
+      return mounts;
     }
+    if (rootFd >= 0) n.close(rootFd);
     const msg = `file handles do not work on the shared directory (errno ${-why}${why === -E.EPERM ? ': needs CAP_DAC_READ_SEARCH' : ''})`;
     if (mode === 'mandatory') throw new Error(`--inode-file-handles=mandatory: ${msg}`);
     this.log.info(`${msg}; the keeper holds an O_PATH fd per inode instead`);
@@ -243,7 +240,7 @@ export class PassthroughFs implements FileSystem {
     this.dirs.close();
     this.inodes.close();
     this.native.close(this.procFd);
-    if (this.mountFd >= 0) this.native.close(this.mountFd);
+    this.mounts?.close();
   }
 
   // ---- helpers ----

@@ -13,8 +13,9 @@
 //   - outcome journals (vfsd-journal-<q>): header (magic, version, desc_num = the ring's, record
 //     size, size), record states and reply lengths; intent-only records on heads that are not in
 //     flight (an outcome never recorded, harmless: nobody replays them) are noted;
-//   - inode records with a file handle: the handle is well formed and opens (through the root
-//     the keeper holds) the very (dev, ino) recorded; one that no longer opens (ESTALE: deleted on
+//   - inode records with a file handle: the handle is well formed and opens (through an fd the
+//     keeper holds on the record's mount: the root, or a submount's fd) the very (dev, ino)
+//     recorded; one that no longer opens (ESTALE: deleted on
 //     the host while nothing held it) is noted, not a problem: a restarted worker keeps its node
 //     id reserved and answers EBADF on it;
 //   - the keeper holds at least as many path fds as there are inode records without a file
@@ -198,7 +199,7 @@ function validSlots(name: string, b: Buffer, record: number, cap: number, proble
   return out;
 }
 
-interface InodeInfo { mode: number; dev: bigint; ino: bigint; handle: Buffer | null }
+interface InodeInfo { mode: number; dev: bigint; ino: bigint; mnt: bigint; handle: Buffer | null }
 
 function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): { table: TableReport; inodes: Map<number, InodeInfo> } | null {
   const table: TableReport = { name: m.name, fd: m.fd, bytes: b.length, capacity: 0, valid: 0 };
@@ -230,7 +231,7 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
     if (other !== undefined) problems.push(`${m.name}: nodes ${other} and ${s} both name host inode (dev:ino:mnt) ${id}`);
     else byId.set(id, s);
     const handle = hlen > 0 && hlen <= MAX_HANDLE ? b.subarray(o + I_HANDLE, o + I_HANDLE + 8 + hlen) : null;
-    inodes.set(s, { mode, dev: b.readBigUInt64LE(o + I_DEV), ino: b.readBigUInt64LE(o + I_INO), handle });
+    inodes.set(s, { mode, dev: b.readBigUInt64LE(o + I_DEV), ino: b.readBigUInt64LE(o + I_INO), mnt: b.readBigUInt64LE(o + I_MNT), handle });
     table.nlookup += nlookup;
   }
   table.valid = inodes.size;
@@ -246,7 +247,6 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
 function resolveHandles(pid: number, inodes: Map<number, InodeInfo>, table: TableReport, problems: string[], notes: string[]): void {
   const withHandle = [...inodes].filter(([, i]) => i.handle !== null);
   if (withHandle.length === 0) return;
-  const root = inodes.get(1);
   let native: NativeBinding;
   try {
     native = loadNative();
@@ -254,19 +254,17 @@ function resolveHandles(pid: number, inodes: Map<number, InodeInfo>, table: Tabl
     notes.push(`file handles not opened: ${(e as Error).message}`);
     return;
   }
-  let mountFd = -1;
+  // An fd open_by_handle_at takes, per mount: any directory or regular file the keeper holds
+  // there (the root, a submount's fd), opened afresh through /proc.
+  const mountFds = new Map<bigint, number>();
   for (const ent of fs.readdirSync(`/proc/${pid}/fd`)) {
     try {
-      const st = fs.statSync(`/proc/${pid}/fd/${ent}`, { bigint: true });
-      if (root && st.dev === root.dev && st.ino === root.ino && st.isDirectory()) {
-        mountFd = fs.openSync(`/proc/${pid}/fd/${ent}`, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-        break;
-      }
+      const m = /^mnt_id:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${ent}`, 'latin1'));
+      if (!m || mountFds.has(BigInt(m[1]!))) continue;
+      const st = fs.statSync(`/proc/${pid}/fd/${ent}`);
+      const flags = st.isDirectory() ? fs.constants.O_RDONLY | fs.constants.O_DIRECTORY : st.isFile() ? fs.constants.O_RDONLY | fs.constants.O_NONBLOCK : -1;
+      if (flags >= 0) mountFds.set(BigInt(m[1]!), fs.openSync(`/proc/${pid}/fd/${ent}`, flags));
     } catch { /* closed while we looked, or not openable */ }
-  }
-  if (mountFd < 0) {
-    notes.push(`file handles not opened: the keeper holds no fd of the root`);
-    return;
   }
   const h = new Uint8Array(12 + MAX_HANDLE);
   const st = new BigUint64Array(17);
@@ -274,6 +272,11 @@ function resolveHandles(pid: number, inodes: Map<number, InodeInfo>, table: Tabl
   const stale: number[] = [];
   try {
     for (const [s, i] of withHandle) {
+      const mountFd = mountFds.get(i.mnt);
+      if (mountFd === undefined) {
+        problems.push(`${table.name}: node ${s} has a file handle on mount ${i.mnt}, but the keeper holds no fd on that mount to open it through`);
+        continue;
+      }
       h.set(i.handle!, 4);
       const fd = native.openByHandleAt(mountFd, h.subarray(0, 4 + i.handle!.length), 0o10000000 /* O_PATH */ | 0o400000 /* O_NOFOLLOW */);
       if (fd === -116 /* ESTALE */ || fd === -2 /* ENOENT */) {
@@ -291,7 +294,7 @@ function resolveHandles(pid: number, inodes: Map<number, InodeInfo>, table: Tabl
       else opened++;
     }
   } finally {
-    fs.closeSync(mountFd);
+    for (const fd of mountFds.values()) fs.closeSync(fd);
   }
   table.handlesOpened = opened;
   if (stale.length > 0) notes.push(`${table.name}: nodes whose file handle no longer opens (deleted on the host): ${stale.join(' ')}`);

@@ -93,6 +93,8 @@ export const fdKey = {
   inode: (nodeid: number): string => `i${nodeid}`,
   file: (fh: number): string => `f${fh}`,
   dir: (fh: number): string => `d${fh}`,
+  /** A submount's fd for open_by_handle_at (see passthrough/mount-fds.ts). */
+  mount: (mntId: bigint): string => `m${mntId}`,
   /** pid: the guest process the owner's locks report (F_GETLK) */
   lock: (nodeid: number, owner: bigint, pid: number): string => `l${nodeid}:${owner}:${pid}`,
 };

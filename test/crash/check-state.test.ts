@@ -184,6 +184,13 @@ test('the keeper must hold a path fd per inode record without a file handle', ()
   });
 });
 
+/** statx's mnt_id of a path (what the daemon records). */
+function mntIdOf(p: string): bigint {
+  const st = new BigUint64Array(17);
+  assert.equal(native.stat(-100, p, 0x100 /* AT_SYMLINK_NOFOLLOW */, st), 0);
+  return st[16]!;
+}
+
 test('file handles in inode records are opened and must name the recorded inode', () => {
   const dir = fs.mkdtempSync('/tmp/vfsd-checkfh-');
   const rootFd = fs.openSync(dir, 'r');
@@ -199,6 +206,7 @@ test('file handles in inode records are opened and must name the recorded inode'
       inodes.writeDoubleLE(1, at + 8);
       inodes.writeBigUInt64LE(st.dev, at + 16);
       inodes.writeBigUInt64LE(o.ino ?? st.ino, at + 24);
+      inodes.writeBigUInt64LE(mntIdOf(p), at + 32);
       inodes.writeUInt32LE(Number(st.mode), at + 44);
       if (name === null) return;
       const h = new Uint8Array(12 + 128);

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
@@ -202,5 +203,49 @@ test('a loaded spare worker takes over after a SIGKILL; an upgrade replaces the 
     assert.equal((await c.getattr(1)).error, 0);
     await new Promise((r) => setTimeout(r, 1500));
     assert.deepEqual(spares(d.stderr()), []);
+  });
+});
+
+test('submounts: inodes on a tmpfs under the share come back by handle through its mount fd; on a mount without handles (proc) by the keeper\'s fds', async (t) => {
+  await withDaemon([], async (d, c) => {
+    const tmp = `${d.dir}/tmpfs`, proc = `${d.dir}/proc`;
+    fs.mkdirSync(tmp);
+    fs.mkdirSync(proc);
+    const mounted: string[] = [];
+    try {
+      for (const [type, at] of [['tmpfs', tmp], ['proc', proc]] as const) {
+        const r = spawnSync('mount', ['-t', type, 'none', at]);
+        if (r.status !== 0) return t.skip(`cannot mount ${type} here: ${String(r.stderr).trim()}`);
+        mounted.push(at);
+      }
+      for (let i = 0; i < 20; i++) fs.writeFileSync(`${tmp}/f${i}`, `tmpfs ${i}`);
+      const tm = await c.lookup(1, 'tmpfs');
+      const pm = await c.lookup(1, 'proc');
+      assert.equal(tm.error, 0);
+      const ids: bigint[] = [];
+      for (let i = 0; i < 20; i++) ids.push((await c.lookup(tm.entry!.nodeid, `f${i}`)).entry!.nodeid);
+      const pv = await c.lookup(pm.entry!.nodeid, 'version');
+      assert.equal(pv.error, 0);
+      const fdsBefore = keeperPathFds(d.proc.pid!);
+
+      await killWorker(d);
+
+      for (let i = 0; i < 20; i++) assert.equal((await c.lookup(tm.entry!.nodeid, `f${i}`)).entry?.nodeid, ids[i], `node id of tmpfs/f${i}`);
+      const o = await c.open(ids[7]!, 0);
+      assert.equal(o.error, 0);
+      assert.equal((await c.read(ids[7]!, o.fh!, 0, 64)).body.toString(), 'tmpfs 7');
+      assert.equal((await c.getattr(pv.entry!.nodeid)).error, 0, 'the proc inode came back from the keeper\'s fd');
+      const rec = JSON.parse(d.stderr().split('\n').find((l) => l.includes('"state recovered"'))!);
+      assert.deepEqual(rec.lost, { inodes: 0, files: 0, dirs: 0 });
+      assert.ok(rec.byHandle >= 21, `tmpfs and its files by handle: ${rec.byHandle}`);
+      // The keeper holds the tmpfs mount's fd and the proc inodes' fds, not one per tmpfs file.
+      assert.ok(fdsBefore < 10, `keeper path fds: ${fdsBefore}`);
+      const r = checkState(d.proc.pid!);
+      assert.ok(r.clean, formatReport(r));
+      assert.equal(r.tables[0]!.handlesOpened, r.tables[0]!.byHandle, `every handle opens through its mount's fd:\n${formatReport(r)}`);
+      assert.equal((await c.release(ids[7]!, o.fh!)).error, 0);
+    } finally {
+      for (const at of mounted.reverse()) spawnSync('umount', ['-l', at]);
+    }
   });
 });

@@ -10,6 +10,7 @@ import { loadNative, ST, STAT_SLOTS } from '../../src/native/binding';
 import { InodeTable, INODE_RECORD } from '../../src/passthrough/inode-table';
 import { MemfdBacking } from '../../src/state/slot-table';
 import { fdKey, type FdRegistry } from '../../src/state/fd-registry';
+import { MountFds } from '../../src/passthrough/mount-fds';
 
 const native = loadNative();
 const O_PATH = 0o10000000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000, O_RDONLY = 0, O_DIRECTORY = 0o200000;
@@ -32,7 +33,8 @@ function firstWorker(dir: string, names: string[]) {
   const mountFd = native.openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   const rootFd = openPath(dir);
   assert.equal(native.statFd(rootFd, st), 0);
-  const handles = { mountFd, mntId: st[ST.mntId]! };
+  const handles = new MountFds(native, recordingRegistry(), native.openat(AT_FDCWD, '/proc/self/fd', O_PATH | O_DIRECTORY | O_CLOEXEC, 0));
+  handles.setRoot(st[ST.mntId]!, mountFd);
   const reg = recordingRegistry();
   const backing = new MemfdBacking(native, 'test-inodes');
   const t = new InodeTable(native, backing, reg, new Map(), handles);
@@ -47,7 +49,7 @@ function firstWorker(dir: string, names: string[]) {
 }
 
 /** A second worker's table over the same memfd; the keeper kept the root's fd. */
-function secondWorker(memfd: number, rootFd: number, handles: { mountFd: number; mntId: bigint }) {
+function secondWorker(memfd: number, rootFd: number, handles: MountFds) {
   const reg = recordingRegistry();
   const dupMemfd = native.dup(memfd);
   const recovered = new Map([[fdKey.inode(1), native.dup(rootFd)]]);
