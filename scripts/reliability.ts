@@ -247,7 +247,7 @@ async function stallPart(native: NativeBinding, o: Opts, log: (s: string) => voi
     const doneMsgs: Record<Kind, string[]> = {
       kill: ['"worker started"'],
       hup: ['"worker retired"'],
-      usr2: ['"keeper re-executed; serving on"', '"worker started"'],
+      usr2: ['"keeper re-executed; serving on"'],
     };
     for (const kind of plan) {
       await sleep(300 + rand() * 1200);

@@ -132,16 +132,22 @@ type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds
   | { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] };
 
 /**
- * Upgrade the keeper in place (SIGUSR2): finish the vhost-user message in hand, retire the
- * worker, write the device state to a memfd, clear FD_CLOEXEC on every fd that matters and
- * execve the code now on disk with --restore-fd. The pid and QEMU's connection stay.
+ * Upgrade the keeper in place (SIGUSR2): finish the vhost-user message in hand, leave the worker
+ * serving (or retire it, during a planned upgrade), publish the device state, clear FD_CLOEXEC
+ * on every fd that matters and execve the code now on disk with --restore-fd. The pid, QEMU's
+ * connection and the worker stay.
  */
 async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion): Promise<void> {
   log.info('SIGUSR2: re-executing the keeper');
   await backend.quiesce();
   log.debug('re-exec: vhost-user connection quiet');
-  await plane.retire();
-  log.debug('re-exec: worker retired');
+  // The worker goes on serving the rings while we re-execute (it needs us only for control
+  // messages, which wait in its channel); during a planned upgrade it is retired instead.
+  if (plane.handover()) log.debug('re-exec: the worker stays');
+  else {
+    await plane.retire();
+    log.debug('re-exec: worker retired');
+  }
   const device = backend.snapshot();
   if (!region.write(device.state)) {
     log.error('keeper re-exec: the device state does not fit its region; serving on');

@@ -1,5 +1,6 @@
 // Credentials and process limits.
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <sys/fsuid.h>
 #include <unistd.h>
 
@@ -97,6 +98,19 @@ Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
   return Num(a.Env(), 0);
 }
 
+// waitpid(pid, WNOHANG): pid once it has exited (and is reaped), 0 while it runs, -errno. For
+// a child this image did not spawn (a worker adopted across a keeper re-exec): libuv reaps only
+// its own.
+Napi::Value Reap(const Napi::CallbackInfo& info) {
+  Args a(info, "reap");
+  int pid = a.Int(0);
+  VFS_CHECK(a);
+  if (pid <= 0) return Num(a.Env(), -EINVAL);
+  int status = 0;
+  pid_t r = VFS_RETRY(waitpid(pid, &status, WNOHANG));
+  return Num(a.Env(), r < 0 ? -errno : r);
+}
+
 }  // namespace
 
 void InitMisc(Napi::Env env, Napi::Object exports) {
@@ -106,6 +120,7 @@ void InitMisc(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "umask", Umask);
   Export(env, exports, "execve", Execve);
   Export(env, exports, "setCloexec", SetCloexec);
+  Export(env, exports, "reap", Reap);
 }
 
 }  // namespace vfs

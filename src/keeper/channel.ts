@@ -87,6 +87,17 @@ export class ControlChannel extends EventEmitter {
     return false;
   }
 
+  /**
+   * Stop reading, after taking in every packet already queued, and leave the fd open (a keeper
+   * about to re-execute hands it to its next image; what the peer sends from now on waits in the
+   * socket for that image). start() resumes.
+   */
+  detach(): void {
+    this.drain();
+    if (this.poll) this.native.pollStop(this.poll);
+    this.poll = null;
+  }
+
   close(): void {
     this.shut('closed');
   }

@@ -6,7 +6,7 @@
 // that was running, marked `recover` so it resumes from the ring's state in guest memory.
 // A stop requested while no worker is alive waits for the next one.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeBinding } from '../native/binding';
@@ -40,6 +40,18 @@ const SPARE_DELAY_MS = 200;
 
 interface Stop { index: number; resolve: (base: number) => void }
 
+/** A worker process: spawned by this keeper image, or adopted from the image before a re-exec. */
+interface WorkerProc {
+  readonly pid: number;
+  readonly channel: ControlChannel;
+  kill(signal: NodeJS.Signals): void;
+  /** Settles once the process has exited (and has been reaped). */
+  readonly gone: Promise<{ code: number | null; signal: string | null }>;
+}
+
+/** How often an adopted worker is looked for with waitpid once its channel has closed. */
+const REAP_POLL_MS = 5;
+
 /** What a re-executed keeper needs to carry on serving (fd numbers survive execve). */
 export interface PlaneState {
   stateFds: { inodes: number; files: number; dirs: number };
@@ -48,10 +60,12 @@ export interface PlaneState {
   fuseInit: FuseInitRecord | null;
   rings: RingConfig[];
   regions: Array<MemoryTable['regions'][number]>;
+  /** The serving worker, left running across the re-exec: its pid and our end of its channel. */
+  worker?: { pid: number; channelFd: number };
 }
 
 export class WorkerDataPlane implements DataPlane {
-  private child: ChildProcess | null = null;
+  private child: WorkerProc | null = null;
   private channel: ControlChannel | null = null;
   private readonly rings = new Map<number, RingConfig>();
   private regions: MemoryTable['regions'] = [];
@@ -69,9 +83,13 @@ export class WorkerDataPlane implements DataPlane {
   /** The worker was retired for a keeper re-exec: do not replace it. */
   private handingOver = false;
   /** A worker started ahead of a planned upgrade, idle until the old one has gone. */
-  private prestarted: { child: ChildProcess; channel: ControlChannel } | null = null;
+  private prestarted: WorkerProc | null = null;
   /** A loaded, idle worker for the next crash (see WorkerDataPlaneOptions.spare). */
-  private spare: { child: ChildProcess; channel: ControlChannel } | null = null;
+  private spare: WorkerProc | null = null;
+  /** A worker the image before us left running (re-exec), to adopt at start(). */
+  private adoptable: { pid: number; channelFd: number } | null = null;
+  /** The serving worker's channel is detached for a hand-over (see handover()). */
+  private detached = false;
   private spareTimer: NodeJS.Timeout | null = null;
   /** Worker starts so far (1 = the first). */
   starts = 0;
@@ -89,6 +107,7 @@ export class WorkerDataPlane implements DataPlane {
       this.fuseInit = restored.fuseInit;
       for (const r of restored.rings) this.rings.set(r.index, r);
       this.regions = restored.regions;
+      this.adoptable = restored.worker ?? null;
       return;
     }
     const mk = (name: string): number => {
@@ -101,7 +120,19 @@ export class WorkerDataPlane implements DataPlane {
 
   /** Start the first worker (recover: resume rings an earlier keeper image was serving). */
   start(recover = false): void {
-    this.feed(this.launch(), recover);
+    const a = this.adoptable;
+    this.adoptable = null;
+    if (a) {
+      // The worker kept serving the guest while we re-executed: carry on with it as it is.
+      const w = this.adopt(a.pid, a.channelFd);
+      this.child = w;
+      this.channel = w.channel;
+      this.exited = Promise.all(this.exits).then(() => undefined);
+      this.memSent = JSON.stringify(this.regions);
+      this.o.log.info({ pid: w.pid, fds: this.fds.size, rings: this.rings.size }, 'worker adopted');
+    } else {
+      this.feed(this.launch(), recover);
+    }
     this.scheduleSpare();
   }
 
@@ -120,7 +151,7 @@ export class WorkerDataPlane implements DataPlane {
     if (this.spareTimer) clearTimeout(this.spareTimer);
     this.spareTimer = null;
     this.spare?.channel.close();
-    this.spare?.child.kill('SIGKILL');
+    this.spare?.kill('SIGKILL');
     this.spare = null;
   }
 
@@ -134,8 +165,10 @@ export class WorkerDataPlane implements DataPlane {
       rings: [...this.rings.values()],
       regions: [...this.regions],
     };
+    if (this.detached && this.child) state.worker = { pid: this.child.pid, channelFd: this.child.channel.fd };
     const fds = [
       ...Object.values(this.stateFds), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
+      ...(state.worker ? [state.worker.channelFd] : []),
     ];
     return { state, fds };
   }
@@ -149,14 +182,33 @@ export class WorkerDataPlane implements DataPlane {
     if (!child || !this.channel) return;
     this.handingOver = true;
     this.dropSpare();
-    const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     this.channel.send({ t: 'shutdown' });
-    await gone;
+    await child.gone;
   }
 
-  /** The hand-over failed: serve again with a new worker. */
+  /**
+   * Prepare to leave the serving worker running across the keeper's re-exec: stop reading its
+   * channel (after taking in what it sent so far; the rest waits in the socket for the next
+   * image) and let exportState() name it. False when there is no worker to leave, or a planned
+   * upgrade is under way (then retire()).
+   */
+  handover(): boolean {
+    if (!this.child || !this.channel || this.upgrading || this.prestarted || this.channel.isClosed) return false;
+    this.handingOver = true;
+    this.dropSpare();
+    this.channel.detach();
+    this.detached = true;
+    return true;
+  }
+
+  /** The hand-over failed: serve again, with the worker we still have or a new one. */
   unretire(): void {
     this.handingOver = false;
+    if (this.detached && this.child) {
+      const w = this.child;
+      w.channel.start((m, fds) => this.onMessage(m, fds, w.channel));
+    }
+    this.detached = false;
     if (!this.child) this.feed(this.launch(), true);
     this.scheduleSpare();
   }
@@ -201,7 +253,7 @@ export class WorkerDataPlane implements DataPlane {
     this.dropSpare();
     this.channel?.close();
     this.child?.kill('SIGKILL');
-    this.prestarted?.child.kill('SIGKILL');
+    this.prestarted?.kill('SIGKILL');
     await this.exited;
     this.fds.clear();
     for (const fd of Object.values(this.stateFds)) this.o.native.close(fd);
@@ -228,7 +280,7 @@ export class WorkerDataPlane implements DataPlane {
   }
 
   /** Start a worker process; it waits, idle, until fed. */
-  private launch(role: 'worker' | 'spare' = 'worker'): { child: ChildProcess; channel: ControlChannel } {
+  private launch(role: 'worker' | 'spare' = 'worker'): WorkerProc {
     const n = this.o.native;
     const pair = new Int32Array(2);
     const r = n.socketpair(pair, true);
@@ -244,50 +296,83 @@ export class WorkerDataPlane implements DataPlane {
     // A spare logs its start when it takes over (operators and tests follow the serving worker).
     if (role === 'spare') this.o.log.info({ pid: child.pid }, 'spare worker loaded');
     else this.o.log.info({ pid: child.pid, start: this.starts }, 'worker started');
-    const channel = new ControlChannel(n, mine, this.o.log);
-    const exited = new Promise<void>((resolve) => {
-      child.once('exit', (code, signal) => {
-        // Take in what the worker said before it died (its last fd registrations) first.
-        channel.drain();
-        channel.close();
-        resolve();
-        if (this.spare?.child === child) {
-          // The idle spare died (killed by hand, or out of memory): load another later.
-          this.spare = null;
-          this.scheduleSpare();
-          return;
-        }
-        if (this.child !== child) return; // a pre-started worker that was never fed
-        this.child = null;
-        this.channel = null;
-        if (this.closing || this.handingOver) return;
-        const planned = code === 0 && this.upgrading;
-        this.upgrading = false;
-        if (planned) this.o.log.info({ pid: child.pid }, 'worker retired');
-        else this.o.log.warn({ pid: child.pid, code, signal, spare: !this.prestarted && !!this.spare }, 'worker exited; starting a new one');
-        const next = this.prestarted ?? this.spare ?? this.launch();
-        if (next === this.spare) {
-          this.spare = null;
-          this.o.log.info({ spare: true, pid: next.child.pid, start: this.starts }, 'worker started');
-        }
-        this.prestarted = null;
-        this.feed(next, true);
-        this.scheduleSpare();
-        if (this.restartAgain) {
-          this.restartAgain = false;
-          this.restart();
-        }
+    const w: WorkerProc = {
+      pid: child.pid ?? -1,
+      channel: new ControlChannel(n, mine, this.o.log),
+      kill: (sig) => { child.kill(sig); },
+      gone: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+    };
+    this.watch(w);
+    return w;
+  }
+
+  /**
+   * A worker the image before us spawned (we have the same pid, so it is still our child): its
+   * end is seen on its channel, and it is reaped with waitpid, as libuv reaps only its own.
+   */
+  private adopt(pid: number, channelFd: number): WorkerProc {
+    const channel = new ControlChannel(this.o.native, channelFd, this.o.log);
+    const gone = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+      channel.once('close', () => {
+        const poll = (): void => {
+          const r = this.o.native.reap(pid);
+          if (r === 0) setTimeout(poll, REAP_POLL_MS);
+          else resolve({ code: null, signal: null });
+        };
+        poll();
       });
     });
+    const w: WorkerProc = {
+      pid, channel, gone,
+      kill: (sig) => { try { process.kill(pid, sig); } catch { /* already gone */ } },
+    };
+    this.watch(w);
+    return w;
+  }
+
+  /** Listen to w, and act when it exits. */
+  private watch(w: WorkerProc): void {
+    const channel = w.channel;
     channel.start((m, fds) => this.onMessage(m, fds, channel));
-    this.exits.push(exited);
-    return { child, channel };
+    this.exits.push(w.gone.then(({ code, signal }) => this.onExit(w, code, signal)));
+  }
+
+  private onExit(w: WorkerProc, code: number | null, signal: string | null): void {
+    // Take in what the worker said before it died (its last fd registrations) first.
+    w.channel.drain();
+    w.channel.close();
+    if (this.spare === w) {
+      // The idle spare died (killed by hand, or out of memory): load another later.
+      this.spare = null;
+      this.scheduleSpare();
+      return;
+    }
+    if (this.child !== w) return; // a pre-started worker that was never fed
+    this.child = null;
+    this.channel = null;
+    if (this.closing || this.handingOver) return;
+    const planned = code === 0 && this.upgrading;
+    this.upgrading = false;
+    if (planned) this.o.log.info({ pid: w.pid }, 'worker retired');
+    else this.o.log.warn({ pid: w.pid, code, signal, spare: !this.prestarted && !!this.spare }, 'worker exited; starting a new one');
+    const next = this.prestarted ?? this.spare ?? this.launch();
+    if (next === this.spare) {
+      this.spare = null;
+      this.o.log.info({ spare: true, pid: next.pid, start: this.starts }, 'worker started');
+    }
+    this.prestarted = null;
+    this.feed(next, true);
+    this.scheduleSpare();
+    if (this.restartAgain) {
+      this.restartAgain = false;
+      this.restart();
+    }
   }
 
   /** Make w the serving worker: hand it the maps, the fds, the memory table and the rings. */
-  private feed(w: { child: ChildProcess; channel: ControlChannel }, recover: boolean): void {
-    const { child, channel } = w;
-    this.child = child;
+  private feed(w: WorkerProc, recover: boolean): void {
+    const channel = w.channel;
+    this.child = w;
     this.channel = channel;
     this.exited = Promise.all(this.exits).then(() => undefined);
     const { inodes, files, dirs } = this.stateFds;
@@ -311,7 +396,7 @@ export class WorkerDataPlane implements DataPlane {
     for (const cfg of this.rings.values()) this.sendRingStart(cfg, recover);
     // A stop asked of the dead worker is asked again of this one.
     for (const [seq, s] of this.stops) channel.send({ t: 'ring-stop', index: s.index, seq });
-    this.o.log.info({ pid: child.pid, recover, fds: this.fds.size, rings: this.rings.size }, 'worker serving');
+    this.o.log.info({ pid: w.pid, recover, fds: this.fds.size, rings: this.rings.size }, 'worker serving');
   }
 
   private sendMem(): void {

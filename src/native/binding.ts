@@ -168,6 +168,8 @@ export interface NativeBinding {
   execve(path: string, argv: string[], envp: string[]): number;
   /** Set (true) or clear (false) FD_CLOEXEC. 0 or -errno. */
   setCloexec(fd: number, on: boolean): number;
+  /** waitpid(pid, WNOHANG): pid once it has exited (reaped), 0 while it runs, or -errno. */
+  reap(pid: number): number;
 }
 
 /** pollStart that throws (with the errno) where a watch cannot be set up. */

@@ -51,12 +51,17 @@ for (const [name, events] of [
       assert.deepEqual(lines.slice(0, 3), ['line 0', 'line 1', 'line 2']);
       assert.equal(fs.statSync(`${d.dir}/stream`).size, written);
       assert.equal(d.proc.exitCode, null, 'the keeper (same pid) is still serving');
-      // Every kill and re-exec starts a worker; SIGHUPs that arrive during an upgrade are
-      // coalesced into one more upgrade.
+      // Every kill starts a worker; SIGHUPs that arrive during an upgrade are coalesced into one
+      // more upgrade; a re-executed keeper adopts the worker that served across its re-exec
+      // (or, re-executed during an upgrade, starts one).
       const count = (e: string): number => events.filter((x) => x === e).length;
-      const want = 1 + count('kill') + count('usr2') + (count('hup') > 0 ? 1 : 0);
+      const want = 1 + count('kill') + (count('hup') > 0 ? 1 : 0);
       const restarts = workerPids(d.stderr()).length;
       assert.ok(restarts >= want, `workers started: ${restarts}, want at least ${want}`);
+      const adopted = (d.stderr().match(/"msg":"worker adopted"/g) ?? []).length;
+      const reexecs = (d.stderr().match(/"msg":"keeper re-executed; serving on"/g) ?? []).length;
+      assert.equal(reexecs, count('usr2'));
+      if (count('usr2') > 0) assert.ok(adopted >= 1, `a worker adopted across a re-exec:\n${d.stderr().slice(-3000)}`);
     } finally {
       fe.close();
       await d.stop();
