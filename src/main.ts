@@ -98,8 +98,12 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
+    const adopted = h.v === 2 && h.plane.worker !== undefined;
     plane.start(true);
     log.info({ rings: backend.runningRings(), fds: h.fds.length }, 'keeper re-executed; serving on');
+    // The adopted worker runs the code of the image before: a whole-package upgrade goes on with
+    // a planned worker upgrade (it serves until its successor has loaded).
+    if (adopted) plane.restart();
   } else {
     conn = await acceptFrontend(cfg, native, log);
     device = new DeviceRegion(native);

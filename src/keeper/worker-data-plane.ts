@@ -351,7 +351,8 @@ export class WorkerDataPlane implements DataPlane {
     this.child = null;
     this.channel = null;
     if (this.closing || this.handingOver) return;
-    const planned = code === 0 && this.upgrading;
+    // An adopted worker's status is not known (null, null); during an upgrade it was asked to go.
+    const planned = this.upgrading && (code === 0 || (code === null && signal === null));
     this.upgrading = false;
     if (planned) this.o.log.info({ pid: w.pid }, 'worker retired');
     else this.o.log.warn({ pid: w.pid, code, signal, spare: !this.prestarted && !!this.spare }, 'worker exited; starting a new one');

@@ -250,21 +250,24 @@ test('submounts: inodes on a tmpfs under the share come back by handle through i
   });
 });
 
-test('a keeper re-exec (SIGUSR2) leaves the worker serving; the new image adopts it, and reaps it when it dies', async () => {
+test('a keeper re-exec (SIGUSR2) leaves the worker serving; the new image adopts it, upgrades it, and reaps it', async () => {
   await withDaemon([], async (d, c) => {
     const before = workerPids(d.stderr()).at(-1)!;
     process.kill(d.proc.pid!, 'SIGUSR2');
-    for (let i = 0; i < 500 && !/"msg":"worker adopted"/.test(d.stderr()); i++) {
-      assert.equal((await c.getattr(1)).error, 0, 'served during the re-exec');
+    const retired = new RegExp(`"pid":${before},.*"msg":"worker retired"`);
+    for (let i = 0; i < 1000 && !retired.test(d.stderr()); i++) {
+      assert.equal((await c.getattr(1)).error, 0);
       await new Promise((r) => setTimeout(r, 5));
     }
     assert.match(d.stderr(), new RegExp(`"pid":${before},.*"msg":"worker adopted"`));
-    assert.equal(workerPids(d.stderr()).at(-1), before, 'no new worker');
-    await killWorker(d);
-    assert.equal((await c.getattr(1)).error, 0);
+    assert.match(d.stderr(), retired, 'then replaced by a worker from the code on disk, as a planned upgrade');
+    assert.notEqual(workerPids(d.stderr()).at(-1), before);
+    assert.doesNotMatch(d.stderr(), /"level":(40|50)/, 'no warning: the adopted worker was retired, not lost');
     const state = (): string => { try { return fs.readFileSync(`/proc/${before}/stat`, 'latin1').split(') ')[1]!.split(' ')[0]!; } catch { return 'gone'; } };
     for (let i = 0; i < 200 && state() !== 'gone'; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(state(), 'gone', 'the adopted worker was reaped, not left a zombie');
+    await killWorker(d);
+    assert.equal((await c.getattr(1)).error, 0);
     const r = checkState(d.proc.pid!);
     assert.ok(r.clean, formatReport(r));
   });
