@@ -44,7 +44,14 @@ async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): 
   return conn;
 }
 
-export async function serve(cfg: Config, native: NativeBinding, log: Logger): Promise<void> {
+/**
+ * SIGHUP and SIGUSR2 held by the launcher (bin/virtiofsd-ts) from its first line: until the
+ * keeper listens for them, their default action would kill it, and a re-executed image takes a
+ * while to load. release() stops holding them and delivers what was held.
+ */
+export interface HeldSignals { release(): void }
+
+export async function serve(cfg: Config, native: NativeBinding, log: Logger, early?: HeldSignals): Promise<void> {
   // The guest's requests carry modes already masked by the guest; ours must not mask again.
   native.umask(0);
   const nofile = native.raiseNofile(cfg.rlimitNofile ?? 1_000_000);
@@ -122,6 +129,8 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger): Pr
     reexecuting = true;
     void reexec(native, log, backend, plane, device).finally(() => { reexecuting = false; });
   });
+  // Signals the launcher held while we loaded (bin/virtiofsd-ts) are acted on now.
+  early?.release();
   await backend.serve(conn);
   log.info({ workerStarts: plane.starts }, 'client disconnected, shutting down');
   await plane.close();
@@ -180,7 +189,7 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   backend.resume();
 }
 
-export function main(argv: string[]): void {
+export function main(argv: string[], early?: HeldSignals): void {
   if (argv[0] === 'check-state') {
     return checkStateMain(argv.slice(1));
   }
@@ -201,7 +210,7 @@ export function main(argv: string[]): void {
   // Must be set before the first thread-pool job: libuv sizes its pool once.
   if (cfg.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(cfg.threadPoolSize);
   const log = cfg.keeper ? createLogger(cfg.logLevel, { role: 'keeper' }) : createLogger(cfg.logLevel);
-  serve(cfg, loadNative(), log).then(
+  serve(cfg, loadNative(), log, early).then(
     () => process.exit(0),
     (e: unknown) => {
       log.fatal({ err: e }, 'fatal error');

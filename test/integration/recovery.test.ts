@@ -5,11 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
-import { startDaemon, type Daemon } from '../support/daemon';
+import { REPO, startDaemon, type Daemon } from '../support/daemon';
 import { checkState, formatReport } from '../../src/state/check-state';
 
 const O_RDWR = 0o2, O_CREAT = 0o100, O_TRUNC = 0o1000;
@@ -271,4 +271,39 @@ test('a keeper re-exec (SIGUSR2) leaves the worker serving; the new image adopts
     const r = checkState(d.proc.pid!);
     assert.ok(r.clean, formatReport(r));
   });
+});
+
+test('a SIGHUP that arrives while the keeper is still loading is held and acted on, not fatal', async () => {
+  // The launcher (bin/virtiofsd-ts) listens from its first line; before that only Node's own
+  // start-up is exposed (about 100 ms here), which no JavaScript can cover (Node resets signal
+  // dispositions and masks at start-up).
+  const dir = fs.mkdtempSync('/tmp/vfsd-early-');
+  const sock = `${dir}/s`;
+  const p = spawn(process.execPath, [`${REPO}/bin/virtiofsd-ts`, `--socket-path=${sock}`, `--shared-dir=${dir}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  try {
+    const caught = (): boolean => {
+      try { return (BigInt(`0x${/SigCgt:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${p.pid}/status`, 'latin1'))![1]}`) & 1n) !== 0n; } catch { return false; }
+    };
+    for (let i = 0; i < 2000 && !caught(); i++) await new Promise((r) => setTimeout(r, 1));
+    assert.ok(caught(), 'SIGHUP is caught');
+    const early = !err.includes('Waiting for vhost-user socket connection');
+    process.kill(p.pid!, 'SIGHUP');
+    for (let i = 0; i < 500 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(fs.existsSync(sock), `the keeper got to listening:\n${err}`);
+    assert.equal(p.exitCode, null);
+    assert.equal(p.signalCode, null);
+    // Held until the keeper listens (once QEMU is connected), then acted on.
+    const fe = await VhostUserFrontend.connect(loadNative(), sock, {});
+    try {
+      for (let i = 0; i < 300 && early && !/SIGHUP: restarting the worker/.test(err); i++) await new Promise((r) => setTimeout(r, 10));
+      if (early) assert.match(err, /SIGHUP: restarting the worker/, 'the held SIGHUP was acted on');
+    } finally {
+      fe.close();
+    }
+  } finally {
+    p.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
