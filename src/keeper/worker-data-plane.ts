@@ -47,6 +47,8 @@ interface WorkerProc {
   kill(signal: NodeJS.Signals): void;
   /** Settles once the process has exited (and has been reaped). */
   readonly gone: Promise<{ code: number | null; signal: string | null }>;
+  /** Set when gone has settled. */
+  dead?: boolean;
 }
 
 /** How often an adopted worker is looked for with waitpid once its channel has closed. */
@@ -204,9 +206,17 @@ export class WorkerDataPlane implements DataPlane {
   /** The hand-over failed: serve again, with the worker we still have or a new one. */
   unretire(): void {
     this.handingOver = false;
-    if (this.detached && this.child) {
-      const w = this.child;
-      w.channel.start((m, fds) => this.onMessage(m, fds, w.channel));
+    const w = this.child;
+    if (this.detached && w) {
+      this.detached = false;
+      if (w.dead) {
+        // It died during the attempt (onExit left it to the next image): replace it now.
+        w.channel.close();
+        this.child = null;
+        this.channel = null;
+      } else {
+        w.channel.start((m, fds) => this.onMessage(m, fds, w.channel));
+      }
     }
     this.detached = false;
     if (!this.child) this.feed(this.launch(), true);
@@ -334,10 +344,16 @@ export class WorkerDataPlane implements DataPlane {
   private watch(w: WorkerProc): void {
     const channel = w.channel;
     channel.start((m, fds) => this.onMessage(m, fds, channel));
-    this.exits.push(w.gone.then(({ code, signal }) => this.onExit(w, code, signal)));
+    this.exits.push(w.gone.then(({ code, signal }) => {
+      w.dead = true;
+      this.onExit(w, code, signal);
+    }));
   }
 
   private onExit(w: WorkerProc, code: number | null, signal: string | null): void {
+    // Died while being handed to our next image: its channel belongs to that image now (which
+    // will see it closed, find the process gone and start a worker).
+    if (this.detached && this.child === w) return;
     // Take in what the worker said before it died (its last fd registrations) first.
     w.channel.drain();
     w.channel.close();
