@@ -28,9 +28,11 @@
 //                BATCH_FORGET per 64, as a guest evicting them would)
 //      write4k   4 KiB WRITE at a random 4 KiB-aligned offset of a 16 MiB file
 //      read4k    4 KiB READ, same
+// 3. The machinery step by step (parts): each piece the keeper mode adds to a request, timed in
+//    tight loops with the real code, and summed per workload.
 //
 // Arguments: --kills N --hups M --usr2 K (stall part) --duration S (per overhead cell, default
-//   0.6) --warmup S (default 0.15) --rounds R (default 20) --workloads a,b --only stall|overhead
+//   0.6) --warmup S (default 0.15) --rounds R (default 20) --workloads a,b --only stall,overhead,parts
 //   --seed N --md FILE (also write the markdown report to FILE).
 
 import * as fs from 'node:fs';
@@ -96,7 +98,7 @@ function parseOpts(argv: string[]): Opts {
       case '--md': o.md = path.resolve(val()); break;
       case '--workloads': o.workloads = val().split(',').map((s) => s.trim()) as Workload[]; break;
       case '-h': case '--help':
-        process.stdout.write('usage: npm run reliability -- [--kills 30] [--hups 10] [--usr2 3] [--duration 0.6] [--warmup 0.15] [--rounds 20] [--only stall,overhead] [--workloads getattr,create,write4k,read4k] [--seed N] [--md FILE]\n');
+        process.stdout.write('usage: npm run reliability -- [--kills 30] [--hups 10] [--usr2 3] [--duration 0.6] [--warmup 0.15] [--rounds 20] [--only stall,overhead,parts] [--workloads getattr,create,write4k,read4k] [--seed N] [--md FILE]\n');
         process.exit(0);
         break;
       default: throw new UsageError(`unknown argument ${a}`);
