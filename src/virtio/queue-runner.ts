@@ -1,7 +1,8 @@
 // Drives one virtqueue: kick eventfd readable → drain it → pop chains → hand them to the handler.
 // Completions (sync inside the handler, or later from async I/O) push used entries; the call eventfd
-// is signalled at most once per drain pass, and completions arriving outside a pass are signalled
-// together once per turn of the event loop (setImmediate), always after the last of them
+// is signalled at the end of each drain pass and every NOTIFY_EVERY completions within it, and
+// completions arriving outside a pass are signalled together once per turn of the event loop
+// (setImmediate), always after the last of them
 // (the driver's EVENT_IDX / NO_INTERRUPT choice is honoured by SplitQueue.shouldNotify).
 //
 // With an InflightRegion (src/state/inflight.ts) every request is recorded there, so that a worker
@@ -37,6 +38,9 @@ export interface QueueRunnerOptions {
 }
 
 const POLL_READABLE = 1;
+/** Completions within one pass after which the call eventfd is signalled without waiting for
+ *  the pass to end (EVENT_IDX still suppresses it while the driver is not listening). */
+const NOTIFY_EVERY = 8;
 
 export class QueueRunner {
   readonly index: number;
@@ -64,6 +68,7 @@ export class QueueRunner {
   private readonly resubmit: number[];
   private resubmitPos = 0;
   private flush: NodeJS.Immediate | null = null; // pending call for completions outside a pass
+  private sincePassNotify = 0;
   private readonly onReadable: (status: number, events: number) => void;
   private readonly onImmediate: () => void;
   private readonly onFlush: () => void;
@@ -274,7 +279,13 @@ export class QueueRunner {
       inflight.postPut(head, this.queue.usedIndex);
       crashpoint('after-post-put');
     }
-    if (!this.inPass && this.flush === null) this.flush = setImmediate(this.onFlush);
+    if (!this.inPass) {
+      if (this.flush === null) this.flush = setImmediate(this.onFlush);
+    } else if (++this.sincePassNotify >= NOTIFY_EVERY) {
+      // A long pass tells the driver as it goes, so it can take its replies (and post more
+      // requests) while we work on the rest, instead of both sides taking turns.
+      this.notify();
+    }
     if (this.outstandingCount === 0 && this.stopResolve !== null) {
       // The caller may drop the call fd once stop() resolves: signal now rather than next turn.
       if (this.flush !== null) { clearImmediate(this.flush); this.flush = null; this.notify(); }
@@ -285,6 +296,7 @@ export class QueueRunner {
   }
 
   private notify(): void {
+    this.sincePassNotify = 0;
     if (this.callFd < 0 || !this.queue.shouldNotify()) return;
     const r = this.native.eventfdWrite(this.callFd, 1);
     if (r < 0) this.log.warn({ queue: this.index, errno: -r }, 'call eventfd write failed');
