@@ -14,6 +14,11 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   sandbox: string;
   rlimitNofile?: number;
   numRequestQueues: number;
+  /**
+   * The capabilities the worker keeps (names without CAP_, lower case): DEFAULT_WORKER_CAPS
+   * changed by --modcaps / -o modcaps.
+   */
+  workerCaps: string[];
   /** Serve from a worker process supervised by this one (the default). */
   keeper: boolean;
   /** Keep a loaded spare worker for the next crash (keeper mode). */
@@ -59,14 +64,43 @@ function applyDashO(cfg: Config, opts: string[]): void {
         case 'no_killpriv_v2': cfg.killprivV2 = false; break;
         case 'log_level': cfg.logLevel = v === 'err' ? 'error' : v; break;
         case 'sandbox': cfg.sandbox = v; break;
+        case 'modcaps': cfg.workerCaps = modcaps(cfg.workerCaps, v); break;
         // Locks are always served (OFD locks); accepted for compatibility.
         case 'flock': case 'no_flock': case 'posix_lock': case 'no_posix_lock':
-        case 'timeout': case 'modcaps': case 'xattrmap': case 'security_label': case 'no_security_label':
+        case 'timeout': case 'xattrmap': case 'security_label': case 'no_security_label':
         case 'allow_root': case 'default_permissions': break;
         default: throw new ConfigError(`unknown option -o ${k}`);
       }
     }
   }
+}
+
+/**
+ * What the worker keeps of root's capabilities: the C and Rust virtiofsd's default set, plus
+ * DAC_READ_SEARCH (open_by_handle_at, linkat of an fd). Everything else (SYS_ADMIN, NET_*,
+ * SYS_PTRACE, ...) goes: the worker is the process that parses guest input.
+ */
+export const DEFAULT_WORKER_CAPS = ['chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'setgid', 'setuid', 'mknod', 'setfcap'];
+const CAP_NAMES = new Set([
+  'chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
+  'linux_immutable', 'net_bind_service', 'net_broadcast', 'net_admin', 'net_raw', 'ipc_lock', 'ipc_owner',
+  'sys_module', 'sys_rawio', 'sys_chroot', 'sys_ptrace', 'sys_pacct', 'sys_admin', 'sys_boot', 'sys_nice',
+  'sys_resource', 'sys_time', 'sys_tty_config', 'mknod', 'lease', 'audit_write', 'audit_control', 'setfcap',
+  'mac_override', 'mac_admin', 'syslog', 'wake_alarm', 'block_suspend', 'audit_read', 'perfmon', 'bpf',
+  'checkpoint_restore',
+]);
+
+/** Apply a --modcaps list ("+sys_admin:-mknod", as the Rust virtiofsd takes it) to caps. */
+function modcaps(caps: string[], spec: string): string[] {
+  const out = new Set(caps);
+  for (const item of spec.split(':')) {
+    const m = /^([+-])(?:cap_)?([a-z_]+)$/i.exec(item.trim());
+    const name = m?.[2]!.toLowerCase();
+    if (!m || !name || !CAP_NAMES.has(name)) throw new ConfigError(`invalid --modcaps item '${item}' (want +name or -name, e.g. +sys_admin)`);
+    if (m[1] === '+') out.add(name);
+    else out.delete(name);
+  }
+  return [...out];
 }
 
 export function parseArgs(argv: string[]): Config {
@@ -92,6 +126,7 @@ export function parseArgs(argv: string[]): Config {
     .option('print-capabilities', { type: 'boolean', default: false, describe: 'Print vhost-user capabilities (JSON) and exit' })
     .option('sandbox', { type: 'string', default: 'none', describe: 'Sandbox mode (namespace|chroot|none); only none is implemented' })
     .option('seccomp', { type: 'string', describe: 'Accepted for compatibility; no seccomp filter is installed' })
+    .option('modcaps', { type: 'string', describe: 'Capabilities the worker keeps, changed from the default set: +name or -name, colon-separated (e.g. +sys_admin:-mknod)' })
     .option('inode-file-handles', {
       type: 'string', default: 'prefer',
       describe: 'never|prefer|mandatory: how a restarted worker gets inodes back: file handles (needs CAP_DAC_READ_SEARCH), or O_PATH fds the keeper holds (never)',
@@ -135,6 +170,7 @@ export function parseArgs(argv: string[]): Config {
     inodeFileHandles: HANDLE_MODES.find((m) => m === a.inodeFileHandles) ?? ((): never => { throw new ConfigError(`invalid --inode-file-handles ${a.inodeFileHandles}`); })(),
     rlimitNofile: a.rlimitNofile,
     numRequestQueues: a.numRequestQueues,
+    workerCaps: a.modcaps !== undefined ? modcaps(DEFAULT_WORKER_CAPS, a.modcaps) : [...DEFAULT_WORKER_CAPS],
     keeper: a.keeper,
     spareWorker: a.spareWorker,
     restoreFd: a.restoreFd,

@@ -101,7 +101,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
       throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
     }
     if (!state) throw new Error('the device state region is empty');
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker }, h.plane);
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps }, h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
@@ -114,7 +114,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   } else {
     conn = await acceptFrontend(cfg, native, log);
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker });
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps });
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();

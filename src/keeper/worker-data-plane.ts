@@ -33,7 +33,14 @@ export interface WorkerDataPlaneOptions {
    * instead of waiting for a Node start-up (default true). Costs one idle process.
    */
   spare?: boolean;
+  /**
+   * Start workers with only these capabilities (names without CAP_), through setpriv(1), when
+   * this process runs as root; undefined: as this process.
+   */
+  caps?: string[];
 }
+
+const SETPRIV = '/usr/bin/setpriv';
 
 /** After a spare was used, wait this long before loading the next (not to slow the recovery). */
 const SPARE_DELAY_MS = 200;
@@ -93,6 +100,8 @@ export class WorkerDataPlane implements DataPlane {
   /** The serving worker's channel is detached for a hand-over (see handover()). */
   private detached = false;
   private spareTimer: NodeJS.Timeout | null = null;
+  private setprivChecked = false;
+  private setpriv = false;
   /** Worker starts so far (1 = the first). */
   starts = 0;
   /** Duplicates of every fd the worker registered: they outlive it. */
@@ -300,7 +309,8 @@ export class WorkerDataPlane implements DataPlane {
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.o.env };
     // A test's crash point fires in the first worker only; its successors must recover.
     if (this.starts > 0) delete env.VFSD_CRASHPOINT;
-    const child = spawn(process.execPath, [script], { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
+    const [cmd, args] = this.workerCommand(script);
+    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
     n.close(theirs);
     this.starts++;
     // A spare logs its start when it takes over (operators and tests follow the serving worker).
@@ -314,6 +324,21 @@ export class WorkerDataPlane implements DataPlane {
     };
     this.watch(w);
     return w;
+  }
+
+  /** The command that starts a worker: node itself, or node under setpriv with fewer capabilities. */
+  private workerCommand(script: string): [string, string[]] {
+    const caps = this.o.caps;
+    if (!caps || process.getuid?.() !== 0) return [process.execPath, [script]];
+    if (!this.setprivChecked) {
+      this.setprivChecked = true;
+      this.setpriv = fs.existsSync(SETPRIV);
+      if (!this.setpriv) this.o.log.warn(`${SETPRIV} not found: workers keep every capability of the keeper`);
+    }
+    if (!this.setpriv) return [process.execPath, [script]];
+    // The bounding set bounds what root's execve of node gets; no inheritable or ambient ones.
+    const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',');
+    return [SETPRIV, ['--bounding-set', bounding, '--inh-caps', '-all', '--ambient-caps', '-all', '--', process.execPath, script]];
   }
 
   /**

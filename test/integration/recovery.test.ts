@@ -11,6 +11,7 @@ import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
 import { REPO, startDaemon, type Daemon } from '../support/daemon';
 import { checkState, formatReport } from '../../src/state/check-state';
+import { DEFAULT_WORKER_CAPS } from '../../src/config';
 
 const O_RDWR = 0o2, O_CREAT = 0o100, O_TRUNC = 0o1000;
 const EBADF = 9, ENOENT = 2;
@@ -307,3 +308,30 @@ test('a SIGHUP that arrives while the keeper is still loading is held and acted 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the worker runs with the reduced capability set (SYS_ADMIN dropped: trusted.* xattrs get EPERM) unless --modcaps adds to it', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+  const bits = (names: string[]): bigint => names.reduce((m, n) => m | (1n << BigInt(CAP_BITS[n]!)), 0n);
+  for (const [args, want] of [[[], DEFAULT_WORKER_CAPS], [['--modcaps=+sys_admin'], [...DEFAULT_WORKER_CAPS, 'sys_admin']]] as const) {
+    await withDaemon(['--xattr', ...args], async (d, c) => {
+      const w = workerPids(d.stderr()).at(-1)!;
+      const status = fs.readFileSync(`/proc/${w}/status`, 'latin1');
+      const bnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(status)![1]}`);
+      const eff = BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(status)![1]}`);
+      const keeperBnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${d.proc.pid}/status`, 'latin1'))![1]}`);
+      assert.equal(bnd, bits([...want]) & keeperBnd, `worker bounding set 0x${bnd.toString(16)}`);
+      assert.equal(eff, bnd);
+      const cr = await c.create(1, 'x', O_RDWR | O_CREAT);
+      assert.equal((await c.setxattr(cr.entry!.nodeid, 'user.k', Buffer.from('v'))).error, 0);
+      assert.equal((await c.setxattr(cr.entry!.nodeid, 'trusted.k', Buffer.from('v'))).error, want.includes('sys_admin') ? 0 : -1 /* EPERM */);
+      // The spare starts the same way.
+      await killWorker(d);
+      const w2 = workerPids(d.stderr()).at(-1)!;
+      assert.equal(BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${w2}/status`, 'latin1'))![1]}`), bnd);
+    });
+  }
+});
+
+/** Bit numbers of the capabilities (linux/capability.h) the test names. */
+const CAP_BITS: Record<string, number> = {
+  chown: 0, dac_override: 1, dac_read_search: 2, fowner: 3, fsetid: 4, setgid: 6, setuid: 7, sys_admin: 21, mknod: 27, setfcap: 31,
+};

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseArgs, ConfigError } from '../../src/config';
+import { parseArgs, ConfigError, DEFAULT_WORKER_CAPS } from '../../src/config';
 
 test('Rust virtiofsd long options are understood', () => {
   const c = parseArgs(['--socket-path=/run/s', '--shared-dir=/srv', '--cache=never', '--xattr', '--no-announce-submounts', '--thread-pool-size=0', '--readonly']);
@@ -36,4 +36,16 @@ test('missing or invalid settings are errors, not silent defaults', () => {
 
 test('--print-capabilities needs nothing else', () => {
   assert.equal(parseArgs(['--print-capabilities']).printCapabilities, true);
+});
+
+test('--modcaps and -o modcaps change the capabilities the worker keeps; unknown names are errors', () => {
+  const base = ['--socket-path=/tmp/s', '--shared-dir=/tmp'];
+  assert.deepEqual(parseArgs(base).workerCaps.sort(), [...DEFAULT_WORKER_CAPS].sort());
+  assert.ok(!DEFAULT_WORKER_CAPS.includes('sys_admin'), 'the default drops SYS_ADMIN');
+  const more = parseArgs([...base, '--modcaps=+sys_admin:-mknod:+CAP_LEASE']).workerCaps;
+  assert.ok(more.includes('sys_admin') && more.includes('lease') && !more.includes('mknod'));
+  assert.ok(parseArgs(['--socket-path=/tmp/s', '-o', 'source=/tmp,modcaps=+sys_admin']).workerCaps.includes('sys_admin'));
+  for (const bad of ['+nonsense', 'sys_admin', '+sys admin']) {
+    assert.throws(() => parseArgs([...base, `--modcaps=${bad}`]), ConfigError, bad);
+  }
 });
