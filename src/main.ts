@@ -56,7 +56,9 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   native.umask(0);
   const nofile = native.raiseNofile(cfg.rlimitNofile ?? 1_000_000);
   if (nofile < 0) log.warn({ errno: -nofile }, 'could not raise RLIMIT_NOFILE');
-  if (cfg.sandbox !== 'none') log.warn({ sandbox: cfg.sandbox }, 'sandboxing is not implemented; running without a sandbox');
+  if (cfg.sandbox !== 'none') {
+    log.warn({ sandbox: cfg.sandbox }, 'no namespace or chroot sandbox is set up (only the worker\'s reduced capability set, see --modcaps)');
+  }
 
   if (!cfg.keeper) {
     const fs = new PassthroughFs(native, fsOptions(cfg), log);

@@ -672,7 +672,10 @@ export class PassthroughFs implements FileSystem {
     if (src.length === 0) return cb(0);
     const n = this.native;
     if (this.opts.syncIo) return this.writeDone(h, writeFlags, n.pwritev2(h.fd, src, offset, 0), cb);
-    if (this.inlineWriteOk(h)) return this.writeDone(h, writeFlags, this.timedWrite(() => n.pwritev2(h.fd, src, offset, 0)), cb);
+    if (this.inlineWriteOk(h)) {
+      const t0 = performance.now();
+      return this.writeDone(h, writeFlags, this.timed(t0, n.pwritev2(h.fd, src, offset, 0)), cb);
+    }
     const r = this.nowaitOk(h, this.nowaitWrite) ? n.pwritev2(h.fd, src, offset, RWF_NOWAIT) : -E.EAGAIN;
     this.writeOn(h, src, offset, r, writeFlags, cb);
   }
@@ -682,10 +685,9 @@ export class PassthroughFs implements FileSystem {
     return this.nowaitWrite[h.fh] === h && (h.flags & K.O_DIRECT) === 0 && performance.now() >= this.writePoolUntil;
   }
 
-  /** Run an inline write; if it was slow, send the next writes to the pool for a while. */
-  private timedWrite(fn: () => number): number {
-    const t0 = performance.now();
-    const r = fn();
+  /** An inline write that started at t0 gave r; if it was slow, the next writes go to the pool
+   *  for a while. Returns r. (No closure per write: this is the WRITE hot path.) */
+  private timed(t0: number, r: number): number {
     const t1 = performance.now();
     if (t1 - t0 > SLOW_INLINE_WRITE_MS) {
       this.writePoolUntil = t1 + WRITE_POOL_MS;
@@ -693,6 +695,7 @@ export class PassthroughFs implements FileSystem {
     }
     return r;
   }
+
 
   /** WRITE from `count` (offset, length) pairs of iov in the window win, as readRanges(). */
   writeRanges(_ctx: Ctx, fh: number, offset: number, win: Uint8Array, iov: Float64Array, count: number, writeFlags: number, cb: (r: number) => void): void {
@@ -702,7 +705,10 @@ export class PassthroughFs implements FileSystem {
     if (count === 0) return cb(0);
     const n = this.native;
     if (this.opts.syncIo) return this.writeDone(h, writeFlags, n.pwritev2Ranges(h.fd, win, iov, count, offset, 0), cb);
-    if (this.inlineWriteOk(h)) return this.writeDone(h, writeFlags, this.timedWrite(() => n.pwritev2Ranges(h.fd, win, iov, count, offset, 0)), cb);
+    if (this.inlineWriteOk(h)) {
+      const t0 = performance.now();
+      return this.writeDone(h, writeFlags, this.timed(t0, n.pwritev2Ranges(h.fd, win, iov, count, offset, 0)), cb);
+    }
     let r = -E.EAGAIN;
     if (this.nowaitOk(h, this.nowaitWrite)) {
       r = n.pwritev2Ranges(h.fd, win, iov, count, offset, RWF_NOWAIT);
@@ -727,7 +733,8 @@ export class PassthroughFs implements FileSystem {
         this.nowaitWrite[h.fh] = h;
         if (this.inlineWriteOk(h)) {
           const rest = done === 0 ? src : skipBytes(src, done);
-          const m = this.timedWrite(() => this.native.pwritev2(h.fd, rest, offset + done, 0));
+          const t0 = performance.now();
+          const m = this.timed(t0, this.native.pwritev2(h.fd, rest, offset + done, 0));
           return this.writeDone(h, writeFlags, m < 0 ? (done > 0 ? done : m) : done + m, cb);
         }
       } else if (r !== 0 && r !== -E.EAGAIN) return this.writeDone(h, writeFlags, done > 0 ? done : r, cb);

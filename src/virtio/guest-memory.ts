@@ -8,7 +8,7 @@
 // A typed array cannot exceed 4 GiB on Node 20, so regions whose mapping would exceed 2 * windowSize
 // (4 GiB by default) are mapped as several windows of windowSize bytes at windowSize-aligned file
 // offsets (windowSize is a power of two >= 4 KiB, hence page aligned). A view never straddles two
-// windows: gpaView returns null for such a range; gpaSegments/appendGpaSegments split it.
+// windows: gpaView returns null for such a range; gpaSegments/appendGpaRanges split it.
 
 import type { NativeBinding } from '../native/binding';
 
@@ -129,29 +129,20 @@ export class GuestMemory {
 
   /** Views covering [gpa, gpa+len), split at window and region edges; null if any byte is unmapped. */
   gpaSegments(gpa: number, len: number): Uint8Array[] | null {
+    const r: Array<Uint8Array | number> = [];
+    if (!this.appendGpaRanges(gpa, len, r)) return null;
     const out: Uint8Array[] = [];
-    return this.appendGpaSegments(gpa, len, out) ? out : null;
-  }
-
-  /** As gpaSegments, appending to out (the chain walker's allocation-free form). On false, out may
-   *  have received some segments already. len 0 appends nothing and succeeds. */
-  appendGpaSegments(gpa: number, len: number, out: Uint8Array[]): boolean {
-    if (!(gpa >= 0 && len >= 0 && gpa + len <= MAX_ADDR)) return false;
-    while (len > 0) {
-      const m = this.findGpa(gpa, 1);
-      if (m === null) return false;
-      const avail = m.gpa + m.len - gpa;
-      const take = len < avail ? len : avail;
-      const o = m.off + (gpa - m.gpa);
-      out.push(m.u8.subarray(o, o + take));
-      gpa += take;
-      len -= take;
+    for (let i = 0; i < r.length; i += 3) {
+      const off = r[i + 1] as number;
+      out.push((r[i] as Uint8Array).subarray(off, off + (r[i + 2] as number)));
     }
-    return true;
+    return out;
   }
 
-  /** As appendGpaSegments without making a view per piece: appends each piece as three entries,
-   *  (window, byte offset in it, length), to out. On false, out may have received some already. */
+  /** The pieces of [gpa, gpa+len), split at window and region edges, each appended to out as
+   *  three entries: (window, byte offset in it, length); no view is made (the chain walker's
+   *  allocation-free form). On false (a byte unmapped), out may have received some already.
+   *  len 0 appends nothing and succeeds. */
   appendGpaRanges(gpa: number, len: number, out: Array<Uint8Array | number>): boolean {
     if (!(gpa >= 0 && len >= 0 && gpa + len <= MAX_ADDR)) return false;
     while (len > 0) {
