@@ -10,9 +10,17 @@
 #   initramfs.stamp            inputs the initramfs was built from (rebuilt when they change)
 #   src-tree.tar[.sha256]      deterministic tarball for workload "tar"
 #
+# --packages-only: only the host packages (what the suite needs without a guest).
 # Env: VFSD_GUEST_KERNEL=linux-image-6.1.0-N-amd64 pins the kernel package (default: the one
 #      linux-image-amd64 depends on, resolved only when no kernel is cached yet).
-set -euo pipefail
+set -Eeuo pipefail
+
+PACKAGES_ONLY=0
+case "${1:-}" in
+  --packages-only) PACKAGES_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: setup.sh [--packages-only]" >&2; exit 2 ;;
+esac
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -21,30 +29,70 @@ mkdir -p "$CACHE"
 CACHE="$(cd "$CACHE" && pwd)"
 
 log() { echo "[guest-setup] $*" >&2; }
+fail() { log "FAILED: $*"; exit 1; }
+# Any other failing command is named too: nothing in here exits without saying why.
+trap 'rc=$?; log "FAILED (exit $rc) at setup.sh line $LINENO: $BASH_COMMAND"; exit $rc' ERR
 
 # ---------------------------------------------------------------- host packages
 APT_UPDATED=0
 apt_update_once() {
   if [ "$APT_UPDATED" = 0 ]; then
     log "apt-get update"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 </dev/null \
+      || fail "apt-get update failed (exit $?): Debian's package lists cannot be read; see apt's message above"
     APT_UPDATED=1
   fi
 }
 
-PKGS="qemu-system-x86 qemu-system-common busybox-static cpio fio gcc libc6-dev attr acl perl util-linux xz-utils zstd"
-# One dpkg-query for all: fast, and exact (a command on PATH may come from elsewhere).
-installed="$(dpkg-query -W -f='${Package} ${Status}\n' $PKGS 2>/dev/null | awk '/ ok installed$/{print $1}')"
+# What each package is for (printed when it is installed, so nobody wonders why).
+PKG_WHY=(
+  "qemu-system-x86:QEMU 7.2, which boots the test and demo guest"
+  "qemu-system-common:the C virtiofsd (/usr/lib/qemu/virtiofsd), the peer the tests and benchmarks compare against"
+  "busybox-static:the guest's initramfs userland"
+  "cpio:packs the initramfs"
+  "fio:I/O workloads run in the guest"
+  "gcc:compiles the guest's C workloads"
+  "libc6-dev:headers for those workloads and the source-tree tarball"
+  "attr:xattr tools for the guest's metadata workload"
+  "acl:ACL tools for the guest's metadata workload"
+  "perl:the workloads' digest script"
+  "util-linux:setpriv, which starts workers with fewer capabilities"
+  "xz-utils:unpacks .ko.xz kernel modules"
+  "zstd:unpacks .ko.zst kernel modules"
+  "shellcheck:lints the suite's shell scripts"
+)
+PKGS=()
+for e in "${PKG_WHY[@]}"; do PKGS+=("${e%%:*}"); done
+
+# dpkg-query -W exits 1 when any package it is asked about is unknown to dpkg (a fresh machine),
+# and still prints the ones it knows: read its output, not its status.
+installed="$(dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null || true)"
 need_pkgs=()
-for p in $PKGS; do
-  grep -qx "$p" <<<"$installed" || need_pkgs+=("$p")
+for p in "${PKGS[@]}"; do
+  grep -q "^$p install ok installed\$" <<<"$installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "missing Debian packages: ${need_pkgs[*]}"
+  for e in "${PKG_WHY[@]}"; do
+    for p in "${need_pkgs[@]}"; do
+      if [ "${e%%:*}" = "$p" ]; then log "  $p: ${e#*:}"; fi
+    done
+  done
+  if [ "$(id -u)" != 0 ]; then
+    fail "installing them needs root; run as root, or install them: apt-get install ${need_pkgs[*]}"
+  fi
+  command -v apt-get >/dev/null || fail "apt-get not found: install ${need_pkgs[*]} by hand"
   apt_update_once
-  log "installing: $PKGS (missing: ${need_pkgs[*]})"
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PKGS >&2
+  log "apt-get install ${need_pkgs[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2 </dev/null \
+    || fail "apt-get install ${need_pkgs[*]} failed (exit $?); see apt's message above"
+  installed="$(dpkg-query -W -f='${Package} ${Status}\n' "${need_pkgs[@]}" 2>/dev/null || true)"
+  for p in "${need_pkgs[@]}"; do
+    grep -q "^$p install ok installed\$" <<<"$installed" || fail "apt-get reported success, but $p is still not installed"
+  done
+  log "installed: ${need_pkgs[*]}"
 fi
+if [ "$PACKAGES_ONLY" = 1 ]; then log "ready: host packages"; exit 0; fi
 
 # ---------------------------------------------------------------- guest kernel
 kdir=""
@@ -64,14 +112,17 @@ if [ -z "$kdir" ]; then
   if [ -z "${VFSD_GUEST_KERNEL:-}" ]; then
     apt_update_once
     kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')"
-    [ -n "$kpkg" ] || { log "cannot resolve the kernel package linux-image-amd64 depends on"; exit 1; }
+    [ -n "$kpkg" ] || fail "cannot resolve the kernel package linux-image-amd64 depends on (apt-cache depends linux-image-amd64)"
     kver="${kpkg#linux-image-}"
   fi
   log "downloading $kpkg"
   tmpd="$(mktemp -d "$CACHE/.dl.XXXXXX")"
   # apt-get download writes into the cwd; the _apt sandbox warning is harmless as root.
-  ( cd "$tmpd" && apt-get download -q "$kpkg" >&2 ) || {
-    apt_update_once; ( cd "$tmpd" && apt-get download -q "$kpkg" >&2 ); }
+  if ! (cd "$tmpd" && apt-get download -q "$kpkg" >&2 </dev/null); then
+    apt_update_once
+    (cd "$tmpd" && apt-get download -q "$kpkg" >&2 </dev/null) \
+      || fail "apt-get download $kpkg failed: the guest kernel cannot be fetched from Debian's packages"
+  fi
   rm -rf "$CACHE/kernel/$kver.tmp"
   mkdir -p "$CACHE/kernel"
   dpkg -x "$tmpd"/*.deb "$CACHE/kernel/$kver.tmp"
@@ -104,7 +155,7 @@ if [ ! -s "$CACHE/initramfs.cpio.gz" ] || [ "$(cat "$CACHE/initramfs.stamp" 2>/d
       if grep -q "/$m.ko\$" "$moddir/modules.builtin" 2>/dev/null; then
         log "module $m is built in"; continue
       fi
-      log "module $m not found (neither .ko nor built in) in $kver"; exit 1
+      fail "module $m not found (neither .ko nor built in) in $kver"
     fi
     case "$f" in
       *.ko.xz)  xz -dc "$f"   > "$root/lib/modules/$m.ko" ;;
