@@ -3,7 +3,8 @@
 #   npm run demo [-- DIR]      (default DIR: ./demo-share, created with a README in it)
 # Installs QEMU, a Debian guest kernel and busybox on first use (scripts/guest/setup.sh).
 set -Eeuo pipefail
-trap 'rc=$?; echo "demo.sh: FAILED (exit $rc) at line $LINENO: $BASH_COMMAND" >&2; exit $rc' ERR
+on_err() { local rc=$?; echo "demo.sh: FAILED (exit $rc) at line $1: $BASH_COMMAND" >&2; exit "$rc"; }
+trap 'on_err $LINENO' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR="${1:-$PWD/demo-share}"
 mkdir -p "$DIR"

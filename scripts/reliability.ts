@@ -10,6 +10,10 @@
 //      --kills N   SIGKILL to the current worker (default 30)
 //      --hups M    SIGHUP to the keeper: planned worker upgrade (default 10)
 //      --usr2 K    SIGUSR2 to the keeper: keeper re-exec (default 3)
+//      --upgrade-kills U   each of: SIGHUP, then SIGKILL of the incoming worker while it loads;
+//                  SIGHUP, then SIGKILL of the serving worker while the incoming one loads; and
+//                  the same two after SIGUSR2 (the re-executed keeper's upgrade) (default 3)
+//    For these, the stall is measured from the SIGKILL.
 //    Per event: stall = the longest time a request waited after the event (its completion
 //    minus the later of its start and the event), over the requests in flight at the event or
 //    started within 2 s after it: with one request in flight that is "from the kill until the
@@ -40,7 +44,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative, type NativeBinding } from '../src/native/binding';
 import { SIZE } from '../src/fuse/abi';
-import { startDaemon, type Daemon } from '../test/support/daemon';
+import { liveWorker, startDaemon, workerPids, type Daemon } from '../test/support/daemon';
 import { VhostUserFrontend } from '../test/support/frontend';
 import { FuseClient, type Transport } from '../test/support/fuse-client';
 import { treeCpuNs } from '../test/support/proc-stat';
@@ -62,14 +66,14 @@ const WORKLOADS = ['getattr', 'create', 'write4k', 'read4k'] as const;
 type Workload = (typeof WORKLOADS)[number];
 
 interface Opts {
-  kills: number; hups: number; usr2: number; duration: number; warmup: number; rounds: number;
+  kills: number; hups: number; usr2: number; upgradeKills: number; duration: number; warmup: number; rounds: number;
   only: Array<'stall' | 'overhead' | 'parts'>; workloads: Workload[]; seed: number; md?: string;
 }
 
 class UsageError extends Error {}
 
 function parseOpts(argv: string[]): Opts {
-  const o: Opts = { kills: 30, hups: 10, usr2: 3, duration: 0.6, warmup: 0.15, rounds: 20, only: ['stall', 'overhead', 'parts'], workloads: [...WORKLOADS], seed: Date.now() & 0x7fffffff };
+  const o: Opts = { kills: 30, hups: 10, usr2: 3, upgradeKills: 3, duration: 0.6, warmup: 0.15, rounds: 20, only: ['stall', 'overhead', 'parts'], workloads: [...WORKLOADS], seed: Date.now() & 0x7fffffff };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]!;
     let v: string | undefined;
@@ -90,6 +94,7 @@ function parseOpts(argv: string[]): Opts {
       case '--kills': o.kills = int(0, 1000); break;
       case '--hups': o.hups = int(0, 1000); break;
       case '--usr2': o.usr2 = int(0, 100); break;
+      case '--upgrade-kills': o.upgradeKills = int(0, 100); break;
       case '--rounds': o.rounds = int(1, 200); break;
       case '--seed': o.seed = int(0, 2 ** 31 - 1); break;
       case '--duration': o.duration = Number(val()); break;
@@ -98,7 +103,7 @@ function parseOpts(argv: string[]): Opts {
       case '--md': o.md = path.resolve(val()); break;
       case '--workloads': o.workloads = val().split(',').map((s) => s.trim()) as Workload[]; break;
       case '-h': case '--help':
-        process.stdout.write('usage: npm run reliability -- [--kills 30] [--hups 10] [--usr2 3] [--duration 0.6] [--warmup 0.15] [--rounds 20] [--only stall,overhead,parts] [--workloads getattr,create,write4k,read4k] [--seed N] [--md FILE]\n');
+        process.stdout.write('usage: npm run reliability -- [--kills 30] [--hups 10] [--usr2 3] [--upgrade-kills 3] [--duration 0.6] [--warmup 0.15] [--rounds 20] [--only stall,overhead,parts] [--workloads getattr,create,write4k,read4k] [--seed N] [--md FILE]\n');
         process.exit(0);
         break;
       default: throw new UsageError(`unknown argument ${a}`);
@@ -123,16 +128,15 @@ function sleep(ms: number): Promise<void> {
 }
 
 
-function workerPids(d: Daemon): number[] {
-  const pids: number[] = [];
-  for (const line of d.stderr().split('\n')) {
-    if (!line.includes('"worker started"')) continue;
-    try {
-      const j = JSON.parse(line) as { msg?: string; pid?: number };
-      if (j.msg === 'worker started' && typeof j.pid === 'number') pids.push(j.pid);
-    } catch { /* partial line */ }
+/** The incoming worker of the upgrade just asked for (logged after mark), once it is started. */
+async function waitIncoming(d: Daemon, mark: number): Promise<number> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const m = /"upgrade":true,"pid":(\d+)/.exec(d.stderr().slice(mark));
+    if (m) return Number(m[1]);
+    if (Date.now() > deadline) throw new Error(`no incoming worker within 20 s:\n${d.stderr().slice(-2000)}`);
+    await sleep(1);
   }
-  return pids;
 }
 
 function pct(sorted: ArrayLike<number>, p: number): number {
@@ -200,7 +204,9 @@ async function close(s: Session): Promise<void> {
 
 // ---------------------------------------------------------------- 1. restart stall
 
-type Kind = 'kill' | 'hup' | 'usr2';
+const UPGRADE_KILLS = ['hup-kill-incoming', 'hup-kill-serving', 'usr2-kill-incoming', 'usr2-kill-serving'] as const;
+type Kind = 'kill' | 'hup' | 'usr2' | (typeof UPGRADE_KILLS)[number];
+const KINDS: readonly Kind[] = ['kill', 'hup', 'usr2', ...UPGRADE_KILLS];
 /** spare: a kill after which the keeper fed its loaded spare worker (no Node start-up to wait for). */
 interface StallRow { kind: Kind; stallMs: number; longestMs: number; spare: boolean }
 
@@ -245,19 +251,32 @@ async function stallPart(native: NativeBinding, o: Opts, log: (s: string) => voi
   try {
     await sleep(500); // steady state first
     const plan: Kind[] = [...Array<Kind>(o.kills).fill('kill'), ...Array<Kind>(o.hups).fill('hup'), ...Array<Kind>(o.usr2).fill('usr2')];
+    for (let k = 0; k < o.upgradeKills; k++) plan.push(...UPGRADE_KILLS);
     // what the keeper logs once the event is over and a new worker serves
     const doneMsgs: Record<Kind, string[]> = {
       kill: ['"worker started"'],
       hup: ['"worker retired"'],
       usr2: ['"keeper re-executed; serving on"'],
+      'hup-kill-incoming': ['"worker retired"'],
+      'hup-kill-serving': ['"worker serving"'],
+      'usr2-kill-incoming': ['"worker retired"'],
+      'usr2-kill-serving': ['"worker serving"'],
     };
     for (const kind of plan) {
       await sleep(300 + rand() * 1200);
       if (s.d.proc.exitCode !== null || s.d.proc.signalCode !== null) throw new Error(`the keeper exited:\n${s.d.stderr().slice(-2000)}`);
-      const pid = workerPids(s.d).at(-1)!;
-      const mark = s.d.stderr().length;
+      const pid = liveWorker(s.d.stderr())!;
+      let mark = s.d.stderr().length;
       if (kind === 'kill') process.kill(pid, 'SIGKILL');
-      else process.kill(s.d.proc.pid!, kind === 'hup' ? 'SIGHUP' : 'SIGUSR2');
+      else if (kind === 'hup' || kind === 'usr2') process.kill(s.d.proc.pid!, kind === 'hup' ? 'SIGHUP' : 'SIGUSR2');
+      else {
+        // An upgrade, then a SIGKILL while its incoming worker loads: of that worker, or of the
+        // one that serves (after SIGUSR2: the worker the new keeper image adopted).
+        process.kill(s.d.proc.pid!, kind.startsWith('hup') ? 'SIGHUP' : 'SIGUSR2');
+        const started = await waitIncoming(s.d, mark);
+        mark = s.d.stderr().length;
+        process.kill(kind.endsWith('incoming') ? started : pid, 'SIGKILL');
+      }
       const at = performance.now();
       const ev = { kind, at, spare: false };
       events.push(ev);
@@ -276,7 +295,7 @@ async function stallPart(native: NativeBinding, o: Opts, log: (s: string) => voi
     stop = true;
     await running;
   }
-  const workers = workerPids(s.d).length;
+  const workers = workerPids(s.d.stderr()).length;
   await close(s);
   if (s.problems.length) throw new Error(`reply problems:\n${s.problems.join('\n')}`);
 
@@ -457,14 +476,20 @@ async function main(): Promise<void> {
   const verdicts: string[] = [];
 
   if (o.only.includes('stall')) {
-    log(`reliability: stall part: ${o.kills} SIGKILL, ${o.hups} SIGHUP, ${o.usr2} SIGUSR2, seed ${o.seed}`);
+    log(`reliability: stall part: ${o.kills} SIGKILL, ${o.hups} SIGHUP, ${o.usr2} SIGUSR2, ${o.upgradeKills}× each upgrade-then-kill, seed ${o.seed}`);
     const r = await stallPart(native, o, log);
     md.push(`### Restart stall (1 request in flight: GETATTR, LOOKUP, 4 KiB WRITE in turn)`, '');
     md.push(`${r.ops} requests, ${r.errors} failed; ${r.workers} workers started; seed ${o.seed}.`, '');
     md.push('| event | n | stall p50 ms | stall p99 ms | stall max ms | longest request p50 ms | longest request max ms | target | met |');
     md.push('|---|---:|---:|---:|---:|---:|---:|---|---|');
-    const names: Record<Kind, string> = { kill: 'SIGKILL worker', hup: 'SIGHUP (planned upgrade)', usr2: 'SIGUSR2 (keeper re-exec)' };
-    for (const kind of ['kill', 'hup', 'usr2'] as const) {
+    const names: Record<Kind, string> = {
+      kill: 'SIGKILL worker', hup: 'SIGHUP (planned upgrade)', usr2: 'SIGUSR2 (keeper re-exec)',
+      'hup-kill-incoming': 'SIGHUP, then SIGKILL of the loading incoming worker',
+      'hup-kill-serving': 'SIGHUP, then SIGKILL of the serving worker while the incoming one loads',
+      'usr2-kill-incoming': 'SIGUSR2, then SIGKILL of the loading incoming worker',
+      'usr2-kill-serving': 'SIGUSR2, then SIGKILL of the adopted worker while the incoming one loads',
+    };
+    for (const kind of KINDS) {
       const rows = r.rows.filter((x) => x.kind === kind);
       if (rows.length === 0) continue;
       const st = rows.map((x) => x.stallMs).sort((a, b) => a - b);
@@ -474,7 +499,7 @@ async function main(): Promise<void> {
       if (kind === 'kill') {
         target = `p50 < ${TARGETS.killP50}, p99 < ${TARGETS.killP99}`;
         met = pct(st, 0.5) < TARGETS.killP50 && pct(st, 0.99) < TARGETS.killP99 ? 'yes' : 'no';
-      } else if (kind === 'hup') {
+      } else if (kind === 'hup' || UPGRADE_KILLS.includes(kind as (typeof UPGRADE_KILLS)[number])) {
         target = `< ${TARGETS.upgrade} (every one)`;
         met = st.at(-1)! < TARGETS.upgrade ? 'yes' : `no (p50 ${pct(st, 0.5) < TARGETS.upgrade ? '<' : '≥'} ${TARGETS.upgrade})`;
       }
@@ -489,7 +514,7 @@ async function main(): Promise<void> {
       }
     }
     md.push('', `Request latency away from the events (${r.baseline.n} requests): p50 ${(r.baseline.p50 * 1000).toFixed(0)} µs, p99 ${(r.baseline.p99 * 1000).toFixed(0)} µs, max ${f1(r.baseline.max)} ms.`, '');
-    md.push(`Per event (ms; * = a loaded spare took over): ${['kill', 'hup', 'usr2'].map((k) => `${k}: ${r.rows.filter((x) => x.kind === k).map((x) => f0(x.stallMs) + (x.spare ? '*' : '')).join(' ')}`).join('; ')}`, '');
+    md.push(`Per event (ms; * = a loaded spare took over): ${KINDS.map((k) => `${k}: ${r.rows.filter((x) => x.kind === k).map((x) => f0(x.stallMs) + (x.spare ? '*' : '')).join(' ')}`).join('; ')}`, '');
     if (r.errors) throw new Error(`${r.errors} requests failed during the stall part`);
   }
 

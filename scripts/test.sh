@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole suite, as CI runs it (after `npm ci`, which builds the addon and the TypeScript).
-# Layers: unit (pure TS), native (the shim's syscalls), integration (our vhost-user frontend
-# against our daemon and the C virtiofsd), crash (the worker killed at every crash point, then
+# Layers: unit (pure TS), scripts (setup.sh with stand-ins for apt; shellcheck), native (the
+# shim's syscalls), integration (our vhost-user frontend against our daemon and the C
+# virtiofsd), crash (the worker killed at every crash point, then
 # replies, host tree and state image compared), e2e (a real Linux guest under QEMU/TCG).
 # VFSD_SKIP_E2E=1 leaves the guest out (for quick local runs).
 set -Eeuo pipefail
-trap 'rc=$?; echo "test.sh: FAILED (exit $rc) at line $LINENO: $BASH_COMMAND" >&2; exit $rc' ERR
+on_err() { local rc=$?; echo "test.sh: FAILED (exit $rc) at line $1: $BASH_COMMAND" >&2; exit "$rc"; }
+trap 'on_err $LINENO' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export NODE_ENV=test
 
@@ -18,7 +20,7 @@ else
 fi
 
 files=()
-for layer in unit native integration crash; do
+for layer in unit scripts native integration crash; do
   while IFS= read -r f; do files+=("$f"); done < <(find "dist/test/$layer" -name '*.test.js' | sort)
 done
 if [ "${VFSD_SKIP_E2E:-0}" != 1 ]; then

@@ -23,6 +23,8 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   keeper: boolean;
   /** Keep a loaded spare worker for the next crash (keeper mode). */
   spareWorker: boolean;
+  /** How long a worker may take to load, recover or retire, or stay silent, before it is replaced (s). */
+  workerTimeoutS: number;
   /** Internal: a memfd with the state an earlier image of this keeper handed over. */
   restoreFd?: number;
 }
@@ -138,6 +140,10 @@ export function parseArgs(argv: string[]): Config {
     .option('preserve-noatime', { type: 'boolean', describe: 'Accepted for compatibility' })
     .option('keeper', { type: 'boolean', default: true, describe: 'Serve rings from a restartable worker process (--no-keeper: one process)' })
     .option('spare-worker', { type: 'boolean', default: true, describe: 'Keep a loaded, idle worker ready to take over after a crash (--no-spare-worker: start one then)' })
+    .option('worker-timeout', {
+      type: 'number', default: 20,
+      describe: 'Seconds a worker may take to load, recover or retire, or go without answering the keeper, before it is killed and replaced',
+    })
     .option('restore-fd', { type: 'number', hidden: true, describe: 'Internal: keeper re-exec hand-over' })
     .option('num-request-queues', { type: 'number', default: 1, describe: 'Request queues offered to QEMU' })
     .option('o', { type: 'string', array: true, describe: 'C virtiofsd style options: source=DIR,cache=none|auto|always,xattr,...' })
@@ -173,6 +179,7 @@ export function parseArgs(argv: string[]): Config {
     workerCaps: a.modcaps !== undefined ? modcaps(DEFAULT_WORKER_CAPS, a.modcaps) : [...DEFAULT_WORKER_CAPS],
     keeper: a.keeper,
     spareWorker: a.spareWorker,
+    workerTimeoutS: a.workerTimeout,
     restoreFd: a.restoreFd,
   };
   applyDashO(cfg, a.o ?? []);
@@ -182,6 +189,7 @@ export function parseArgs(argv: string[]): Config {
   if (cfg.socketPath === undefined && cfg.fd === undefined && cfg.restoreFd === undefined) throw new ConfigError('--socket-path or --fd is required');
   if (cfg.socketPath !== undefined && cfg.fd !== undefined) throw new ConfigError('--socket-path and --fd are mutually exclusive');
   if (!Number.isInteger(cfg.threadPoolSize) || cfg.threadPoolSize < 0 || cfg.threadPoolSize > 1024) throw new ConfigError('invalid --thread-pool-size');
+  if (!Number.isFinite(cfg.workerTimeoutS) || cfg.workerTimeoutS < 0.1 || cfg.workerTimeoutS > 3600) throw new ConfigError('invalid --worker-timeout (0.1 to 3600 seconds)');
   if (!Number.isInteger(cfg.numRequestQueues) || cfg.numRequestQueues < 1 || cfg.numRequestQueues > 64) throw new ConfigError('invalid --num-request-queues');
   return cfg;
 }

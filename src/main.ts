@@ -12,7 +12,7 @@ import { PassthroughFs, DEFAULT_FS_OPTIONS } from './passthrough/passthrough-fs'
 import { FuseSession } from './fuse/session';
 import { VhostUserFsBackend } from './vhost/backend';
 import { listenUnix, acceptOne } from './vhost/listener';
-import { WorkerDataPlane, type PlaneState } from './keeper/worker-data-plane';
+import { WorkerDataPlane, type PlaneState, type WorkerDataPlaneOptions } from './keeper/worker-data-plane';
 import type { DeviceState } from './vhost/backend';
 import * as nodefs from 'node:fs';
 import type { FsOptions } from './passthrough/passthrough-fs';
@@ -24,6 +24,13 @@ function fsOptions(cfg: Config): FsOptions {
   return {
     ...DEFAULT_FS_OPTIONS, sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo,
     readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0, inodeFileHandles: cfg.inodeFileHandles,
+  };
+}
+
+function planeOptions(cfg: Config, native: NativeBinding, log: Logger): WorkerDataPlaneOptions {
+  return {
+    native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps,
+    timeoutMs: cfg.workerTimeoutS * 1000,
   };
 }
 
@@ -103,12 +110,11 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
       throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
     }
     if (!state) throw new Error('the device state region is empty');
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps }, h.plane);
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log), h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
-    const adopted = h.v === 2 && h.plane.worker !== undefined;
-    plane.start(true);
+    const adopted = plane.start(true);
     log.info({ rings: backend.runningRings(), fds: h.fds.length }, 'keeper re-executed; serving on');
     // The adopted worker runs the code of the image before: a whole-package upgrade goes on with
     // a planned worker upgrade (it serves until its successor has loaded).
@@ -116,7 +122,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   } else {
     conn = await acceptFrontend(cfg, native, log);
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps });
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log));
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();
@@ -157,16 +163,13 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   await backend.quiesce();
   log.debug('re-exec: vhost-user connection quiet');
   // The worker goes on serving the rings while we re-execute (it needs us only for control
-  // messages, which wait in its channel); during a planned upgrade it is retired instead.
-  if (plane.handover()) log.debug('re-exec: the worker stays');
-  else {
-    await plane.retire();
-    log.debug('re-exec: worker retired');
-  }
+  // messages, which wait in its channel); one already retiring in an upgrade finishes instead.
+  if (await plane.prepareReexec()) log.debug('re-exec: the worker stays');
+  else log.debug('re-exec: worker retired');
   const device = backend.snapshot();
   if (!region.write(device.state)) {
     log.error('keeper re-exec: the device state does not fit its region; serving on');
-    plane.unretire();
+    plane.resume();
     backend.resume();
     return;
   }
@@ -187,7 +190,7 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   log.error({ errno: -r }, 'keeper re-exec failed; serving on');
   for (const fd of all) native.setCloexec(fd, true);
   if (memfd >= 0) native.close(memfd);
-  plane.unretire();
+  plane.resume();
   backend.resume();
 }
 

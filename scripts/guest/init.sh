@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the e2e guest initramfs (copied in by setup.sh).
 #
 #  1. insmod virtio/fuse/virtiofs/9p modules (list in /etc/modules.load, in load order)
@@ -27,9 +28,9 @@ die() {
 }
 
 mark init
-for m in $(cat /etc/modules.load); do
+while read -r m; do
   insmod "/lib/modules/$m.ko" || die "insmod $m failed"
-done
+done < /etc/modules.load
 mark modules
 
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /host \
@@ -55,12 +56,14 @@ CFG=$H/mnt/out/.vfsd/config
 TAG=$(sed -n 's/^TAG=//p' $CFG)
 SCRIPT=$(sed -n 's/^SCRIPT=//p' $CFG)
 MOUNTOPTS=$(sed -n 's/^MOUNTOPTS=//p' $CFG)
-[ -n "$TAG" ] && [ -n "$SCRIPT" ] || die "bad config"
+if [ -z "$TAG" ] || [ -z "$SCRIPT" ]; then die "bad config"; fi
 mark mounts
 mount -t virtiofs ${MOUNTOPTS:+-o "$MOUNTOPTS"} "$TAG" $H/mnt/vfs || die "mount -t virtiofs $TAG failed"
 mark virtiofs
 
 # The script runs with a clean environment plus whatever run.sh --env put in .vfsd/env.
+# (The single-quoted command is expanded by the inner shell, in the chroot.)
+# shellcheck disable=SC2016
 chroot $H /usr/bin/env -i \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   HOME=/tmp TERM=dumb LC_ALL=C TZ=UTC \

@@ -40,11 +40,12 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
 done
-[ -n "$SOCKET" ] && [ -n "$SCRIPT" ] && [ -n "$OUT" ] || usage
+if [ -z "$SOCKET" ] || [ -z "$SCRIPT" ] || [ -z "$OUT" ]; then usage; fi
 [ -S "$SOCKET" ] || { echo "run.sh: $SOCKET is not a socket" >&2; exit 2; }
 [ -f "$SCRIPT" ] || { echo "run.sh: no script $SCRIPT" >&2; exit 2; }
-[ -e "$CACHE/vmlinuz" ] && [ -s "$CACHE/initramfs.cpio.gz" ] \
-  || { echo "run.sh: guest not built; run scripts/guest/setup.sh" >&2; exit 2; }
+if [ ! -e "$CACHE/vmlinuz" ] || [ ! -s "$CACHE/initramfs.cpio.gz" ]; then
+  echo "run.sh: guest not built; run scripts/guest/setup.sh" >&2; exit 2
+fi
 SCRIPT="$(realpath "$SCRIPT")"
 case "$SCRIPT" in *[[:space:]]*) echo "run.sh: script path must not contain spaces" >&2; exit 2 ;; esac
 
@@ -73,10 +74,10 @@ APPEND="console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off ran
 args=(
   -accel tcg -M pc -cpu max -smp "$SMP" -m "$MEMSZ"
   -nodefaults -no-user-config -display none -monitor none -no-reboot
-  -object "memory-backend-memfd,id=mem,size=$MEMSZ,share=on" -numa node,memdev=mem
+  -object "memory-backend-memfd,id=mem,size=$MEMSZ,share=on" -numa "node,memdev=mem"
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initramfs.cpio.gz" -append "$APPEND"
   -serial "file:$CONSOLE"
-  -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap
+  -virtfs "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap"
   -virtfs "local,path=$OUT,mount_tag=vfsdout,security_model=none"
   -chardev "socket,id=c0,path=$SOCKET"
   -device "vhost-user-fs-pci,chardev=c0,tag=$TAG"

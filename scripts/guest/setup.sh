@@ -31,7 +31,8 @@ CACHE="$(cd "$CACHE" && pwd)"
 log() { echo "[guest-setup] $*" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
 # Any other failing command is named too: nothing in here exits without saying why.
-trap 'rc=$?; log "FAILED (exit $rc) at setup.sh line $LINENO: $BASH_COMMAND"; exit $rc' ERR
+on_err() { local rc=$?; log "FAILED (exit $rc) at setup.sh line $1: $BASH_COMMAND"; exit "$rc"; }
+trap 'on_err $LINENO' ERR
 
 # ---------------------------------------------------------------- host packages
 APT_UPDATED=0

@@ -170,6 +170,8 @@ export interface NativeBinding {
   setCloexec(fd: number, on: boolean): number;
   /** waitpid(pid, WNOHANG): pid once it has exited (reaped), 0 while it runs, or -errno. */
   reap(pid: number): number;
+  /** prctl(PR_SET_PDEATHSIG, SIGKILL); then the parent's pid (1: it is gone already), or -errno. */
+  dieWithParent(): number;
 }
 
 /** pollStart that throws (with the errno) where a watch cannot be set up. */

@@ -12,8 +12,10 @@
 //   ring-stop {index, seq}                   stop; answer ring-stopped {index, seq, base}
 //   call-fd {index} + [fd]?                  the guest's interrupt fd changed
 //   shutdown                                 planned upgrade: finish what was popped, exit 0
-// The worker sends: hello (loaded), ready (after go), ring-stopped, fd-ops {ops} + fds (puts and
-// dels of registered fds, in order; one fd per put), fuse-init, bye.
+//   ping {n}                                 the keeper's watchdog: answer pong {n}
+// The worker sends: hello {pings} (loaded; pings: it answers pings), ready (after go),
+// ring-stopped, fd-ops {ops} + fds (puts and dels of registered fds, in order; one fd per put),
+// fuse-init, pong, bye.
 
 import type { Logger } from '../log';
 import { createLogger } from '../log';
@@ -26,6 +28,7 @@ import { PassthroughFs, type FsOptions } from '../passthrough/passthrough-fs';
 import { FuseSession } from '../fuse/session';
 import { BatchingFdRegistry, type FdOp } from '../state/fd-registry';
 import { MAX_FDS_PER_PACKET } from '../keeper/channel';
+import { holdAt } from './hold';
 
 /** Longest a lazy fd registration waits before it is sent to the keeper. */
 const FD_FLUSH_MS = 20;
@@ -74,8 +77,9 @@ export class Worker {
         process.exit(70);
       }
     });
+    holdAt('loading');
     // Loaded and listening: a keeper upgrading workers retires the old one now.
-    this.channel.send({ t: 'hello', pid: process.pid });
+    this.channel.send({ t: 'hello', pid: process.pid, pings: true });
   }
 
   private onMessage(m: ChannelMessage, fds: number[]): void {
@@ -92,8 +96,12 @@ export class Worker {
         keys.forEach((k, i) => this.recovered.set(k, fds[i]!));
         return;
       }
+      case 'ping':
+        this.channel.send({ t: 'pong', n: m.n });
+        return;
       case 'go': {
         if (!this.init) throw new Error('go before init');
+        holdAt('recovering');
         const [inodes, files, dirs] = this.stateFds;
         const channel = this.channel;
         // A worker started by an older keeper (a planned upgrade under it) speaks its protocol.
@@ -118,6 +126,7 @@ export class Worker {
           onRingStopping: () => fs.cancelWaits(),
         });
         this.channel.send({ t: 'ready', pid: process.pid });
+        setImmediate(() => holdAt('serving'));
         return;
       }
       case 'mem': {
@@ -213,6 +222,8 @@ export function sendFdOps(channel: ControlChannel, ops: FdOp[], batched = true):
 
 export function workerMain(): void {
   const native = loadNative();
+  // Die with the keeper: a worker that hangs would never see its channel close.
+  if (native.dieWithParent() === 1) process.exit(0);
   const log = createLogger(process.env.VFSD_LOG_LEVEL ?? 'info', { role: 'worker', pid: process.pid });
   const channel = new ControlChannel(native, WORKER_CHANNEL_FD, log);
   new Worker(native, channel, log).start();

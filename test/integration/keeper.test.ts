@@ -6,11 +6,8 @@ import * as fs from 'node:fs';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
-import { startDaemon } from '../support/daemon';
+import { liveWorker, startDaemon, workerPids } from '../support/daemon';
 
-function workerPids(stderr: string): number[] {
-  return [...stderr.matchAll(/"pid":(\d+),"start":\d+,"msg":"worker started"/g)].map((m) => Number(m[1]));
-}
 
 for (const [name, events] of [
   ['worker SIGKILLs', ['kill', 'kill', 'kill', 'kill', 'kill']],
@@ -34,7 +31,7 @@ for (const [name, events] of [
       while (next < events.length || Date.now() < deadline) {
         if (Date.now() >= deadline && next < events.length) {
           const ev = events[next++];
-          if (ev === 'kill') process.kill(workerPids(d.stderr()).at(-1)!, 'SIGKILL');
+          if (ev === 'kill') process.kill(liveWorker(d.stderr())!, 'SIGKILL');
           else process.kill(keeperPid, ev === 'hup' ? 'SIGHUP' : 'SIGUSR2');
           deadline = Date.now() + 250;
         }

@@ -9,16 +9,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
-import { REPO, startDaemon, type Daemon } from '../support/daemon';
+import { REPO, startDaemon, workerPids, type Daemon } from '../support/daemon';
 import { checkState, formatReport } from '../../src/state/check-state';
 import { DEFAULT_WORKER_CAPS } from '../../src/config';
 
 const O_RDWR = 0o2, O_CREAT = 0o100, O_TRUNC = 0o1000;
 const EBADF = 9, ENOENT = 2;
 
-function workerPids(stderr: string): number[] {
-  return [...stderr.matchAll(/"pid":(\d+),"start":\d+,"msg":"worker started"/g)].map((m) => Number(m[1]));
-}
 
 /** Path fds the keeper holds (files and directories, not memfds, sockets or /dev). */
 function keeperPathFds(pid: number): number {
@@ -179,7 +176,7 @@ test('a node whose file was deleted on the host while no worker ran answers EBAD
 });
 
 test('a loaded spare worker takes over after a SIGKILL; an upgrade replaces the spare; --no-spare-worker keeps none', async () => {
-  const spares = (log: string): number[] => [...log.matchAll(/"pid":(\d+),"msg":"spare worker loaded"/g)].map((m) => Number(m[1]));
+  const spares = (log: string): number[] => [...log.matchAll(/"pid":(\d+),"msg":"spare worker loading"/g)].map((m) => Number(m[1]));
   const waitFor = async (cond: () => boolean, what: string): Promise<void> => {
     for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
     assert.ok(cond(), what);

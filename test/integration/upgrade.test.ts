@@ -1,4 +1,4 @@
-// Upgrading a running daemon from the previous release (the session-1 build) to this code, the
+// Upgrading a running daemon from an earlier release (the session-1 and session-2 builds) to this code, the
 // way an operator does it: replace the files on disk, then SIGHUP (new worker under the old
 // keeper), SIGKILL (a worker from disk, still under the old keeper) and SIGUSR2 (the old keeper
 // re-executes into the new code). The request stream sees no error and every append lands once.
@@ -11,18 +11,21 @@ import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
-import { REPO, startDaemon } from '../support/daemon';
+import { REPO, liveWorker, startDaemon, workerPids } from '../support/daemon';
 import { checkState, formatReport } from '../../src/state/check-state';
 
-/** The last commit of session 1: what a running daemon may be today. */
-const PREVIOUS = 'ef52a06cecc34d87baef4959d3b812a858462184';
+/** Earlier releases a running daemon may be today: the last commits of sessions 1 and 2. */
+const PREVIOUS = [
+  ['session 1', 'ef52a06cecc34d87baef4959d3b812a858462184'],
+  ['session 2', '8a0ce545227439e7f4ccb706bf79ccbe3c24d22c'],
+] as const;
 
-function havePrevious(): boolean {
-  return spawnSync('git', ['-C', REPO, 'cat-file', '-e', `${PREVIOUS}^{commit}`]).status === 0;
+function have(commit: string): boolean {
+  return spawnSync('git', ['-C', REPO, 'cat-file', '-e', `${commit}^{commit}`]).status === 0;
 }
 
-/** The previous release's TypeScript, built beside us (same native addon and node_modules). */
-function buildPrevious(): string {
+/** An earlier release's TypeScript, built beside us (same native addon and node_modules). */
+function buildPrevious(PREVIOUS: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-prev-'));
   const archive = spawnSync('sh', ['-c', `git -C '${REPO}' archive ${PREVIOUS} src bin tsconfig.json package.json | tar -x -C '${dir}'`]);
   assert.equal(archive.status, 0, String(archive.stderr));
@@ -34,13 +37,11 @@ function buildPrevious(): string {
   return dir;
 }
 
-function workerPids(stderr: string): number[] {
-  return [...stderr.matchAll(/"pid":(\d+),"start":\d+,"msg":"worker started"/g)].map((m) => Number(m[1]));
-}
 
-test('a running previous-release daemon is upgraded in place (SIGHUP, SIGKILL, SIGUSR2) with no error and exactly-once appends',
-  { skip: !havePrevious() && `commit ${PREVIOUS.slice(0, 7)} (the previous release) is not in this clone` }, async () => {
-    const prev = buildPrevious();
+for (const [release, commit] of PREVIOUS) {
+test(`a running ${release} daemon is upgraded in place (SIGHUP, SIGKILL, SIGUSR2) with no error and exactly-once appends`,
+  { skip: !have(commit) && `commit ${commit.slice(0, 7)} (the ${release} release) is not in this clone` }, async () => {
+    const prev = buildPrevious(commit);
     const d = await startDaemon('ts', { bin: path.join(prev, 'bin', 'virtiofsd-ts'), args: ['--log-level=info'] });
     const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
     try {
@@ -72,14 +73,14 @@ test('a running previous-release daemon is upgraded in place (SIGHUP, SIGKILL, S
       assert.equal(held.error, 0);
       assert.equal((await c.write(held.entry!.nodeid, held.fh!, 0, Buffer.from('held'))).error, 0);
       await new Promise((r) => setTimeout(r, 100));
-      process.kill(workerPids(d.stderr()).at(-1)!, 'SIGKILL');
+      process.kill(liveWorker(d.stderr())!, 'SIGKILL');
       await some(20);
       assert.equal((await c.read(held.entry!.nodeid, held.fh!, 0, 10)).body.toString(), 'held');
       process.kill(d.proc.pid!, 'SIGUSR2');
       await waitLog(/"msg":"keeper re-executed; serving on"/, 1);
       await some(20);
       const before = workerPids(d.stderr()).length;
-      process.kill(workerPids(d.stderr()).at(-1)!, 'SIGKILL');
+      process.kill(liveWorker(d.stderr())!, 'SIGKILL');
       await waitLog(/"msg":"worker started"/, before + 1);
       await some(20);
 
@@ -96,3 +97,4 @@ test('a running previous-release daemon is upgraded in place (SIGHUP, SIGKILL, S
       fs.rmSync(prev, { recursive: true, force: true });
     }
   });
+}

@@ -19,7 +19,7 @@ export interface Daemon {
 export type Peer = 'ts' | 'c';
 
 /** Spawn a daemon and wait until its socket exists. */
-export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]; bin?: string } = {}): Promise<Daemon> {
+export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]; bin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Daemon> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `vfsd-${peer}-`));
   const dir = o.dir ?? path.join(work, 'share');
   fs.mkdirSync(dir, { recursive: true });
@@ -27,7 +27,7 @@ export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]
   const args = peer === 'ts'
     ? [o.bin ?? path.join(REPO, 'bin', 'virtiofsd-ts'), `--socket-path=${socket}`, `--shared-dir=${dir}`, ...(o.args ?? [])]
     : [`--socket-path=${socket}`, '-o', `source=${dir}`, ...(o.args ?? [])];
-  const proc = spawn(peer === 'ts' ? process.execPath : C_VIRTIOFSD, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(peer === 'ts' ? process.execPath : C_VIRTIOFSD, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
   let err = '';
   proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
@@ -45,4 +45,23 @@ export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]
       fs.rmSync(work, { recursive: true, force: true });
     },
   };
+}
+
+/** The pids of the workers a keeper logged as started, oldest first. */
+export function workerPids(stderr: string): number[] {
+  return [...stderr.matchAll(/"pid":(\d+),"start":\d+,"msg":"worker started"/g)].map((m) => Number(m[1]));
+}
+
+/** Whether pid is a live process (not gone, not a zombie). */
+export function isLive(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ')[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** The newest worker the keeper logged that is still alive (one it stopped itself is skipped). */
+export function liveWorker(stderr: string): number | undefined {
+  return workerPids(stderr).reverse().find(isLive);
 }

@@ -6,13 +6,13 @@
 set -eu
 D="$1"
 F="$D/fio.dat"
-common="--filename=$F --size=64m --bs=64k --ioengine=psync --numjobs=1 --verify=crc32c --group_reporting --output-format=terse --terse-version=3"
+fio_run() { fio "$@" --filename="$F" --size=64m --bs=64k --ioengine=psync --numjobs=1 --verify=crc32c --group_reporting --output-format=terse --terse-version=3; }
 echo "--- write+verify"
-fio --name=seqwrite --rw=write --do_verify=1 --end_fsync=1 $common > /tmp/fio1.txt
+fio_run --name=seqwrite --rw=write --do_verify=1 --end_fsync=1 > /tmp/fio1.txt
 cut -d';' -f1-5 /tmp/fio1.txt
 sync; echo 3 > /proc/sys/vm/drop_caches
 echo "--- verify-only after drop_caches"
-fio --name=seqwrite --rw=write --verify_only $common > /tmp/fio2.txt
+fio_run --name=seqwrite --rw=write --verify_only > /tmp/fio2.txt
 cut -d';' -f1-5 /tmp/fio2.txt
 echo "--- random write 4k + verify (first 4 MiB of the file)"
 fio --name=randwrite --filename="$F" --size=4m --bs=4k --rw=randwrite --ioengine=psync --numjobs=1 \

@@ -49,7 +49,7 @@ gcc -O2 -Wall -Werror -Iinclude -c src/util.c -o build/util.o
 gcc -O2 -Wall -Werror -Iinclude -c src/main.c -o build/main.o
 ar rcsD build/libutil.a build/util.o
 gcc -o build/prog build/main.o -Lbuild -lutil
-echo "built: $(ls build | tr '\n' ' ')"
+echo "built: $(cd build && printf '%s ' *)"
 out="$(./build/prog "$D/build/data.bin")"
 echo "prog: $out"
 # the same binary writing to the guest's tmpfs must print the same

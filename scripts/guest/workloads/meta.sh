@@ -3,7 +3,7 @@
 # checks for an unprivileged user, using ordinary tools.  One "ok"/"not ok" line per check.
 set -u
 D="$1"
-cd "$D"
+cd "$D" || exit 1
 fails=0 n=0
 ok()  { n=$((n+1)); echo "ok $n $1"; }
 nok() { n=$((n+1)); fails=$((fails+1)); echo "not ok $n $1"; }
@@ -33,7 +33,7 @@ eq "nlink after 2nd link" "$(stat -c %h l2)" 3
 t "unlink one name" rm l2
 eq "nlink after unlink" "$(stat -c %h l1)" 2
 echo more >> dC/l3
-eq "write via one link seen via other" "$(cat l1 | tr '\n' ' ')" "linked more "
+eq "write via one link seen via other" "$(tr '\n' ' ' < l1)" "linked more "
 
 # --- symlinks
 t "symlink relative" ln -s l1 s1

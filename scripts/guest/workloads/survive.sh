@@ -142,9 +142,7 @@ sh_churn() {
 SPID=$!
 
 t0="$(uptime_s)"
-UNTIL=""
-[ -n "${SURVIVE_UNTIL:-}" ] && UNTIL="--until $SURVIVE_UNTIL"
-"$H" churn "$R/churn" "$CLK" "$ITERS" "$OUT/survive.trace" $NODROP $UNTIL > "$B/churn.out" 2>&1
+"$H" churn "$R/churn" "$CLK" "$ITERS" "$OUT/survive.trace" ${NODROP:+"$NODROP"} ${SURVIVE_UNTIL:+--until "$SURVIVE_UNTIL"} > "$B/churn.out" 2>&1
 rc=$?
 cat "$B/churn.out" >> "$LOG"
 [ $rc = 0 ] || fail "churn exit $rc: $(tail -n 3 "$B/churn.out")"
@@ -166,7 +164,7 @@ if stat_end "$B/ino.cached"; then
   cmp -s "$OUT/survive.ino.start" "$B/ino.cached" || { fail "st_ino changed (cached dentries)"; diff "$OUT/survive.ino.start" "$B/ino.cached" >> "$LOG"; }
 else fail "stat at the end (cached)"; fi
 if [ "$REF" != 1 ]; then
-  sync && echo 3 > /proc/sys/vm/drop_caches || fail "drop_caches"
+  if ! { sync && echo 3 > /proc/sys/vm/drop_caches; }; then fail "drop_caches"; fi
 fi
 if stat_end "$OUT/survive.ino.end"; then
   cmp -s "$OUT/survive.ino.start" "$OUT/survive.ino.end" || { fail "st_ino changed (after drop_caches)"; diff "$OUT/survive.ino.start" "$OUT/survive.ino.end" >> "$LOG"; }
