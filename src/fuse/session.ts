@@ -7,6 +7,7 @@
 
 import type { Logger } from '../log';
 import { WalkedChain, type DescChain } from '../virtio/split-queue';
+import { Replay } from '../virtio/queue-runner';
 import { ChainReader, ChainWriter } from '../virtio/chain-io';
 import { STAT_SLOTS, ST } from '../native/binding';
 import {
@@ -198,15 +199,15 @@ export class FuseSession {
 
   /** Handler for request queues. */
   readonly handleRequest = (chain: DescChain, complete: (len: number) => void): void => {
-    this.handle(chain, complete, false, null);
+    this.handle(chain, complete, Replay.Fresh, null);
   };
 
   /** The handler for one queue: hiprio (0) or a request queue with its outcome journal. */
-  handlerFor(_queueIndex: number, journal: Journal | null): (chain: DescChain, complete: (len: number) => void, replay: boolean) => void {
+  handlerFor(_queueIndex: number, journal: Journal | null): (chain: DescChain, complete: (len: number) => void, replay: Replay) => void {
     return (chain, complete, replay) => this.handle(chain, complete, replay, journal);
   }
 
-  private handle(chain: DescChain, complete: (len: number) => void, replay = false, journal: Journal | null = null): void {
+  private handle(chain: DescChain, complete: (len: number) => void, replay = Replay.Fresh, journal: Journal | null = null): void {
     this.stats.requests++;
     const req = this.freeReqs.pop() ?? new Req(this);
     req.free = false;
@@ -246,7 +247,7 @@ export class FuseSession {
     if (!req.inHandle) this.recycle(req);
   }
 
-  private run(req: Req, chain: DescChain, replay: boolean, journal: Journal | null): void {
+  private run(req: Req, chain: DescChain, replay: Replay, journal: Journal | null): void {
     const reader = req.reader, writer = req.writer;
     if (chain instanceof WalkedChain) {
       // The walk's own segment list: no view is made per descriptor.
@@ -317,8 +318,9 @@ export class FuseSession {
       this.log.warn({ op: OP_NAMES[opcode] ?? opcode }, 'request before FUSE_INIT');
       return this.reply(req, -E.EIO);
     }
+    if (replay === Replay.Stuck && this.answerStuck(req, journal)) return;
     if (journal !== null && JOURNALED.has(opcode)) {
-      if (replay) {
+      if (replay !== Replay.Fresh) {
         const rec = journal.find(chain.head, req.uniqueLo, req.uniqueHi, opcode);
         if (rec && rec.state === J_DONE) {
           // Ran to completion before the crash: answer as it was answered, do not run it again.
@@ -351,6 +353,27 @@ export class FuseSession {
     if (r === NO_REPLY) return; // the op completes (or already completed) the chain itself
     this.record(req, r);
     this.reply(req, r);
+  }
+
+  /**
+   * A request the previous worker was stuck in when the keeper's watchdog killed it: answer EIO
+   * instead of running it into the same wall (an fd that blocks forever, storage that does not
+   * answer). Not for what waits by design (SETLKW, which ring stops cancel) or has no reply, nor
+   * for a journaled request that completed (the journal's answer stands). False: run it.
+   */
+  private answerStuck(req: Req, journal: Journal | null): boolean {
+    const op = req.opcode;
+    if (op === OP.FUSE_SETLKW || op === OP.FUSE_FORGET || op === OP.FUSE_BATCH_FORGET || op === OP.FUSE_INTERRUPT) return false;
+    const journaled = journal !== null && JOURNALED.has(op);
+    if (journaled && journal.find(req.head, req.uniqueLo, req.uniqueHi, op)?.state === J_DONE) return false;
+    this.log.warn({ op: OP_NAMES[op] ?? op, nodeid: req.nodeid, head: req.head }, 'request the previous worker was stuck in: answered EIO, not run again');
+    if (journaled) {
+      // Recorded, so that a crash before the reply is pushed gives the same answer again.
+      journal.intent(req.head, req.uniqueLo, req.uniqueHi, op, 0);
+      journal.done(req.head, -E.EIO, EMPTY);
+    }
+    this.reply(req, -E.EIO);
+    return true;
   }
 
   /** Journal the outcome of a journaled request, before its reply can reach the guest. */

@@ -26,6 +26,7 @@ import type { Logger } from '../log';
 import type { NativeBinding } from '../native/binding';
 import type { ChannelMessage } from './channel';
 import { WorkerProcess, type Exit, type Phase } from './worker-process';
+import { wallMs32 } from '../state/inflight';
 
 /** What a worker is started as (it decides the log line and which test holds apply). */
 export type Role = 'worker' | 'incoming' | 'spare';
@@ -33,12 +34,11 @@ export type Role = 'worker' | 'incoming' | 'spare';
 export interface SupervisorHooks {
   /** Start a worker process for role (it loads and then waits, idle). Null: it could not. */
   spawn(role: Role): WorkerProcess | null;
-  /** Make w the worker that serves the rings: hand it the maps, the fds and the rings. */
-  feed(w: WorkerProcess, recover: boolean): void;
+  /** Make w the worker that serves the rings: hand it the maps, the fds and the rings
+   *  (stuckBefore: its predecessor was killed as stuck, see WorkerProcess.stuckBefore). */
+  feed(w: WorkerProcess, recover: boolean, stuckBefore?: number): void;
   /** A packet from a worker that is not about its life (fd registrations, ring-stopped, ...). */
   message(w: WorkerProcess, m: ChannelMessage, fds: number[]): void;
-  /** The current worker is gone and its successor (if any) is about to be fed. */
-  currentGone?(w: WorkerProcess): void;
 }
 
 /** A worker an earlier image of this keeper left running: its pid and our end of its channel. */
@@ -354,7 +354,7 @@ export class Supervisor {
     }
     this.current = next;
     next.phase = 'recovering';
-    this.hooks.feed(next, recover || was !== null);
+    this.hooks.feed(next, recover || was !== null, was?.stuckBefore ?? undefined);
     this.scheduleSpare();
   }
 
@@ -370,6 +370,8 @@ export class Supervisor {
   }
 
   private onGone(w: WorkerProcess, exit: Exit): void {
+    // Going away: every worker is being stopped on purpose.
+    if (this.mode === 'closing') return;
     if (w === this.leavingSpare) return;
     if (w === this.spare) {
       this.spare = null;
@@ -386,8 +388,6 @@ export class Supervisor {
     if (w === this.leaving || w === this.leavingSpare) return;
     if (w !== this.current) return; // dropped earlier (an old spare, an incoming at a re-exec)
     this.current = null;
-    this.hooks.currentGone?.(w);
-    if (this.mode === 'closing') return;
     const planned = w.diedIn === 'retiring' && !w.killed && (exit.code === 0 || (exit.code === null && exit.signal === null));
     if (planned) this.o.log.info({ pid: w.pid }, 'worker retired');
     else this.o.log.warn({ pid: w.pid, ...exit, was: w.diedIn }, 'worker exited; starting a new one');
@@ -421,6 +421,18 @@ export class Supervisor {
 
   // ------------------------------------------------------------------ deadlines and the watchdog
 
+  /**
+   * Kill w as stuck (it stopped answering, or a ring stop waited too long): its successor answers
+   * what it popped more than a timeout ago with an error instead of running it again.
+   */
+  killStuck(w: WorkerProcess | null = this.current): void {
+    if (!w || w.phase === 'dead' || w.killedAt !== null) return;
+    w.stuckBefore = (wallMs32() - this.o.timeoutMs) >>> 0;
+    w.kill();
+  }
+
+  get timeoutMs(): number { return this.o.timeoutMs; }
+
   private onTick(): void {
     const now = performance.now();
     const t = this.o.timeoutMs;
@@ -438,6 +450,10 @@ export class Supervisor {
         this.o.log.warn({ pid: w.pid, phase: w.phase, timeoutMs: t }, `worker ${what}; killing it`);
         w.kill();
       };
+      const wedged = (): void => {
+        this.o.log.warn({ pid: w.pid, timeoutMs: t }, 'worker stopped answering (watchdog); killing it');
+        this.killStuck(w);
+      };
       switch (w.phase as Phase) {
         case 'loading': if (now - w.phaseSince > t) late('did not load in time'); break;
         case 'recovering': if (now - w.phaseSince > t) late('did not finish recovering in time'); break;
@@ -445,7 +461,7 @@ export class Supervisor {
         case 'idle':
         case 'serving':
           if (!w.answersPings) break;
-          if (now - w.lastHeard > t) late('stopped answering (watchdog)');
+          if (now - w.lastHeard > t) wedged();
           else w.send({ t: 'ping', n: ++this.pingSeq });
           break;
         default: break;

@@ -94,7 +94,7 @@ export class WorkerDataPlane implements DataPlane {
       { native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS },
       {
         spawn: (role) => this.spawn(role),
-        feed: (w, recover) => this.feed(w, recover),
+        feed: (w, recover, stuckBefore) => this.feed(w, recover, stuckBefore),
         message: (w, m, fds) => this.onMessage(w, m, fds),
       },
     );
@@ -191,7 +191,26 @@ export class WorkerDataPlane implements DataPlane {
     return new Promise<number>((resolve) => {
       this.stops.set(seq, { index, resolve });
       this.sup.current?.send({ t: 'ring-stop', index, seq });
+      this.watchStop(seq);
     });
+  }
+
+  /**
+   * QEMU waits for a ring stop (GET_VRING_BASE) synchronously: a worker that does not finish it
+   * in time (a request stuck in the kernel) is killed as stuck; its successor answers the stuck
+   * requests with an error and then the stop. Checked again until the stop is answered.
+   */
+  private watchStop(seq: number): void {
+    const timer = setTimeout(() => {
+      if (!this.stops.has(seq)) return;
+      const w = this.sup.current;
+      if (w && w.phase !== 'recovering' && w.killedAt === null) {
+        this.o.log.warn({ pid: w.pid, seq }, 'ring stop not answered in time; killing the worker as stuck');
+        this.sup.killStuck(w);
+      }
+      this.watchStop(seq);
+    }, this.sup.timeoutMs);
+    timer.unref();
   }
 
   ringStopping(index: number): void {
@@ -244,7 +263,7 @@ export class WorkerDataPlane implements DataPlane {
   }
 
   /** Make w the serving worker: hand it the maps, the fds, the memory table and the rings. */
-  private feed(w: WorkerProcess, recover: boolean): void {
+  private feed(w: WorkerProcess, recover: boolean, stuckBefore?: number): void {
     const { inodes, files, dirs } = this.stateFds;
     w.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel, fuseInit: this.fuseInit, fdOps: true }, [inodes, files, dirs]);
     // Hand back every fd the previous workers registered, then let the worker build its maps.
@@ -263,7 +282,7 @@ export class WorkerDataPlane implements DataPlane {
     w.send({ t: 'go' });
     this.memSent = '';
     if (this.regions.length > 0) this.sendMem();
-    for (const cfg of this.rings.values()) this.sendRingStart(cfg, recover);
+    for (const cfg of this.rings.values()) this.sendRingStart(cfg, recover, stuckBefore);
     // A stop asked of the dead worker is asked again of this one.
     for (const [seq, s] of this.stops) w.send({ t: 'ring-stop', index: s.index, seq });
     this.o.log.debug({ pid: w.pid, recover, fds: this.fds.size, rings: this.rings.size }, 'worker fed');
@@ -278,10 +297,11 @@ export class WorkerDataPlane implements DataPlane {
     this.memSent = key;
   }
 
-  private sendRingStart(cfg: RingConfig, recover: boolean): void {
+  private sendRingStart(cfg: RingConfig, recover: boolean, stuckBefore?: number): void {
     const r = this.rings.get(cfg.index) ?? cfg;
     const fds = [r.kickFd, r.inflightFd!, r.journalFd!, r.callFd].filter((fd) => fd >= 0);
-    this.sup.current?.send({ t: 'ring-start', cfg: { ...r, kickFd: -1, callFd: -1, inflightFd: -1, journalFd: -1 }, recover, hasCall: r.callFd >= 0 }, fds);
+    const wire = { ...r, kickFd: -1, callFd: -1, inflightFd: -1, journalFd: -1, ...(stuckBefore !== undefined ? { stuckBefore } : {}) };
+    this.sup.current?.send({ t: 'ring-start', cfg: wire, recover, hasCall: r.callFd >= 0 }, fds);
   }
 
   /** A ring's state memfd (in-flight region, journal), kept across workers; re-made if it must grow. */

@@ -39,6 +39,9 @@ export class WorkerProcess {
   killedAt: number | null = null;
   /** The keeper killed it on purpose (a deadline, a dropped spare): its end was not its own. */
   killed = false;
+  /** Killed as stuck (watchdog, ring stop not answered): what it popped before this time
+   *  (wallMs32()) its successor answers with an error instead of re-running it. */
+  stuckBefore: number | null = null;
   /** The code generation it runs (see Supervisor). */
   gen = 0;
   /** It answers 'ping' (it said so in its hello): the watchdog may judge it by its pongs. */

@@ -1,6 +1,7 @@
 // Named crash points for recovery tests: VFSD_CRASHPOINT=name (or name:count) makes the process
 // SIGKILL itself at the count-th hit of that point (default the first), with no cleanup, the way a
-// real crash would hit it. Unset, a crash point costs one comparison.
+// real crash would hit it. name:count:hang blocks it there instead, as a request stuck in the
+// kernel would (the keeper's watchdog case). Unset, a crash point costs one comparison.
 //
 // Points (in the order one tracked request passes them; see src/virtio/queue-runner.ts):
 //   after-mark-inflight  the chain is recorded in flight, its handler has not run
@@ -18,17 +19,23 @@ export const CRASHPOINTS: readonly string[] = [
 
 let target: string | null = null;
 let remaining = 0;
-let onCrash: (name: string) => void = () => { process.kill(process.pid, 'SIGKILL'); };
+const kill = (): void => { process.kill(process.pid, 'SIGKILL'); };
+const hang = (name: string): void => {
+  process.stderr.write(`${JSON.stringify({ level: 30, pid: process.pid, point: name, msg: 'hanging at a crash point (VFSD_CRASHPOINT)' })}\n`);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+};
+let onCrash: (name: string) => void = kill;
 
 function arm(spec: string | undefined): void {
   target = null;
   if (spec === undefined || spec === '') return;
-  const m = /^([^:]+)(?::(\d+))?$/.exec(spec);
+  const m = /^([^:]+)(?::(\d+))?(:hang)?$/.exec(spec);
   if (m === null || (m[2] !== undefined && Number(m[2]) < 1)) {
-    throw new Error(`VFSD_CRASHPOINT=${spec}: expected name or name:count (count >= 1)`);
+    throw new Error(`VFSD_CRASHPOINT=${spec}: expected name, name:count or name:count:hang (count >= 1)`);
   }
   target = m[1];
   remaining = m[2] === undefined ? 1 : Number(m[2]);
+  onCrash = m[3] !== undefined ? hang : kill;
 }
 
 arm(process.env.VFSD_CRASHPOINT);
@@ -44,5 +51,5 @@ export function crashpoint(name: string): void {
  *  replace the SIGKILL, e.g. with a function that throws. */
 export function armCrashpointForTest(spec: string | undefined, action?: (name: string) => void): void {
   arm(spec);
-  onCrash = action ?? (() => { process.kill(process.pid, 'SIGKILL'); });
+  if (action) onCrash = action;
 }

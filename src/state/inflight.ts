@@ -10,7 +10,10 @@
 //   +10 u16 desc_num        queue size
 //   +12 u16 last_batch_head head whose used entry is being published (pre_put)
 //   +14 u16 used_idx        our copy of used.idx, updated after each publication (post_put)
-//   +16 desc[desc_num], 16 bytes each: u8 inflight; u8 padding[5]; u16 next; u64 counter
+//   +16 desc[desc_num], 16 bytes each: u8 inflight; u8 padding; u16 started[2]; u16 next; u64 counter
+//       (started: when the request was popped, wall-clock ms mod 2^32 as two u16 halves, low
+//       first; libvhost-user leaves these bytes as padding. The keeper's watchdog uses it to tell
+//       a request that wedged a worker from the others, see startedAt().)
 // Queue regions are 64-byte aligned and sized by sizeFor(); queue i of a device starts at
 // i * sizeFor(queueSize), as libvhost-user lays out the fd it hands to QEMU.
 //
@@ -39,6 +42,19 @@ const W_USED_IDX = 7;
 const flagAt = (h: number): number => HEADER_BYTES + DESC_BYTES * h;
 /** u32 index of the low half of desc[h].counter (at byte 24 + 16h). */
 const counterAt = (h: number): number => 6 + 4 * h;
+/** u16 index of the low half of desc[h].started (at byte 18 + 16h). */
+const startedAt = (h: number): number => 9 + 8 * h;
+
+/** Wall-clock ms mod 2^32: comparable between processes (a worker and its successor). */
+export function wallMs32(): number {
+  return (performance.timeOrigin + performance.now()) >>> 0;
+}
+
+/** Whether wall-clock stamp a (mod 2^32) is before b: modular, for spans under 24 days. */
+export function stampBefore(a: number, b: number): boolean {
+  const d = (b - a) >>> 0;
+  return d !== 0 && d < 0x80000000;
+}
 
 export interface InflightRecovery {
   /** Heads still in flight, oldest first (the order they were popped in). */
@@ -90,6 +106,12 @@ export class InflightRegion {
   get usedIdx(): number { return Atomics.load(this.u16, W_USED_IDX); }
   get lastBatchHead(): number { return Atomics.load(this.u16, W_LAST_BATCH_HEAD); }
   isInflight(head: number): boolean { return Atomics.load(this.u8, flagAt(head)) === 1; }
+  /** When head's request was popped (wallMs32() then). */
+  startedAt(head: number): number {
+    const w = startedAt(head);
+    return (Atomics.load(this.u16, w + 1) * 0x10000 + Atomics.load(this.u16, w)) >>> 0;
+  }
+
   /** desc[head].counter (exact below 2^53). */
   counterOf(head: number): number {
     const w = counterAt(head);
@@ -142,6 +164,10 @@ export class InflightRegion {
     // counter; a crash before the flag store leaves the head not in flight, whatever its counter.
     Atomics.store(this.u32, w, lo);
     Atomics.store(this.u32, w + 1, hi);
+    const now = wallMs32();
+    const s = startedAt(head);
+    Atomics.store(this.u16, s, now & 0xffff);
+    Atomics.store(this.u16, s + 1, now >>> 16);
     Atomics.store(this.u8, flagAt(head), 1);
   }
 

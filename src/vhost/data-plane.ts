@@ -30,6 +30,9 @@ export interface RingConfig {
   /** A restarted worker resumes a ring an earlier one was serving: base and the requests to
    *  re-run come from the in-flight region, not from `base`. */
   recover?: boolean;
+  /** With recover: the previous worker was killed as stuck; requests it popped before this time
+   *  (wallMs32(), src/state/inflight.ts) are answered with an error instead of re-run. */
+  stuckBefore?: number;
 }
 
 /** The memory table, with the fds the backend owns (a data plane dups what it keeps). */
@@ -108,6 +111,7 @@ export class LocalDataPlane implements DataPlane {
       native: this.o.native, mem: table.mem, index: cfg.index, queue, kickFd: cfg.kickFd, callFd: cfg.callFd,
       handler: this.o.makeHandler(cfg.index, journal), log: this.o.log,
       ...(inflight ? { inflight } : {}), ...(resubmit ? { resubmit } : {}),
+      ...(cfg.recover && cfg.stuckBefore !== undefined ? { stuckBefore: cfg.stuckBefore } : {}),
     });
     runner.start();
     this.runners.set(cfg.index, runner);

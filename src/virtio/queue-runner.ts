@@ -13,14 +13,21 @@
 
 import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
 import type { Logger } from '../log';
-import type { InflightRegion } from '../state/inflight';
+import { stampBefore, type InflightRegion } from '../state/inflight';
 import { crashpoint } from '../state/crashpoint';
 import type { GuestMemory } from './guest-memory';
 import type { DescChain, SplitQueue } from './split-queue';
 
-/** replay: the chain was popped by a previous worker that died before completing it, so its
- *  side effects may already have happened (non-idempotent operations need to know). */
-export type ChainHandler = (chain: DescChain, complete: (usedLen: number) => void, replay: boolean) => void;
+/**
+ * How a chain comes to the handler:
+ *   Fresh   popped now
+ *   Replay  popped by a previous worker that died before completing it, so its side effects may
+ *           already have happened (non-idempotent operations need to know)
+ *   Stuck   a replay of a request the previous worker was stuck in when the keeper's watchdog
+ *           killed it: answer it with an error rather than run it into the same wall again
+ */
+export enum Replay { Fresh = 0, Replay = 1, Stuck = 2 }
+export type ChainHandler = (chain: DescChain, complete: (usedLen: number) => void, replay: Replay) => void;
 
 /** The part of the native shim a runner uses (injectable for tests). */
 export type QueueRunnerNative = Pick<NativeBinding, 'pollStart' | 'pollStop' | 'eventfdRead' | 'eventfdWrite'>;
@@ -35,6 +42,9 @@ export interface QueueRunnerOptions {
   /** Heads to run before any new avail entry, in order (InflightRegion.recover().resubmit; the queue
    *  must then start at recover().lastAvail). They stay recorded as in flight with their old counters. */
   resubmit?: number[];
+  /** The previous worker was killed as stuck: resubmitted requests popped before this time
+   *  (wallMs32()) are handed over as Replay.Stuck. */
+  stuckBefore?: number;
 }
 
 const POLL_READABLE = 1;
@@ -67,6 +77,7 @@ export class QueueRunner {
   private readonly inflight: InflightRegion | null;
   private readonly resubmit: number[];
   private resubmitPos = 0;
+  private readonly stuckBefore: number | undefined;
   private flush: NodeJS.Immediate | null = null; // pending call for completions outside a pass
   private sincePassNotify = 0;
   private readonly onReadable: (status: number, events: number) => void;
@@ -88,6 +99,7 @@ export class QueueRunner {
     this.writableLen = new Float64Array(size);
     this.inflight = o.inflight ?? null;
     this.resubmit = o.resubmit !== undefined ? o.resubmit.slice() : [];
+    this.stuckBefore = o.stuckBefore;
     if (this.inflight !== null) {
       const bad = this.inflight.validate(size);
       if (bad !== null) throw new Error(`queue ${o.index}: ${bad}`);
@@ -182,7 +194,7 @@ export class QueueRunner {
           const chain = this.queue.pop();
           if (chain === null) break;
           n++;
-          this.dispatch(chain, false);
+          this.dispatch(chain, Replay.Fresh);
         }
       } while (this.rerun && !this.stopping && this.immediate === null);
     } catch (e) {
@@ -207,7 +219,7 @@ export class QueueRunner {
     inflight.markInflight(head);
     crashpoint('after-mark-inflight');
     const chain = this.queue.chainAt(head);
-    if (chain !== null) this.dispatch(chain, false);
+    if (chain !== null) this.dispatch(chain, Replay.Fresh);
     else this.completeInvalid(head);
   }
 
@@ -218,8 +230,9 @@ export class QueueRunner {
       return;
     }
     const chain = this.queue.chainAt(head);
-    if (chain !== null) this.dispatch(chain, true);
-    else this.completeInvalid(head);
+    if (chain === null) return this.completeInvalid(head);
+    const stuck = this.stuckBefore !== undefined && this.inflight !== null && stampBefore(this.inflight.startedAt(head), this.stuckBefore);
+    this.dispatch(chain, stuck ? Replay.Stuck : Replay.Replay);
   }
 
   /** An invalid chain goes back to the guest with len 0, through the tracked completion. */
@@ -230,7 +243,7 @@ export class QueueRunner {
     this.complete(head, 0);
   }
 
-  private dispatch(chain: DescChain, replay: boolean): void {
+  private dispatch(chain: DescChain, replay: Replay): void {
     const head = chain.head;
     if (this.outstanding[head] !== 0) {
       // The driver re-posted a head it has not got back: it cannot tell the two apart either.

@@ -8,8 +8,8 @@ import pino from 'pino';
 import type { PollHandle } from '../../../src/native/binding';
 import { GuestMemory } from '../../../src/virtio/guest-memory';
 import { SplitQueue, type DescChain } from '../../../src/virtio/split-queue';
-import { QueueRunner, type ChainHandler, type QueueRunnerNative } from '../../../src/virtio/queue-runner';
-import { InflightRegion } from '../../../src/state/inflight';
+import { QueueRunner, Replay, type ChainHandler, type QueueRunnerNative } from '../../../src/virtio/queue-runner';
+import { InflightRegion, stampBefore, wallMs32 } from '../../../src/state/inflight';
 import { armCrashpointForTest } from '../../../src/state/crashpoint';
 import { GuestRam, VirtqDriver, VIRTQ_DESC_F_NEXT } from '../../support/virtq-driver';
 
@@ -56,7 +56,7 @@ function guest(o: { eventIdx?: boolean } = {}) {
 }
 
 /** One worker process's view: its own GuestMemory, SplitQueue, region view and runner. */
-function worker(g: ReturnType<typeof guest>, handler: ChainHandler, o: { recover?: boolean; batch?: number } = {}) {
+function worker(g: ReturnType<typeof guest>, handler: ChainHandler, o: { recover?: boolean; batch?: number; stuckBefore?: number } = {}) {
   const mem = new GuestMemory(null);
   mem.addRegionBuffer({ gpa: 0, size: g.ram.size, uaddr: UA, mmapOffset: 0 }, g.ram.buf.buffer as ArrayBuffer);
   const inflight = new InflightRegion(g.regionBuf);
@@ -70,7 +70,7 @@ function worker(g: ReturnType<typeof guest>, handler: ChainHandler, o: { recover
   const native = new FakeNative();
   const runner = new QueueRunner({
     native, mem, index: 1, queue, kickFd: KICK, callFd: CALL, handler, log, batch: o.batch,
-    inflight, resubmit: rec.resubmit,
+    inflight, resubmit: rec.resubmit, stuckBefore: o.stuckBefore,
   });
   return { queue, native, runner, inflight, rec, lines };
 }
@@ -111,7 +111,7 @@ test('a restarted worker re-runs unfinished requests in order, then new ones, ea
 
   const order: Array<[string, boolean]> = [];
   const w2 = worker(g, (chain, complete, replay) => {
-    order.push([td(Buffer.concat(chain.readable)), replay]);
+    order.push([td(Buffer.concat(chain.readable)), replay !== Replay.Fresh]);
     reply(chain, complete);
   }, { recover: true });
   assert.deepEqual(w2.rec.resubmit, ['r0', 'r2', 'r5'].map((n) => headOf.get(n)));
@@ -182,7 +182,7 @@ test('a crash during replay keeps the original order for the next worker', () =>
   armCrashpointForTest(undefined);
   g.drv.add([te('w')], [8], { indirect: true });
   const order: Array<[string, boolean]> = [];
-  const w3 = worker(g, (chain, complete, replay) => { order.push([td(Buffer.concat(chain.readable)), replay]); reply(chain, complete); },
+  const w3 = worker(g, (chain, complete, replay) => { order.push([td(Buffer.concat(chain.readable)), replay !== Replay.Fresh]); reply(chain, complete); },
     { recover: true });
   w3.runner.start();
   assert.deepEqual(order, [['z', true], ['w', false]]);
@@ -293,4 +293,31 @@ test('VFSD_CRASHPOINT kills the process with SIGKILL at the count-th hit only', 
   assert.equal(unset.stdout, '1 2 3 ');
   assert.equal(run('other').status, 0);
   assert.match(run('p:0').stderr, /VFSD_CRASHPOINT=p:0/);
+});
+
+test('after a watchdog kill, requests popped before its threshold are handed over as Stuck, later ones as Replay', async () => {
+  const g = guest();
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  g.drv.add([te('old')], [8]);
+  const w1 = worker(g, () => { /* never completes: the worker is stuck */ });
+  w1.runner.start();
+  await sleep(5);
+  const threshold = wallMs32();
+  await sleep(5);
+  g.drv.add([te('new')], [8]);
+  w1.runner.kick();
+  assert.equal(w1.runner.inFlight, 2);
+  const seen: Array<[string, Replay]> = [];
+  const w2 = worker(g, (chain, complete, replay) => { seen.push([td(Buffer.concat(chain.readable)), replay]); reply(chain, complete); },
+    { recover: true, stuckBefore: threshold });
+  w2.runner.start();
+  assert.deepEqual(seen, [['old', Replay.Stuck], ['new', Replay.Replay]]);
+  g.reap();
+  assert.deepEqual([...g.replies.keys()].sort(), ['new', 'old']);
+});
+
+test('stamps compare modulo 2^32', () => {
+  assert.ok(stampBefore(0xfffffff0, 0x10), 'across the wrap');
+  assert.ok(!stampBefore(0x10, 0xfffffff0));
+  assert.ok(!stampBefore(5, 5));
 });
