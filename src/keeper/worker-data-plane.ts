@@ -17,6 +17,7 @@ import { ControlChannel, MAX_FDS_PER_PACKET, type ChannelMessage } from './chann
 import { FdStore } from './fd-store';
 import { InflightRegion } from '../state/inflight';
 import { Journal } from '../state/journal';
+import { sealedMemfd } from '../state/memfd';
 import type { FuseInitRecord } from '../worker/worker';
 
 export interface WorkerDataPlaneOptions {
@@ -122,7 +123,7 @@ export class WorkerDataPlane implements DataPlane {
       return;
     }
     const mk = (name: string): number => {
-      const fd = o.native.memfdCreate(`vfsd-${name}`, 0);
+      const fd = sealedMemfd(o.native, `vfsd-${name}`);
       if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
       return fd;
     };
@@ -460,9 +461,8 @@ export class WorkerDataPlane implements DataPlane {
     const have = this.regionFds.get(name);
     if (have && have.bytes >= want) return have.fd;
     if (have) this.o.native.close(have.fd);
-    const fd = this.o.native.memfdCreate(`vfsd-${name}`, 0);
+    const fd = sealedMemfd(this.o.native, `vfsd-${name}`, want);
     if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
-    fs.ftruncateSync(fd, want);
     this.regionFds.set(name, { fd, bytes: want });
     return fd;
   }

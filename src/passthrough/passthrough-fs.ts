@@ -25,7 +25,7 @@ import { MountFds } from './mount-fds';
 import { HandleTable, type Handle } from './handle-table';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
-import * as K from './sys-constants';
+import * as K from '../linux/constants';
 
 export type CacheMode = 'never' | 'metadata' | 'auto' | 'always';
 

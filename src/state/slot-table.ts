@@ -9,6 +9,7 @@
 
 import * as fs from 'node:fs';
 import type { NativeBinding } from '../native/binding';
+import { sealedMemfd } from './memfd';
 
 export const SLOT_MAGIC = 0x56465354; // "VFST"
 export const SLOT_VERSION = 1;
@@ -33,7 +34,7 @@ export class MemfdBacking implements SlotBacking {
   private buf: ArrayBuffer | null = null;
   /** A new memfd, or (adopt) one made earlier, e.g. by a worker that has since died. */
   constructor(private readonly native: NativeBinding, name: string, adopt = -1) {
-    const fd = adopt >= 0 ? adopt : native.memfdCreate(name, 0);
+    const fd = adopt >= 0 ? adopt : sealedMemfd(native, name);
     if (fd < 0) throw new Error(`memfd_create(${name}) failed: errno ${-fd}`);
     this.fd = fd;
   }
