@@ -3,6 +3,7 @@
 
 import yargs from 'yargs';
 import type { CacheMode, FsOptions } from './passthrough/passthrough-fs';
+import { DEFAULT_GUEST_LIMITS } from './passthrough/budget';
 
 /** The file system's options as the command line gives them, plus the daemon's own. */
 export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
@@ -131,7 +132,10 @@ export function parseArgs(argv: string[]): Config {
       type: 'string', default: 'prefer',
       describe: 'never|prefer|mandatory: how a restarted worker gets inodes back: file handles (needs CAP_DAC_READ_SEARCH), or O_PATH fds the keeper holds (never)',
     })
-    .option('rlimit-nofile', { type: 'number', describe: 'Raise RLIMIT_NOFILE to this' })
+    .option('rlimit-nofile', { type: 'number', describe: 'Set RLIMIT_NOFILE to this (0: leave it; default: raise it to 1000000 where allowed); bounds what the guest may hold open' })
+    .option('max-inodes', { type: 'number', default: DEFAULT_GUEST_LIMITS.inodes, describe: 'Most inodes the guest may hold node ids of (more: ENFILE)' })
+    .option('max-open-files', { type: 'number', default: DEFAULT_GUEST_LIMITS.handles, describe: 'Most files and directories the guest may hold open (more: ENFILE)' })
+    .option('max-lock-owners', { type: 'number', default: DEFAULT_GUEST_LIMITS.lockOwners, describe: 'Most POSIX lock owners (one per guest process and file) at a time (more: ENFILE)' })
     .option('tag', { type: 'string', describe: 'Accepted for compatibility; QEMU sets the tag' })
     .option('socket-group', { type: 'string', describe: 'Group that may connect to the socket' })
     .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
@@ -169,6 +173,7 @@ export function parseArgs(argv: string[]): Config {
     sandbox: a.sandbox,
     inodeFileHandles: HANDLE_MODES.find((m) => m === a.inodeFileHandles) ?? ((): never => { throw new ConfigError(`invalid --inode-file-handles ${a.inodeFileHandles}`); })(),
     rlimitNofile: a.rlimitNofile,
+    limits: { inodes: a.maxInodes, handles: a.maxOpenFiles, lockOwners: a.maxLockOwners, fds: DEFAULT_GUEST_LIMITS.fds },
     numRequestQueues: a.numRequestQueues,
     workerCaps: a.modcaps !== undefined ? modcaps(DEFAULT_WORKER_CAPS, a.modcaps) : [...DEFAULT_WORKER_CAPS],
     keeper: a.keeper,
@@ -183,6 +188,10 @@ export function parseArgs(argv: string[]): Config {
   if (cfg.socketPath !== undefined && cfg.fd !== undefined) throw new ConfigError('--socket-path and --fd are mutually exclusive');
   if (!Number.isInteger(cfg.threadPoolSize) || cfg.threadPoolSize < 0 || cfg.threadPoolSize > 1024) throw new ConfigError('invalid --thread-pool-size');
   if (!Number.isInteger(cfg.numRequestQueues) || cfg.numRequestQueues < 1 || cfg.numRequestQueues > 64) throw new ConfigError('invalid --num-request-queues');
+  for (const [flag, v] of [['--max-inodes', cfg.limits.inodes], ['--max-open-files', cfg.limits.handles], ['--max-lock-owners', cfg.limits.lockOwners]] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) throw new ConfigError(`invalid ${flag} ${v} (want a positive integer)`);
+  }
+  if (cfg.rlimitNofile !== undefined && (!Number.isSafeInteger(cfg.rlimitNofile) || cfg.rlimitNofile < 0)) throw new ConfigError('invalid --rlimit-nofile');
   return cfg;
 }
 

@@ -12,6 +12,8 @@ import { PassthroughFs, DEFAULT_FS_OPTIONS } from './passthrough/passthrough-fs'
 import { FuseSession } from './fuse/session';
 import { VhostUserFsBackend } from './vhost/backend';
 import { listenUnix, acceptOne } from './vhost/listener';
+import { planFds } from './passthrough/budget';
+import * as K from './linux/constants';
 import { WorkerDataPlane, type PlaneState } from './keeper/worker-data-plane';
 import type { DeviceState } from './vhost/backend';
 import * as nodefs from 'node:fs';
@@ -19,12 +21,35 @@ import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
 import { DeviceRegion } from './state/device-region';
 
-function fsOptions(cfg: Config): FsOptions {
+/** guestFds: the fds the guest may make the worker hold (planFds). */
+function fsOptions(cfg: Config, guestFds: number): FsOptions {
   const { sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo, readdirplus, killprivV2 } = cfg;
   return {
     ...DEFAULT_FS_OPTIONS, sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo,
     readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0, inodeFileHandles: cfg.inodeFileHandles,
+    limits: { ...cfg.limits, fds: guestFds },
   };
+}
+
+/** RLIMIT_NOFILE when --rlimit-nofile does not say. */
+const DEFAULT_NOFILE = 1_000_000;
+
+/**
+ * Set RLIMIT_NOFILE as --rlimit-nofile asks (the Rust virtiofsd's meaning: exactly N, 0 leaves
+ * it, none raises it to 1000000 where the hard limit allows) and return it.
+ */
+function setupNofile(cfg: Config, native: NativeBinding, log: Logger): number {
+  const want = cfg.rlimitNofile;
+  if (want === 0) return native.raiseNofile(0);
+  if (want !== undefined) {
+    const r = native.setNofile(want, false);
+    if (r < 0) throw new Error(`--rlimit-nofile ${want}: cannot set RLIMIT_NOFILE: errno ${-r}`);
+    return r;
+  }
+  const r = native.raiseNofile(DEFAULT_NOFILE);
+  if (r >= 0) return r;
+  log.warn({ errno: -r }, 'could not raise RLIMIT_NOFILE');
+  return native.raiseNofile(0);
 }
 
 /** Listen (or take --fd), announce readiness, accept QEMU's one connection. */
@@ -54,14 +79,17 @@ export interface HeldSignals { release(): void }
 export async function serve(cfg: Config, native: NativeBinding, log: Logger, early?: HeldSignals): Promise<void> {
   // The guest's requests carry modes already masked by the guest; ours must not mask again.
   native.umask(0);
-  const nofile = native.raiseNofile(cfg.rlimitNofile ?? 1_000_000);
-  if (nofile < 0) log.warn({ errno: -nofile }, 'could not raise RLIMIT_NOFILE');
+  const nofile = setupNofile(cfg, native, log);
+  const plan = planFds(nofile, cfg.keeper);
+  if (typeof plan === 'string') throw new Error(plan);
+  log.info({ nofile, workerNofile: plan.worker, guestFds: plan.guestFds, limits: cfg.limits }, 'file descriptor budget');
+  const fsOpts = fsOptions(cfg, plan.guestFds);
   if (cfg.sandbox !== 'none') {
     log.warn({ sandbox: cfg.sandbox }, 'no namespace or chroot sandbox is set up (only the worker\'s reduced capability set, see --modcaps)');
   }
 
   if (!cfg.keeper) {
-    const fs = new PassthroughFs(native, fsOptions(cfg), log);
+    const fs = new PassthroughFs(native, fsOpts, log);
     const session = new FuseSession(fs, log);
     const backend = new VhostUserFsBackend({
       native, log, numRequestQueues: cfg.numRequestQueues,
@@ -75,7 +103,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   }
 
   // Fail early, in the keeper, on a shared directory the worker could not open.
-  const probe = native.openat(-100, toBinary(cfg.sharedDir), 0o10000000 | 0o200000 | 0o2000000, 0);
+  const probe = native.openat(K.AT_FDCWD, toBinary(cfg.sharedDir), K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
   if (probe < 0) throw new Error(`cannot open shared directory ${cfg.sharedDir}: errno ${-probe}`);
   native.close(probe);
 
@@ -103,7 +131,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
       throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
     }
     if (!state) throw new Error('the device state region is empty');
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps }, h.plane);
+    plane = new WorkerDataPlane({ native, log, fs: fsOpts, logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps }, h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
@@ -116,7 +144,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   } else {
     conn = await acceptFrontend(cfg, native, log);
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps });
+    plane = new WorkerDataPlane({ native, log, fs: fsOpts, logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps });
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();

@@ -72,7 +72,8 @@ export class InodeTable {
    * recovered: the fds a previous worker registered, by key. When the backing already holds a
    * table, every published record is rebuilt with its fd from there (and taken out of the map)
    * or from its file handle. handles: the mounts to make file handles on (null: hand every
-   * inode's fd to the registry).
+   * inode's fd to the registry). maxInodes: the guest's budget (checked by the caller before it
+   * inserts); the region holds twice that at the most, room for nodes lost in a restart too.
    */
   constructor(
     private readonly native: NativeBinding,
@@ -80,9 +81,10 @@ export class InodeTable {
     private readonly registry: FdRegistry = NO_FD_REGISTRY,
     recovered?: Map<string, number>,
     private readonly handles: InodeHandles | null = null,
+    maxInodes = Number.MAX_SAFE_INTEGER / 4,
   ) {
     // Slots 0 (invalid node id) and 1 (root) are never handed out by alloc().
-    this.slots = new SlotTable(backing, INODE_RECORD, 1024, INODE_TABLE_KIND, 2);
+    this.slots = new SlotTable(backing, INODE_RECORD, 1024, INODE_TABLE_KIND, 2, 2 * maxInodes + 2);
     if (this.slots.inUse > 0) this.recover(recovered ?? new Map());
   }
 
@@ -227,6 +229,11 @@ export class InodeTable {
     const slot = this.slots.alloc();
     const gen = (this.generations[slot] ?? 0) + 1;
     return this.install(slot, fd, dev, ino, mntId, mode, gen);
+  }
+
+  /** Does the guest already hold the inode of this stat() result (as lookupOrInsertStat takes it)? */
+  knows(st32: Uint32Array): boolean {
+    return this.findWords(st32) !== undefined;
   }
 
   /** The node of a host inode if the guest already holds it (no reference taken). */

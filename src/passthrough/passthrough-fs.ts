@@ -12,6 +12,7 @@
 // lo_inode_open() (tools/virtiofsd/passthrough_ll.c, "virtiofsd: prevent opening of special
 // files (CVE-2020-35517)"), the Rust virtiofsd through is_safe_inode(). The file type is fixed
 // for an inode's life and the O_PATH fd pins the inode, so the check cannot race.
+// What the guest may hold is budgeted (budget.ts): inodes, open files, lock owners.
 //
 // Concurrency (seed 004): every op decides and mutates the maps in one synchronous stretch.
 // READ and WRITE first try their syscall inline with RWF_NOWAIT (page-cache hits finish on the
@@ -33,6 +34,7 @@ import { HandleTable, type Handle } from './handle-table';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 import * as K from '../linux/constants';
+import { DEFAULT_GUEST_LIMITS, GuestBudget, type BudgetKind, type GuestLimits } from './budget';
 
 export type CacheMode = 'never' | 'metadata' | 'auto' | 'always';
 
@@ -51,6 +53,8 @@ export interface FsOptions {
   syncIo: boolean;
   /** Keep the maps in memfds (the daemon) or plain memory (unit tests). */
   memfdState: boolean;
+  /** What the guest may hold (budget.ts). */
+  limits: GuestLimits;
   /**
    * How a restarted worker gets inodes back: by file handle (nothing to hand to the keeper) or
    * by the keeper's duplicate of each O_PATH fd. prefer: handles when the shared directory's
@@ -75,7 +79,7 @@ export interface FsState {
 export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
   cache: 'auto', xattr: false, posixAcl: false, announceSubmounts: true, readonly: false,
   writeback: false, allowDirectIo: false, readdirplus: true, killprivV2: false, syncIo: false, memfdState: true,
-  inodeFileHandles: 'prefer',
+  inodeFileHandles: 'prefer', limits: DEFAULT_GUEST_LIMITS,
 };
 
 const EMPTY_BUF = new Uint8Array(0);
@@ -96,6 +100,10 @@ const WRITE_POOL_MS = 1000;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
+const INODE: readonly BudgetKind[] = ['inodes'];
+const HANDLE: readonly BudgetKind[] = ['handles'];
+const INODE_AND_HANDLE: readonly BudgetKind[] = ['inodes', 'handles'];
+const LOCK_OWNER: readonly BudgetKind[] = ['lockOwners'];
 /** Open flags a guest may not pass on: an O_PATH handle does no I/O, and OPEN is not O_TMPFILE. */
 const NEVER_OPEN_FLAGS = K.O_PATH | K.O_TMPFILE_BIT;
 
@@ -118,6 +126,9 @@ export class PassthroughFs implements FileSystem {
   private readonly tmpSt: BigUint64Array = new BigUint64Array(17);
   /** POSIX lock owner's private open file description, per inode (OFD locks stand in for POSIX ones). */
   private readonly lockFds = new Map<number, Map<bigint, LockOwner>>();
+  private lockOwnerCount = 0;
+  readonly budget: GuestBudget;
+  private readonly used: Record<BudgetKind, number> = { inodes: 0, handles: 0, lockOwners: 0 };
   private dontMask = false;
   private readonly registry: FdRegistry;
   private readonly lockWaits = new Set<LockWait>();
@@ -157,7 +168,8 @@ export class PassthroughFs implements FileSystem {
     this.mounts = state.registry ? this.fileHandles(st[ST.mntId]!, registry, recovered) : null;
     const handles = this.mounts;
 
-    this.inodes = new InodeTable(native, backing('inodes'), registry, recovered, handles);
+    this.budget = new GuestBudget(opts.limits, log, () => this.usage());
+    this.inodes = new InodeTable(native, backing('inodes'), registry, recovered, handles, opts.limits.inodes);
     const reopenFile = (nodeid: number, flags: number): number => {
       const ino = this.inodes.get(nodeid);
       return ino ? this.reopen(ino, flags & ~K.O_TRUNC) : -E.EBADF;
@@ -166,8 +178,8 @@ export class PassthroughFs implements FileSystem {
       const ino = this.inodes.get(nodeid);
       return ino ? this.reopen(ino, K.O_RDONLY | K.O_DIRECTORY) : -E.EBADF;
     };
-    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile);
-    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir);
+    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile, opts.limits.handles);
+    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir, opts.limits.handles);
     // A node whose handle no longer opens may live on in an open file or dir the guest holds.
     if (this.inodes.lost > 0) {
       for (const h of [...this.files.all(), ...this.dirs.all()]) {
@@ -194,6 +206,7 @@ export class PassthroughFs implements FileSystem {
         let owners = this.lockFds.get(nodeid);
         if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
         owners.set(BigInt(m[2]!), { fd, pid: Number(m[3]) });
+        this.lockOwnerCount++;
       } else {
         native.close(fd);
         registry.del(key);
@@ -272,6 +285,15 @@ export class PassthroughFs implements FileSystem {
     return this.native.openat(this.procFd, String(ino.fd), f, 0);
   }
 
+  /** What the guest holds now, against its budget (one object, refilled: LOOKUP asks every time). */
+  private usage(): Record<BudgetKind, number> {
+    const u = this.used;
+    u.inodes = this.inodes.count;
+    u.handles = this.files.count + this.dirs.count;
+    u.lockOwners = this.lockOwnerCount;
+    return u;
+  }
+
   private procPath(ino: Inode): string {
     return `/proc/self/fd/${ino.fd}`;
   }
@@ -319,6 +341,10 @@ export class PassthroughFs implements FileSystem {
     }
     const w = this.words(st);
     const mode = w[2 * ST.mode]!;
+    if (!this.budget.fits(INODE) && !this.inodes.knows(w)) {
+      this.native.close(fd);
+      return this.budget.refuse(INODE);
+    }
     const ino = this.inodes.lookupOrInsertStat(fd, w, mode);
     let attrFlags = 0;
     if (this.opts.announceSubmounts && (mode & K.S_IFMT) === K.S_IFDIR && (ino.mntId !== parent.mntId || ino.dev !== parent.dev)) {
@@ -494,6 +520,8 @@ export class PassthroughFs implements FileSystem {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
+    // Refused before anything is made: a new name whose node the guest cannot get helps no one.
+    if (!this.budget.fits(INODE)) return this.budget.refuse(INODE);
     const r = this.asCaller(ctx, umask, () => fn(p));
     if (r < 0) return r;
     return this.doLookup(p, name, st);
@@ -565,6 +593,7 @@ export class PassthroughFs implements FileSystem {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
     if (this.opts.readonly && this.writes(flags)) return -E.EROFS;
+    if (!this.budget.fits(HANDLE)) return this.budget.refuse(HANDLE);
     const f = this.openFlags(flags);
     const fd = this.reopen(ino, f);
     if (fd < 0) return fd;
@@ -582,6 +611,7 @@ export class PassthroughFs implements FileSystem {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
+    if (!this.budget.fits(INODE_AND_HANDLE)) return this.budget.refuse(INODE_AND_HANDLE);
     const f = this.openFlags(flags) | K.O_CLOEXEC;
     const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, name, f | K.O_CREAT | K.O_EXCL | K.O_NOFOLLOW, mode & 0o7777));
     if (fd >= 0) return this.adoptOpenFd(p, fd, f, st);
@@ -601,6 +631,7 @@ export class PassthroughFs implements FileSystem {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
+    if (!this.budget.fits(INODE_AND_HANDLE)) return this.budget.refuse(INODE_AND_HANDLE);
     let f = this.openFlags(flags) & ~K.O_TRUNC;
     if ((f & K.O_ACCMODE) === K.O_RDONLY) f |= K.O_RDWR; // O_TMPFILE needs write access
     const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, '.', f | K.O_TMPFILE | K.O_CLOEXEC, mode & 0o7777));
@@ -903,6 +934,7 @@ export class PassthroughFs implements FileSystem {
   opendir(_ctx: Ctx, nodeid: number, _flags: number): OpenResult | number {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
+    if (!this.budget.fits(HANDLE)) return this.budget.refuse(HANDLE);
     const fd = this.reopen(ino, K.O_RDONLY | K.O_DIRECTORY);
     if (fd < 0) return fd;
     const h = this.dirs.add(nodeid, fd, K.O_RDONLY);
@@ -985,6 +1017,7 @@ export class PassthroughFs implements FileSystem {
     if (!create) return -E.ENOENT;
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
+    if (!this.budget.fits(LOCK_OWNER)) return this.budget.refuse(LOCK_OWNER);
     // A write lock needs a description open for writing; with --readonly nothing is, and a write
     // lock gets EBADF (a guest only asks for one through a file it opened for writing).
     const ro = K.O_RDONLY | K.O_NONBLOCK;
@@ -995,6 +1028,7 @@ export class PassthroughFs implements FileSystem {
     const l: LockOwner = { fd, pid: 0 };
     this.registry.put(fdKey.lock(nodeid, owner, 0), fd);
     owners.set(owner, l);
+    this.lockOwnerCount++;
     return l;
   }
 
@@ -1014,6 +1048,7 @@ export class PassthroughFs implements FileSystem {
     this.native.ofdLock(l.fd, K.F_OFD_SETLK, BigInt64Array.of(BigInt(K.F_UNLCK), BigInt(K.SEEK_SET), 0n, 0n, 0n));
     this.registry.del(fdKey.lock(nodeid, owner, l.pid));
     this.native.close(l.fd);
+    this.lockOwnerCount--;
   }
 
   private toFlock(lk: FileLock): BigInt64Array {
