@@ -6,7 +6,7 @@
 // that was running, marked `recover` so it resumes from the ring's state in guest memory.
 // A stop requested while no worker is alive waits for the next one.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeBinding } from '../native/binding';
@@ -45,6 +45,13 @@ const SETPRIV = '/usr/bin/setpriv';
 
 /** After a spare was used, wait this long before loading the next (not to slow the recovery). */
 const SPARE_DELAY_MS = 200;
+/**
+ * A worker that could not be started (socketpair or spawn failed: EMFILE, ENFILE, EAGAIN) is
+ * tried again after this long, doubling up to LAUNCH_RETRY_MAX_MS: the keeper waits it out
+ * (the guest sees a stall), it never dies of it.
+ */
+const LAUNCH_RETRY_MS = 50;
+const LAUNCH_RETRY_MAX_MS = 2000;
 
 interface Stop { index: number; resolve: (base: number) => void }
 
@@ -57,6 +64,8 @@ interface WorkerProc {
   readonly gone: Promise<{ code: number | null; signal: string | null }>;
   /** Set when gone has settled. */
   dead?: boolean;
+  /** The process never started (spawn reported an error instead of a pid). */
+  failed?: boolean;
 }
 
 /** How often an adopted worker is looked for with waitpid once its channel has closed. */
@@ -103,6 +112,9 @@ export class WorkerDataPlane implements DataPlane {
   private spareTimer: NodeJS.Timeout | null = null;
   private setprivChecked = false;
   private setpriv = false;
+  /** Worker starts that failed in a row (reset when a worker has loaded), and the retry timer. */
+  private launchFailures = 0;
+  private launchTimer: NodeJS.Timeout | null = null;
   /** Worker starts so far (1 = the first). */
   starts = 0;
   /** Duplicates of every fd the worker registered: they outlive it. */
@@ -143,9 +155,27 @@ export class WorkerDataPlane implements DataPlane {
       this.memSent = JSON.stringify(this.regions);
       this.o.log.info({ pid: w.pid, fds: this.fds.size, rings: this.rings.size }, 'worker adopted');
     } else {
-      this.feed(this.launch(), recover);
+      this.launchAndFeed(recover);
     }
     this.scheduleSpare();
+  }
+
+  /** Make a new worker the serving one, or (none could be started) try again after a while. */
+  private launchAndFeed(recover: boolean): void {
+    const w = this.launch();
+    if (w) this.feed(w, recover);
+    else this.retryLaunch(recover);
+  }
+
+  private retryLaunch(recover: boolean): void {
+    if (this.launchTimer) return;
+    const delay = Math.min(LAUNCH_RETRY_MS * 2 ** this.launchFailures, LAUNCH_RETRY_MAX_MS);
+    this.launchFailures++;
+    this.launchTimer = setTimeout(() => {
+      this.launchTimer = null;
+      if (this.child || this.closing || this.handingOver) return;
+      this.launchAndFeed(recover);
+    }, delay);
   }
 
   /** Load a spare worker after delay ms, unless one is loaded or we are going away. */
@@ -154,6 +184,7 @@ export class WorkerDataPlane implements DataPlane {
     this.spareTimer = setTimeout(() => {
       this.spareTimer = null;
       if (this.spare || this.closing || this.handingOver) return;
+      // None now (fds short): the next worker exit schedules another.
       this.spare = this.launch('spare');
     }, delay);
   }
@@ -225,11 +256,11 @@ export class WorkerDataPlane implements DataPlane {
         this.child = null;
         this.channel = null;
       } else {
-        w.channel.start((m, fds) => this.onMessage(m, fds, w.channel));
+        w.channel.start((m, fds, lost) => this.onMessage(m, fds, w.channel, lost));
       }
     }
     this.detached = false;
-    if (!this.child) this.feed(this.launch(), true);
+    if (!this.child) this.launchAndFeed(true);
     this.scheduleSpare();
   }
 
@@ -270,6 +301,7 @@ export class WorkerDataPlane implements DataPlane {
   /** Stop the worker for good (the connection to QEMU is gone). */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.launchTimer) clearTimeout(this.launchTimer);
     this.dropSpare();
     this.channel?.close();
     this.child?.kill('SIGKILL');
@@ -297,21 +329,37 @@ export class WorkerDataPlane implements DataPlane {
     // The old worker is asked to go once the new one has loaded (its 'hello'): the guest then
     // waits only for the hand-over, not for a Node start-up.
     this.prestarted = this.launch();
+    if (!this.prestarted) {
+      // The serving worker goes on; a later SIGHUP tries again.
+      this.upgrading = false;
+      this.restartAgain = false;
+    }
   }
 
-  /** Start a worker process; it waits, idle, until fed. */
-  private launch(role: 'worker' | 'spare' = 'worker'): WorkerProc {
+  /** Start a worker process; it waits, idle, until fed. null: it could not be started (logged). */
+  private launch(role: 'worker' | 'spare' = 'worker'): WorkerProc | null {
     const n = this.o.native;
     const pair = new Int32Array(2);
     const r = n.socketpair(pair, true);
-    if (r < 0) throw new Error(`socketpair: errno ${-r}`);
+    if (r < 0) {
+      this.o.log.error({ errno: -r, role }, 'cannot start a worker: socketpair failed');
+      return null;
+    }
     const [mine, theirs] = [pair[0]!, pair[1]!];
     const script = this.o.workerScript ?? path.join(__dirname, '..', 'worker', 'worker.js');
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.o.env };
     // A test's crash point fires in the first worker only; its successors must recover.
     if (this.starts > 0) delete env.VFSD_CRASHPOINT;
     const [cmd, args] = this.workerCommand(script);
-    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
+    let child: ChildProcess;
+    try {
+      child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
+    } catch (e) {
+      n.close(mine);
+      n.close(theirs);
+      this.o.log.error({ err: e, role }, 'cannot start a worker: spawn failed');
+      return null;
+    }
     n.close(theirs);
     this.starts++;
     // A spare logs its start when it takes over (operators and tests follow the serving worker).
@@ -321,7 +369,16 @@ export class WorkerDataPlane implements DataPlane {
       pid: child.pid ?? -1,
       channel: new ControlChannel(n, mine, this.o.log),
       kill: (sig) => { child.kill(sig); },
-      gone: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+      gone: new Promise((resolve) => {
+        child.once('exit', (code, signal) => resolve({ code, signal }));
+        // EMFILE, ENFILE, EAGAIN, ...: spawn reports them as an event, and such a child never exits.
+        child.on('error', (e) => {
+          if (child.pid !== undefined) return this.o.log.warn({ err: e, pid: child.pid }, 'worker process error');
+          w.failed = true;
+          this.o.log.error({ err: e, role }, 'cannot start a worker: spawn failed');
+          resolve({ code: null, signal: null });
+        });
+      }),
     };
     this.watch(w);
     return w;
@@ -369,7 +426,7 @@ export class WorkerDataPlane implements DataPlane {
   /** Listen to w, and act when it exits. */
   private watch(w: WorkerProc): void {
     const channel = w.channel;
-    channel.start((m, fds) => this.onMessage(m, fds, channel));
+    channel.start((m, fds, lost) => this.onMessage(m, fds, channel, lost));
     this.exits.push(w.gone.then(({ code, signal }) => {
       w.dead = true;
       this.onExit(w, code, signal);
@@ -384,21 +441,37 @@ export class WorkerDataPlane implements DataPlane {
     w.channel.drain();
     w.channel.close();
     if (this.spare === w) {
-      // The idle spare died (killed by hand, or out of memory): load another later.
+      // The idle spare died (killed by hand, or out of memory): load another later (one that
+      // never started: at the next worker exit).
       this.spare = null;
-      this.scheduleSpare();
+      if (!w.failed) this.scheduleSpare();
+      return;
+    }
+    if (this.prestarted === w && w.failed) {
+      // An upgrade whose new worker could not start: the serving one goes on.
+      this.prestarted = null;
+      this.upgrading = false;
       return;
     }
     if (this.child !== w) return; // a pre-started worker that was never fed
     this.child = null;
     this.channel = null;
     if (this.closing || this.handingOver) return;
+    if (w.failed) {
+      // It never ran: the next try waits a little, not to spin while fds or processes are short.
+      this.retryLaunch(true);
+      return;
+    }
     // An adopted worker's status is not known (null, null); during an upgrade it was asked to go.
     const planned = this.upgrading && (code === 0 || (code === null && signal === null));
     this.upgrading = false;
     if (planned) this.o.log.info({ pid: w.pid }, 'worker retired');
     else this.o.log.warn({ pid: w.pid, code, signal, spare: !this.prestarted && !!this.spare }, 'worker exited; starting a new one');
     const next = this.prestarted ?? this.spare ?? this.launch();
+    if (!next) {
+      this.retryLaunch(true);
+      return;
+    }
     if (next === this.spare) {
       this.spare = null;
       this.o.log.info({ spare: true, pid: next.pid, start: this.starts }, 'worker started');
@@ -467,31 +540,42 @@ export class WorkerDataPlane implements DataPlane {
     return fd;
   }
 
-  /** Puts and dels of the worker's fds, in order; each put takes the next fd of the packet. */
-  private applyFdOps(m: ChannelMessage, fds: number[]): void {
+  /**
+   * Puts and dels of the worker's fds, in order; each put takes the next fd of the packet. With
+   * fdsLost (MSG_CTRUNC: our fd table was full), the fds that came are the first puts' and the
+   * later puts' never arrived: their keys are dropped (what we held under one is not its fd any
+   * more). A restarted worker opens such files again from their records; an inode without a file
+   * handle or a lock owner is lost to it. budget.ts keeps us from getting here.
+   */
+  private applyFdOps(m: ChannelMessage, fds: number[], fdsLost: boolean): void {
     const ops = m.ops;
     let next = 0;
+    let lost = 0;
     if (Array.isArray(ops)) {
       for (const op of ops as unknown[]) {
         if (!Array.isArray(op) || typeof op[0] !== 'string') continue;
         if (op[1] === 1) {
           const fd = fds[next++];
-          if (fd === undefined) break;
+          if (fd === undefined) {
+            if (!fdsLost) break;
+            this.fds.del(op[0]);
+            lost++;
+            continue;
+          }
           this.fds.put(op[0], fd);
         } else {
           this.fds.del(op[0]);
         }
       }
     }
-    if (next !== fds.length) {
-      this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
-      for (const fd of fds.slice(next)) this.o.native.close(fd);
-    }
+    if (fdsLost) this.o.log.error({ lost, got: fds.length }, 'fd-ops: fds did not arrive (MSG_CTRUNC: the keeper\'s fd table is full); a restarted worker will lack them');
+    else if (next !== fds.length) this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
+    for (const fd of fds.slice(next)) this.o.native.close(fd);
   }
 
-  private onMessage(m: ChannelMessage, fds: number[], from: ControlChannel): void {
+  private onMessage(m: ChannelMessage, fds: number[], from: ControlChannel, fdsLost = false): void {
     if (m.t === 'fd-ops') {
-      this.applyFdOps(m, fds);
+      this.applyFdOps(m, fds, fdsLost);
       return;
     }
     for (const fd of fds) this.o.native.close(fd);
@@ -500,6 +584,7 @@ export class WorkerDataPlane implements DataPlane {
         this.fuseInit = (m as unknown as { req: FuseInitRecord | null }).req;
         return;
       case 'hello':
+        this.launchFailures = 0;
         if (this.upgrading && this.prestarted?.channel === from) this.channel?.send({ t: 'shutdown' });
         return;
       case 'ready':

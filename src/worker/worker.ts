@@ -66,7 +66,12 @@ export class Worker {
       this.log.info({ why }, 'control channel closed; worker exiting');
       process.exit(0);
     });
-    this.channel.start((m, fds) => {
+    this.channel.start((m, fds, fdsLost) => {
+      if (fdsLost) {
+        // A ring's eventfd or a memory region we will never get: no way to serve correctly.
+        this.log.fatal({ t: m.t, fds: fds.length }, 'a control message lost its fds (MSG_CTRUNC); worker exiting');
+        process.exit(70);
+      }
       try {
         this.onMessage(m, fds);
       } catch (e) {
