@@ -8,6 +8,8 @@ import { DEFAULT_GUEST_LIMITS } from './passthrough/budget';
 /** The file system's options as the command line gives them, plus the daemon's own. */
 export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   socketPath?: string;
+  /** Group (name or number) that may connect to the socket: mode 0770 instead of 0700. */
+  socketGroup?: string;
   fd?: number;
   threadPoolSize: number;
   logLevel: string;
@@ -137,7 +139,7 @@ export function parseArgs(argv: string[]): Config {
     .option('max-open-files', { type: 'number', default: DEFAULT_GUEST_LIMITS.handles, describe: 'Most files and directories the guest may hold open (more: ENFILE)' })
     .option('max-lock-owners', { type: 'number', default: DEFAULT_GUEST_LIMITS.lockOwners, describe: 'Most POSIX lock owners (one per guest process and file) at a time (more: ENFILE)' })
     .option('tag', { type: 'string', describe: 'Accepted for compatibility; QEMU sets the tag' })
-    .option('socket-group', { type: 'string', describe: 'Group that may connect to the socket' })
+    .option('socket-group', { type: 'string', describe: 'Group (name or gid) that may connect to the socket (mode 0770; otherwise 0700)' })
     .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
     .option('preserve-noatime', { type: 'boolean', describe: 'Accepted for compatibility' })
     .option('keeper', { type: 'boolean', default: true, describe: 'Serve rings from a restartable worker process (--no-keeper: one process)' })
@@ -157,6 +159,7 @@ export function parseArgs(argv: string[]): Config {
   const cfg: Config = {
     sharedDir: a.sharedDir ?? '',
     socketPath: a.socketPath ?? a.socket,
+    socketGroup: a.socketGroup,
     fd: a.fd,
     cache: CACHE[a.cache] ?? ((): CacheMode => { throw new ConfigError(`invalid --cache ${a.cache}`); })(),
     xattr: a.xattr || a.posixAcl,
@@ -192,6 +195,8 @@ export function parseArgs(argv: string[]): Config {
     if (!Number.isSafeInteger(v) || v < 1) throw new ConfigError(`invalid ${flag} ${v} (want a positive integer)`);
   }
   if (cfg.rlimitNofile !== undefined && (!Number.isSafeInteger(cfg.rlimitNofile) || cfg.rlimitNofile < 0)) throw new ConfigError('invalid --rlimit-nofile');
+  if (cfg.socketGroup !== undefined && cfg.socketPath === undefined) throw new ConfigError('--socket-group needs --socket-path (with --fd the socket is made by whoever passes it)');
+  if (cfg.socketGroup === '') throw new ConfigError('--socket-group needs a group name or number');
   return cfg;
 }
 

@@ -11,8 +11,9 @@ import { loadNative, toBinary, type NativeBinding } from './native/binding';
 import { PassthroughFs, DEFAULT_FS_OPTIONS } from './passthrough/passthrough-fs';
 import { FuseSession } from './fuse/session';
 import { VhostUserFsBackend } from './vhost/backend';
-import { listenUnix, acceptOne } from './vhost/listener';
+import { listenUnix, acceptOne, lockPidFile } from './vhost/listener';
 import { planFds } from './passthrough/budget';
+import { E } from './errno';
 import * as K from './linux/constants';
 import { WorkerDataPlane, type PlaneState } from './keeper/worker-data-plane';
 import type { DeviceState } from './vhost/backend';
@@ -52,21 +53,36 @@ function setupNofile(cfg: Config, native: NativeBinding, log: Logger): number {
   return native.raiseNofile(0);
 }
 
-/** Listen (or take --fd), announce readiness, accept QEMU's one connection. */
-async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): Promise<number> {
+/** The gid of --socket-group (a name, through NSS, or a number). */
+function socketGid(native: NativeBinding, group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  const gid = native.getgrnam(toBinary(group));
+  if (gid === -E.ENOENT) throw new Error(`--socket-group: there is no group ${group}`);
+  if (gid < 0) throw new Error(`--socket-group ${group}: errno ${-gid}`);
+  return gid;
+}
+
+/**
+ * Listen (or take --fd), announce readiness, accept QEMU's one connection. With --socket-path,
+ * `<socket>.pid` is locked first (pidFd: keep it open for as long as the daemon lives).
+ */
+async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): Promise<{ conn: number; pidFd: number }> {
   let listenFd: number;
+  let pidFd = -1;
   if (cfg.fd !== undefined) {
     listenFd = cfg.fd;
     const r = native.setNonblocking(listenFd, true);
     if (r < 0) throw new Error(`--fd ${cfg.fd} is not usable: errno ${-r}`);
   } else {
-    listenFd = listenUnix(native, toBinary(cfg.socketPath!));
+    const gid = cfg.socketGroup === undefined ? undefined : socketGid(native, cfg.socketGroup);
+    pidFd = lockPidFile(native, toBinary(cfg.socketPath!));
+    listenFd = listenUnix(native, toBinary(cfg.socketPath!), 1, gid);
   }
   log.info({ sharedDir: cfg.sharedDir, socket: cfg.socketPath ?? `fd ${cfg.fd}` }, 'Waiting for vhost-user socket connection...');
   const conn = await acceptOne(native, listenFd);
   native.close(listenFd);
   log.info('vhost-user connection established');
-  return conn;
+  return { conn, pidFd };
 }
 
 /**
@@ -77,7 +93,8 @@ async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): 
 export interface HeldSignals { release(): void }
 
 export async function serve(cfg: Config, native: NativeBinding, log: Logger, early?: HeldSignals): Promise<void> {
-  // The guest's requests carry modes already masked by the guest; ours must not mask again.
+  // The guest's requests carry modes already masked by the guest; ours must not mask again (the
+  // socket and the pid file are made under their own umask, see vhost/listener.ts).
   native.umask(0);
   const nofile = setupNofile(cfg, native, log);
   const plan = planFds(nofile, cfg.keeper);
@@ -96,7 +113,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
       makeHandler: (q) => session.handlerFor(q, null),
       onRingStopping: () => fs.cancelWaits(),
     });
-    await backend.serve(await acceptFrontend(cfg, native, log));
+    await backend.serve((await acceptFrontend(cfg, native, log)).conn);
     log.info({ stats: session.stats }, 'client disconnected, shutting down');
     fs.close();
     return;
@@ -111,6 +128,8 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   let backend: VhostUserFsBackend;
   let conn: number;
   let device: DeviceRegion;
+  /** The locked `<socket>.pid` (-1 with --fd): held until we exit, across re-execs too. */
+  let pidFd = -1;
   const publish = (state: Readonly<DeviceState>): void => {
     if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
   };
@@ -131,6 +150,16 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
       throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
     }
     if (!state) throw new Error('the device state region is empty');
+    pidFd = h.v === 2 ? h.pidFd ?? -1 : -1;
+    if (pidFd < 0 && cfg.socketPath !== undefined) {
+      // From an image that held no pid file lock: take it now (it is ours to take, or a daemon
+      // that took the path meanwhile keeps it; we serve our connection either way).
+      try {
+        pidFd = lockPidFile(native, toBinary(cfg.socketPath));
+      } catch (e) {
+        log.warn({ err: e }, 'keeper re-exec: could not lock the pid file');
+      }
+    }
     plane = new WorkerDataPlane({ native, log, fs: fsOpts, logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps }, h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
@@ -142,7 +171,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
     // a planned worker upgrade (it serves until its successor has loaded).
     if (adopted) plane.restart();
   } else {
-    conn = await acceptFrontend(cfg, native, log);
+    ({ conn, pidFd } = await acceptFrontend(cfg, native, log));
     device = new DeviceRegion(native);
     plane = new WorkerDataPlane({ native, log, fs: fsOpts, logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps });
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
@@ -157,7 +186,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   process.on('SIGUSR2', () => {
     if (reexecuting) return;
     reexecuting = true;
-    void reexec(native, log, backend, plane, device).finally(() => { reexecuting = false; });
+    void reexec(native, log, backend, plane, device, pidFd).finally(() => { reexecuting = false; });
   });
   // Signals the launcher held while we loaded (bin/virtiofsd-ts) are acted on now.
   early?.release();
@@ -170,7 +199,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
  * What one keeper image hands the next through a memfd (--restore-fd). The device state itself
  * is in the vfsd-device region (deviceFd), which the keeper keeps current after every message.
  */
-type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[] }
+type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[]; pidFd?: number }
   /** Written by images before the vfsd-device region (read, never written, by this one). */
   | { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] };
 
@@ -180,7 +209,7 @@ type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds
  * on every fd that matters and execve the code now on disk with --restore-fd. The pid, QEMU's
  * connection and the worker stay.
  */
-async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion): Promise<void> {
+async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion, pidFd: number): Promise<void> {
   log.info('SIGUSR2: re-executing the keeper');
   await backend.quiesce();
   log.debug('re-exec: vhost-user connection quiet');
@@ -200,8 +229,9 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   }
   const exported = plane.exportState();
   const connFd = backend.connectionFd;
-  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds].filter((fd) => fd >= 0);
-  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds };
+  // The pid file lock lives as long as its open file description: hand the fd on.
+  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds, pidFd].filter((fd) => fd >= 0);
+  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds, ...(pidFd >= 0 ? { pidFd } : {}) };
   const memfd = native.memfdCreate('vfsd-handover', 0);
   if (memfd >= 0) nodefs.writeSync(memfd, JSON.stringify(h));
   const all = [...fds, memfd];

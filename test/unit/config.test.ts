@@ -59,3 +59,9 @@ test('the guest budget flags default to 1000000 inodes, 65536 open files, 4096 l
     assert.throws(() => parseArgs([...base, bad]), ConfigError, bad);
   }
 });
+
+test('--socket-group is taken with --socket-path, and refused with --fd (whoever made that socket chose its mode)', () => {
+  assert.equal(parseArgs(['--socket-path=/tmp/s', '--shared-dir=/tmp', '--socket-group=kvm']).socketGroup, 'kvm');
+  assert.throws(() => parseArgs(['--fd=3', '--shared-dir=/tmp', '--socket-group=kvm']), ConfigError);
+  assert.throws(() => parseArgs(['--socket-path=/tmp/s', '--shared-dir=/tmp', '--socket-group=']), ConfigError);
+});
