@@ -93,6 +93,10 @@ async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): 
 export interface HeldSignals { release(): void }
 
 export async function serve(cfg: Config, native: NativeBinding, log: Logger, early?: HeldSignals): Promise<void> {
+  // Nothing our launcher left open may reach a worker: every fd opened before us (and, re-executed,
+  // every fd the image before handed us) is close-on-exec; workers get exactly what spawn() maps.
+  const swept = native.cloexecFrom(3);
+  if (swept < 0) log.warn({ errno: -swept }, 'could not mark inherited fds close-on-exec');
   // The guest's requests carry modes already masked by the guest; ours must not mask again (the
   // socket and the pid file are made under their own umask, see vhost/listener.ts).
   native.umask(0);
