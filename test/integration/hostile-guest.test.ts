@@ -14,7 +14,10 @@ import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { loadNative } from '../../src/native/binding';
-import { F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE, O_ACCMODE, O_PATH, O_RDONLY, S_IFCHR, S_IFIFO } from '../../src/linux/constants';
+import {
+  AT_FDCWD, F_RDLCK, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE, F_UNLCK, F_WRLCK, O_ACCMODE, O_CREAT, O_EXCL, O_PATH, O_RDONLY, O_RDWR,
+  O_WRONLY, OFFSET_MAX as MAX, S_IFCHR, S_IFIFO,
+} from '../../src/linux/constants';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
 import { C_VIRTIOFSD, REPO, startDaemon, type Daemon, type DaemonOptions } from '../support/daemon';
@@ -23,9 +26,6 @@ import { startCrashDaemon } from '../support/crash-harness';
 const native = loadNative();
 const E = osConstants.errno;
 const ROOT = process.getuid?.() === 0;
-const O_WRONLY = 0o1, O_RDWR = 0o2, O_CREAT = 0o100, O_EXCL = 0o200;
-const F_RDLCK = 0, F_WRLCK = 1, F_UNLCK = 2;
-const MAX = 0x7fffffffffffffffn;
 /** A FUSE (new_encode_dev) device number. */
 const dev = (major: number, minor: number): number => (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12);
 const NOBODY = 65534;
@@ -165,7 +165,7 @@ test('a FIFO in the share never wedges the device: every opening op answers EBAD
     const mk = await c.mknod(1, 'fifo', S_IFIFO | 0o666);
     assert.equal(mk.error, 0);
     // One the host made (no reader or writer will ever come).
-    assert.equal(native.mknodat(-100, path.join(d.dir, 'hostfifo'), S_IFIFO | 0o600, 0), 0);
+    assert.equal(native.mknodat(AT_FDCWD, path.join(d.dir, 'hostfifo'), S_IFIFO | 0o600, 0), 0);
     const host = await c.lookup(1, 'hostfifo');
     for (const [name, nodeid] of [['fifo', mk.entry!.nodeid], ['hostfifo', host.entry!.nodeid]] as const) {
       assert.deepEqual(await specialFileAnswers(c, name, nodeid), REFUSED, name);
@@ -185,7 +185,7 @@ test('a replayed CREATE (worker killed after its journal intent) does not open a
   try {
     const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 10_000));
     assert.equal((await c.init()).error, 0);
-    assert.equal(native.mknodat(-100, path.join(d.dir, 'kmsg'), S_IFCHR | 0o600, dev(1, 11)), 0);
+    assert.equal(native.mknodat(AT_FDCWD, path.join(d.dir, 'kmsg'), S_IFCHR | 0o600, dev(1, 11)), 0);
     const r = await c.create(1, 'kmsg', O_WRONLY | O_CREAT, 0o600);
     assert.ok(await d.waitWorkers(2), 'the first worker crashed at its crash point and another took over');
     assert.equal(r.error, -E.EBADF);

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
+import { O_CLOEXEC } from '../../src/linux/constants';
 
 const n = loadNative();
 const E = os.constants.errno;
@@ -83,7 +84,6 @@ test('getgrnam gives a group\'s gid, -ENOENT for no such group', () => {
 
 test('cloexecFrom marks every fd from lowfd on close-on-exec, and none below it', () => {
   const flagsOf = (fd: number): number => parseInt(/flags:\s*([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'))![1]!, 8);
-  const O_CLOEXEC = 0o2000000;
   const lo = n.openat(AT_FDCWD, '/dev/null', C.O_RDONLY, 0);
   const hi = n.openat(AT_FDCWD, '/dev/null', C.O_RDONLY, 0);
   try {

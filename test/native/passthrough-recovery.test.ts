@@ -13,7 +13,7 @@ import { silentLogger } from '../../src/log';
 import { INODE_RECORD } from '../../src/passthrough/inode-table';
 import { HANDLE_RECORD } from '../../src/passthrough/handle-table';
 import type { FdRegistry } from '../../src/state/fd-registry';
-import { O_NONBLOCK, O_RDONLY, O_RDWR, S_IFIFO, S_IFREG } from '../../src/linux/constants';
+import { AT_FDCWD, O_NONBLOCK, O_RDONLY, O_RDWR, S_IFIFO, S_IFREG } from '../../src/linux/constants';
 
 const native = loadNative();
 const E = os.constants.errno;
@@ -37,9 +37,9 @@ function mapped(fd: number): DataView {
 test('recovery opens no special file, whatever the records say', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-recovery-special-'));
   try {
-    assert.equal(native.mknodat(-100, path.join(dir, 'fifo'), S_IFIFO | 0o600, 0), 0);
+    assert.equal(native.mknodat(AT_FDCWD, path.join(dir, 'fifo'), S_IFIFO | 0o600, 0), 0);
     // Held open at both ends, so that a regression fails this test rather than hanging it in openat.
-    const holder = native.openat(-100, path.join(dir, 'fifo'), O_RDWR | O_NONBLOCK, 0);
+    const holder = native.openat(AT_FDCWD, path.join(dir, 'fifo'), O_RDWR | O_NONBLOCK, 0);
     assert.ok(holder >= 0);
     fs.writeFileSync(path.join(dir, 'reg'), 'data');
     const opts = { ...DEFAULT_FS_OPTIONS, sharedDir: dir, inodeFileHandles: 'never' as const };

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
+import { AT_FDCWD, MSG_CTRUNC } from '../../src/linux/constants';
 
 const n = loadNative();
 const E = os.constants.errno;
@@ -171,7 +172,6 @@ test('unixListen + unixConnect + accept: accept gives a blocking fd, -EAGAIN whe
 });
 
 test('recvmsg reports MSG_CTRUNC when fds are lost: more than the caller has slots for, or more than RLIMIT_NOFILE lets in', () => {
-  const MSG_CTRUNC = 0x8;
   const [a, b] = pair();
   const sent = Array.from({ length: 8 }, () => n.eventfd(0));
   const flags = new Int32Array(1);
@@ -192,7 +192,7 @@ test('recvmsg reports MSG_CTRUNC when fds are lost: more than the caller has slo
     // Leave room for exactly three new fds: fill every hole below the highest fd, then limit.
     const top = Math.max(...fs.readdirSync('/proc/self/fd').map(Number));
     for (let f = -1; f <= top;) {
-      f = n.openat(-100, '/dev/null', 0, 0);
+      f = n.openat(AT_FDCWD, '/dev/null', 0, 0);
       assert.ok(f >= 0, `open /dev/null: ${f}`);
       fillers.push(f);
     }
