@@ -176,7 +176,7 @@ export function parseArgs(argv: string[]): Config {
     sandbox: a.sandbox,
     inodeFileHandles: HANDLE_MODES.find((m) => m === a.inodeFileHandles) ?? ((): never => { throw new ConfigError(`invalid --inode-file-handles ${a.inodeFileHandles}`); })(),
     rlimitNofile: a.rlimitNofile,
-    limits: { inodes: a.maxInodes, handles: a.maxOpenFiles, lockOwners: a.maxLockOwners, fds: DEFAULT_GUEST_LIMITS.fds },
+    limits: { ...DEFAULT_GUEST_LIMITS, inodes: a.maxInodes, handles: a.maxOpenFiles, lockOwners: a.maxLockOwners },
     numRequestQueues: a.numRequestQueues,
     workerCaps: a.modcaps !== undefined ? modcaps(DEFAULT_WORKER_CAPS, a.modcaps) : [...DEFAULT_WORKER_CAPS],
     keeper: a.keeper,

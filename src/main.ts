@@ -12,7 +12,7 @@ import { PassthroughFs, DEFAULT_FS_OPTIONS } from './passthrough/passthrough-fs'
 import { FuseSession } from './fuse/session';
 import { VhostUserFsBackend } from './vhost/backend';
 import { listenUnix, acceptOne, lockPidFile } from './vhost/listener';
-import { planFds } from './passthrough/budget';
+import { planFds } from './keeper/fd-plan';
 import { E } from './errno';
 import * as K from './linux/constants';
 import { WorkerDataPlane, type PlaneState } from './keeper/worker-data-plane';
@@ -22,13 +22,13 @@ import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
 import { DeviceRegion } from './state/device-region';
 
-/** guestFds: the fds the guest may make the worker hold (planFds). */
-function fsOptions(cfg: Config, guestFds: number): FsOptions {
+/** plan: RLIMIT_NOFILE of the worker and the fds the guest may make it hold (planFds). */
+function fsOptions(cfg: Config, plan: { worker: number; guestFds: number }): FsOptions {
   const { sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo, readdirplus, killprivV2 } = cfg;
   return {
     ...DEFAULT_FS_OPTIONS, sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo,
     readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0, inodeFileHandles: cfg.inodeFileHandles,
-    limits: { ...cfg.limits, fds: guestFds },
+    limits: { ...cfg.limits, fds: plan.guestFds, workerNofile: cfg.keeper ? plan.worker : 0 },
   };
 }
 
@@ -36,8 +36,9 @@ function fsOptions(cfg: Config, guestFds: number): FsOptions {
 const DEFAULT_NOFILE = 1_000_000;
 
 /**
- * Set RLIMIT_NOFILE as --rlimit-nofile asks (the Rust virtiofsd's meaning: exactly N, 0 leaves
- * it, none raises it to 1000000 where the hard limit allows) and return it.
+ * Set RLIMIT_NOFILE as --rlimit-nofile asks and return it. As the Rust virtiofsd (src/limits.rs
+ * there): exactly N; 0 leaves it; by default 1000000 (at most fs.nr_open, proc(5)), raising the
+ * hard limit where we may (CAP_SYS_RESOURCE), else as high as the hard limit lets us.
  */
 function setupNofile(cfg: Config, native: NativeBinding, log: Logger): number {
   const want = cfg.rlimitNofile;
@@ -47,10 +48,18 @@ function setupNofile(cfg: Config, native: NativeBinding, log: Logger): number {
     if (r < 0) throw new Error(`--rlimit-nofile ${want}: cannot set RLIMIT_NOFILE: errno ${-r}`);
     return r;
   }
-  const r = native.raiseNofile(DEFAULT_NOFILE);
+  const current = native.raiseNofile(0);
+  let nrOpen = DEFAULT_NOFILE;
+  try {
+    nrOpen = Number(nodefs.readFileSync('/proc/sys/fs/nr_open', 'latin1').trim()) || DEFAULT_NOFILE;
+  } catch { /* no /proc/sys: try the default */ }
+  const target = Math.min(DEFAULT_NOFILE, nrOpen);
+  if (current >= target) return current;
+  const r = native.setNofile(target, false);
   if (r >= 0) return r;
-  log.warn({ errno: -r }, 'could not raise RLIMIT_NOFILE');
-  return native.raiseNofile(0);
+  const raised = native.raiseNofile(target);
+  if (raised < 0) log.warn({ errno: -raised }, 'could not raise RLIMIT_NOFILE');
+  return raised < 0 ? current : raised;
 }
 
 /** The gid of --socket-group (a name, through NSS, or a number). */
@@ -101,10 +110,10 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   // socket and the pid file are made under their own umask, see vhost/listener.ts).
   native.umask(0);
   const nofile = setupNofile(cfg, native, log);
-  const plan = planFds(nofile, cfg.keeper);
+  const plan = planFds(nofile, cfg.keeper, 1 + cfg.numRequestQueues);
   if (typeof plan === 'string') throw new Error(plan);
-  log.info({ nofile, workerNofile: plan.worker, guestFds: plan.guestFds, limits: cfg.limits }, 'file descriptor budget');
-  const fsOpts = fsOptions(cfg, plan.guestFds);
+  const fsOpts = fsOptions(cfg, plan);
+  log.info({ nofile, limits: fsOpts.limits }, 'file descriptor budget');
   if (cfg.sandbox !== 'none') {
     log.warn({ sandbox: cfg.sandbox }, 'no namespace or chroot sandbox is set up (only the worker\'s reduced capability set, see --modcaps)');
   }

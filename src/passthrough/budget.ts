@@ -7,10 +7,10 @@
 // guest fd limit answers (src/passthrough/guest_fd_limit.rs there), and one log line tells the
 // operator which flag to raise, once per episode, not once per request.
 //
-// The fd plan: the keeper's RLIMIT_NOFILE, minus headroom for what the keeper holds itself, is
-// the worker's (set by the worker before it reads any guest request, hard limit too); the
-// worker's, minus a reserve for its own fds, is the guest's fd budget. The keeper holds at most
-// one duplicate per fd of the worker, so it can never run out before the worker does.
+// How much the guest may hold in all is set by the keeper (src/keeper/fd-plan.ts): what the
+// worker can hold is bounded by its RLIMIT_NOFILE, which it lowers itself before it reads any
+// guest request, so that the keeper, which holds at most one duplicate per fd of the worker,
+// always has room left.
 
 import type { Logger } from '../log';
 import { E } from '../errno';
@@ -24,42 +24,15 @@ export interface GuestLimits {
   lockOwners: number;
   /** All of them together: the fds the worker may hold for the guest (from RLIMIT_NOFILE). */
   fds: number;
+  /** RLIMIT_NOFILE (soft and hard) a worker sets for itself before any guest request; 0: none. */
+  workerNofile: number;
 }
 
 export type BudgetKind = 'inodes' | 'handles' | 'lockOwners';
 
 export const DEFAULT_GUEST_LIMITS: GuestLimits = {
-  inodes: 1_000_000, handles: 65_536, lockOwners: 4_096, fds: Number.MAX_SAFE_INTEGER,
+  inodes: 1_000_000, handles: 65_536, lockOwners: 4_096, fds: Number.MAX_SAFE_INTEGER, workerNofile: 0,
 };
-
-/**
- * Fds a worker keeps for itself beyond the guest's: the guest memory regions (32 slots), up to
- * five per queue (kick, call, err, in-flight and journal regions) for up to 65 queues, the maps'
- * memfds, mount fds, Node's own, and one-off fds (a SYNCFS, a truncate, a GETLK question).
- */
-export const WORKER_FD_RESERVE = 640;
-/**
- * What the keeper keeps beyond its worker's RLIMIT_NOFILE: its own fds (as the worker's, plus
- * the connection, the device region, the pid file, spare and upgrade workers' channels) and one
- * control packet's worth of fds (250) received before the packet's own dels are applied.
- */
-export const KEEPER_FD_HEADROOM = 1024;
-/** A guest fd budget below this is a configuration error. */
-export const MIN_GUEST_FDS = 128;
-
-/**
- * RLIMIT_NOFILE of the worker and the guest's fd budget, for a keeper (or a --no-keeper daemon)
- * whose own limit is nofile; a string says why nofile is too small.
- */
-export function planFds(nofile: number, keeper: boolean): { worker: number; guestFds: number } | string {
-  const worker = keeper ? nofile - KEEPER_FD_HEADROOM : nofile;
-  const guestFds = worker - WORKER_FD_RESERVE;
-  if (guestFds < MIN_GUEST_FDS) {
-    const need = MIN_GUEST_FDS + WORKER_FD_RESERVE + (keeper ? KEEPER_FD_HEADROOM : 0);
-    return `RLIMIT_NOFILE ${nofile} is too small: the daemon needs at least ${need} (see --rlimit-nofile)`;
-  }
-  return { worker, guestFds };
-}
 
 const FLAG: Record<BudgetKind | 'fds', string> = {
   inodes: '--max-inodes', handles: '--max-open-files', lockOwners: '--max-lock-owners', fds: '--rlimit-nofile',

@@ -26,7 +26,7 @@ import { PassthroughFs, type FsOptions } from '../passthrough/passthrough-fs';
 import { FuseSession } from '../fuse/session';
 import { BatchingFdRegistry, type FdOp } from '../state/fd-registry';
 import { MAX_FDS_PER_PACKET } from '../keeper/channel';
-import { DEFAULT_GUEST_LIMITS, WORKER_FD_RESERVE } from '../passthrough/budget';
+import { DEFAULT_GUEST_LIMITS } from '../passthrough/budget';
 
 /** Longest a lazy fd registration waits before it is sent to the keeper. */
 const FD_FLUSH_MS = 20;
@@ -92,7 +92,7 @@ export class Worker {
         this.init = init.fs.limits ? init : { ...init, fs: { ...init.fs, limits: DEFAULT_GUEST_LIMITS } };
         this.stateFds = fds;
         this.log = createLogger(this.init.logLevel, { role: 'worker', pid: process.pid });
-        limitFds(this.native, this.log, this.init.fs.limits.fds);
+        limitFds(this.native, this.log, this.init.fs.limits.workerNofile);
         return;
       }
       case 'fds': {
@@ -200,14 +200,14 @@ export class Worker {
 }
 
 /**
- * Before any guest request: RLIMIT_NOFILE (soft and hard: we cannot raise it again) to the guest's
- * fd budget plus our own reserve, which the keeper's limit exceeds by its headroom (budget.ts).
- * So whatever the guest makes us hold, the keeper has room for its duplicates.
+ * Before any guest request: RLIMIT_NOFILE as the keeper planned it (soft and hard: we cannot
+ * raise it again), below the keeper's by its headroom (keeper/fd-plan.ts). So whatever the guest
+ * makes us hold, the keeper has room for its duplicates.
  */
-function limitFds(native: NativeBinding, log: Logger, guestFds: number): void {
-  if (guestFds >= DEFAULT_GUEST_LIMITS.fds) return; // no fd budget given (a keeper from before it)
-  const r = native.setNofile(guestFds + WORKER_FD_RESERVE, true);
-  if (r < 0) log.warn({ errno: -r, guestFds }, 'could not set RLIMIT_NOFILE to the guest fd budget');
+function limitFds(native: NativeBinding, log: Logger, nofile: number): void {
+  if (nofile <= 0) return; // none planned (a keeper from before the plan)
+  const r = native.setNofile(nofile, true);
+  if (r < 0) log.warn({ errno: -r, nofile }, 'could not lower RLIMIT_NOFILE as the keeper planned');
 }
 
 /**

@@ -274,7 +274,7 @@ test('a second daemon on the same socket path is refused with a clear error and 
   }
 });
 
-/** The guest fd budget a keeper with this RLIMIT_NOFILE gives (see src/passthrough/budget.ts). */
+/** A keeper RLIMIT_NOFILE that leaves the guest about 1200 fds (see src/keeper/fd-plan.ts). */
 const NOFILE = 2048;
 
 test('20,000 GETLKs under distinct lock owners hold no fd; 20,000 SETLK owners past --max-lock-owners get ENFILE, logged once; a worker SIGKILL is survived', async () => {

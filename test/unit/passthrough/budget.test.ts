@@ -1,9 +1,9 @@
 // The guest's budget: a request that needs one more of something past its limit is refused with
-// ENFILE, the operator hears of it once per episode, and the fd plan leaves the keeper headroom.
+// ENFILE, and the operator hears of it once per episode.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
-import { GuestBudget, KEEPER_FD_HEADROOM, WORKER_FD_RESERVE, planFds, type BudgetKind } from '../../../src/passthrough/budget';
+import { GuestBudget, type BudgetKind } from '../../../src/passthrough/budget';
 import type { Logger } from '../../../src/log';
 
 const ENFILE = constants.errno.ENFILE;
@@ -18,7 +18,7 @@ function recordingLog(): { log: Logger; lines: Array<Record<string, unknown>> } 
 test('past a kind\'s limit fits() is false and refuse() answers -ENFILE; other kinds still fit', () => {
   const used: Record<BudgetKind, number> = { inodes: 0, handles: 3, lockOwners: 0 };
   const { log } = recordingLog();
-  const b = new GuestBudget({ inodes: 10, handles: 3, lockOwners: 5, fds: 100 }, log, () => used);
+  const b = new GuestBudget({ inodes: 10, handles: 3, lockOwners: 5, fds: 100, workerNofile: 0 }, log, () => used);
   assert.equal(b.fits(['handles']), false);
   assert.equal(b.fits(['inodes', 'handles']), false);
   assert.equal(b.refuse(['handles']), -ENFILE);
@@ -31,7 +31,7 @@ test('past a kind\'s limit fits() is false and refuse() answers -ENFILE; other k
 test('the fd budget bounds all kinds together, and counts each kind a request needs', () => {
   const used: Record<BudgetKind, number> = { inodes: 4, handles: 4, lockOwners: 1 };
   const { log, lines } = recordingLog();
-  const b = new GuestBudget({ inodes: 100, handles: 100, lockOwners: 100, fds: 10 }, log, () => used);
+  const b = new GuestBudget({ inodes: 100, handles: 100, lockOwners: 100, fds: 10, workerNofile: 0 }, log, () => used);
   assert.equal(b.fits(['inodes']), true, '9 + 1 <= 10');
   assert.equal(b.fits(['inodes', 'handles']), false, '9 + 2 > 10');
   b.refuse(['inodes', 'handles']);
@@ -41,7 +41,7 @@ test('the fd budget bounds all kinds together, and counts each kind a request ne
 test('one log line per episode: the first refusal logs, later ones do not, until use falls to 90% of the limit', () => {
   const used: Record<BudgetKind, number> = { inodes: 0, handles: 100, lockOwners: 0 };
   const { log, lines } = recordingLog();
-  const b = new GuestBudget({ inodes: 1000, handles: 100, lockOwners: 10, fds: 10_000 }, log, () => used);
+  const b = new GuestBudget({ inodes: 1000, handles: 100, lockOwners: 10, fds: 10_000, workerNofile: 0 }, log, () => used);
   for (let i = 0; i < 1000; i++) if (!b.fits(['handles'])) b.refuse(['handles']);
   assert.equal(lines.length, 1);
   assert.deepEqual([lines[0]!.flag, lines[0]!.limit, lines[0]!.inUse], ['--max-open-files', 100, 100]);
@@ -58,10 +58,4 @@ test('one log line per episode: the first refusal logs, later ones do not, until
   b.refuse(['handles']);
   assert.equal(lines.length, 2);
   assert.equal(b.refused, 1000 + 2);
-});
-
-test('planFds: the worker gets the keeper\'s limit less the headroom, the guest the worker\'s less its reserve; too small a limit is an error', () => {
-  assert.deepEqual(planFds(20_000, true), { worker: 20_000 - KEEPER_FD_HEADROOM, guestFds: 20_000 - KEEPER_FD_HEADROOM - WORKER_FD_RESERVE });
-  assert.deepEqual(planFds(20_000, false), { worker: 20_000, guestFds: 20_000 - WORKER_FD_RESERVE });
-  assert.match(planFds(1024, true) as string, /RLIMIT_NOFILE 1024 is too small: the daemon needs at least 1792/);
 });
