@@ -3,10 +3,13 @@
 
 import yargs from 'yargs';
 import type { CacheMode, FsOptions } from './passthrough/passthrough-fs';
+import { DEFAULT_GUEST_LIMITS } from './passthrough/budget';
 
 /** The file system's options as the command line gives them, plus the daemon's own. */
 export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   socketPath?: string;
+  /** Group (name or number) that may connect to the socket: mode 0770 instead of 0700. */
+  socketGroup?: string;
   fd?: number;
   threadPoolSize: number;
   logLevel: string;
@@ -133,9 +136,12 @@ export function parseArgs(argv: string[]): Config {
       type: 'string', default: 'prefer',
       describe: 'never|prefer|mandatory: how a restarted worker gets inodes back: file handles (needs CAP_DAC_READ_SEARCH), or O_PATH fds the keeper holds (never)',
     })
-    .option('rlimit-nofile', { type: 'number', describe: 'Raise RLIMIT_NOFILE to this' })
+    .option('rlimit-nofile', { type: 'number', describe: 'Set RLIMIT_NOFILE to this (0: leave it; default: raise it to 1000000 where allowed); bounds what the guest may hold open' })
+    .option('max-inodes', { type: 'number', default: DEFAULT_GUEST_LIMITS.inodes, describe: 'Most inodes the guest may hold node ids of (more: ENFILE)' })
+    .option('max-open-files', { type: 'number', default: DEFAULT_GUEST_LIMITS.handles, describe: 'Most files and directories the guest may hold open (more: ENFILE)' })
+    .option('max-lock-owners', { type: 'number', default: DEFAULT_GUEST_LIMITS.lockOwners, describe: 'Most POSIX lock owners (one per guest process and file) at a time (more: ENFILE)' })
     .option('tag', { type: 'string', describe: 'Accepted for compatibility; QEMU sets the tag' })
-    .option('socket-group', { type: 'string', describe: 'Group that may connect to the socket' })
+    .option('socket-group', { type: 'string', describe: 'Group (name or gid) that may connect to the socket (mode 0770; otherwise 0700)' })
     .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
     .option('preserve-noatime', { type: 'boolean', describe: 'Accepted for compatibility' })
     .option('keeper', { type: 'boolean', default: true, describe: 'Serve rings from a restartable worker process (--no-keeper: one process)' })
@@ -159,6 +165,7 @@ export function parseArgs(argv: string[]): Config {
   const cfg: Config = {
     sharedDir: a.sharedDir ?? '',
     socketPath: a.socketPath ?? a.socket,
+    socketGroup: a.socketGroup,
     fd: a.fd,
     cache: CACHE[a.cache] ?? ((): CacheMode => { throw new ConfigError(`invalid --cache ${a.cache}`); })(),
     xattr: a.xattr || a.posixAcl,
@@ -175,6 +182,7 @@ export function parseArgs(argv: string[]): Config {
     sandbox: a.sandbox,
     inodeFileHandles: HANDLE_MODES.find((m) => m === a.inodeFileHandles) ?? ((): never => { throw new ConfigError(`invalid --inode-file-handles ${a.inodeFileHandles}`); })(),
     rlimitNofile: a.rlimitNofile,
+    limits: { ...DEFAULT_GUEST_LIMITS, inodes: a.maxInodes, handles: a.maxOpenFiles, lockOwners: a.maxLockOwners },
     numRequestQueues: a.numRequestQueues,
     workerCaps: a.modcaps !== undefined ? modcaps(DEFAULT_WORKER_CAPS, a.modcaps) : [...DEFAULT_WORKER_CAPS],
     keeper: a.keeper,
@@ -191,6 +199,12 @@ export function parseArgs(argv: string[]): Config {
   if (!Number.isInteger(cfg.threadPoolSize) || cfg.threadPoolSize < 0 || cfg.threadPoolSize > 1024) throw new ConfigError('invalid --thread-pool-size');
   if (!Number.isFinite(cfg.workerTimeoutS) || cfg.workerTimeoutS < 0.1 || cfg.workerTimeoutS > 3600) throw new ConfigError('invalid --worker-timeout (0.1 to 3600 seconds)');
   if (!Number.isInteger(cfg.numRequestQueues) || cfg.numRequestQueues < 1 || cfg.numRequestQueues > 64) throw new ConfigError('invalid --num-request-queues');
+  for (const [flag, v] of [['--max-inodes', cfg.limits.inodes], ['--max-open-files', cfg.limits.handles], ['--max-lock-owners', cfg.limits.lockOwners]] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) throw new ConfigError(`invalid ${flag} ${v} (want a positive integer)`);
+  }
+  if (cfg.rlimitNofile !== undefined && (!Number.isSafeInteger(cfg.rlimitNofile) || cfg.rlimitNofile < 0)) throw new ConfigError('invalid --rlimit-nofile');
+  if (cfg.socketGroup !== undefined && cfg.socketPath === undefined) throw new ConfigError('--socket-group needs --socket-path (with --fd the socket is made by whoever passes it)');
+  if (cfg.socketGroup === '') throw new ConfigError('--socket-group needs a group name or number');
   return cfg;
 }
 

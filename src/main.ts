@@ -11,7 +11,10 @@ import { loadNative, toBinary, type NativeBinding } from './native/binding';
 import { PassthroughFs, DEFAULT_FS_OPTIONS } from './passthrough/passthrough-fs';
 import { FuseSession } from './fuse/session';
 import { VhostUserFsBackend } from './vhost/backend';
-import { listenUnix, acceptOne } from './vhost/listener';
+import { listenUnix, acceptOne, lockPidFile } from './vhost/listener';
+import { planFds } from './keeper/fd-plan';
+import { E } from './errno';
+import * as K from './linux/constants';
 import { WorkerDataPlane, type PlaneState, type WorkerDataPlaneOptions } from './keeper/worker-data-plane';
 import type { DeviceState } from './vhost/backend';
 import * as nodefs from 'node:fs';
@@ -19,36 +22,83 @@ import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
 import { DeviceRegion } from './state/device-region';
 
-function fsOptions(cfg: Config): FsOptions {
+/** plan: RLIMIT_NOFILE of the worker and the fds the guest may make it hold (planFds). */
+function fsOptions(cfg: Config, plan: { worker: number; guestFds: number }): FsOptions {
   const { sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo, readdirplus, killprivV2 } = cfg;
   return {
     ...DEFAULT_FS_OPTIONS, sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo,
     readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0, inodeFileHandles: cfg.inodeFileHandles,
+    limits: { ...cfg.limits, fds: plan.guestFds, workerNofile: cfg.keeper ? plan.worker : 0 },
   };
 }
 
-function planeOptions(cfg: Config, native: NativeBinding, log: Logger): WorkerDataPlaneOptions {
+function planeOptions(cfg: Config, native: NativeBinding, log: Logger, fs: FsOptions): WorkerDataPlaneOptions {
   return {
-    native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps,
+    native, log, fs, logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps,
     timeoutMs: cfg.workerTimeoutS * 1000,
   };
 }
 
-/** Listen (or take --fd), announce readiness, accept QEMU's one connection. */
-async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): Promise<number> {
+/** RLIMIT_NOFILE when --rlimit-nofile does not say. */
+const DEFAULT_NOFILE = 1_000_000;
+
+/**
+ * Set RLIMIT_NOFILE as --rlimit-nofile asks and return it. As the Rust virtiofsd (src/limits.rs
+ * there): exactly N; 0 leaves it; by default 1000000 (at most fs.nr_open, proc(5)), raising the
+ * hard limit where we may (CAP_SYS_RESOURCE), else as high as the hard limit lets us.
+ */
+function setupNofile(cfg: Config, native: NativeBinding, log: Logger): number {
+  const want = cfg.rlimitNofile;
+  if (want === 0) return native.raiseNofile(0);
+  if (want !== undefined) {
+    const r = native.setNofile(want, false);
+    if (r < 0) throw new Error(`--rlimit-nofile ${want}: cannot set RLIMIT_NOFILE: errno ${-r}`);
+    return r;
+  }
+  const current = native.raiseNofile(0);
+  let nrOpen = DEFAULT_NOFILE;
+  try {
+    nrOpen = Number(nodefs.readFileSync('/proc/sys/fs/nr_open', 'latin1').trim()) || DEFAULT_NOFILE;
+  } catch { /* no /proc/sys: try the default */ }
+  const target = Math.min(DEFAULT_NOFILE, nrOpen);
+  if (current >= target) return current;
+  const r = native.setNofile(target, false);
+  if (r >= 0) return r;
+  const raised = native.raiseNofile(target);
+  if (raised < 0) log.warn({ errno: -raised }, 'could not raise RLIMIT_NOFILE');
+  return raised < 0 ? current : raised;
+}
+
+/** The gid of --socket-group (a name, through NSS, or a number). */
+function socketGid(native: NativeBinding, group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  const gid = native.getgrnam(toBinary(group));
+  if (gid === -E.ENOENT) throw new Error(`--socket-group: there is no group ${group}`);
+  if (gid < 0) throw new Error(`--socket-group ${group}: errno ${-gid}`);
+  return gid;
+}
+
+/**
+ * Listen (or take --fd), announce readiness, accept QEMU's one connection. With --socket-path,
+ * `<socket>.pid` is locked first (pidFd: keep it open for as long as the daemon lives).
+ */
+async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): Promise<{ conn: number; pidFd: number }> {
   let listenFd: number;
+  let pidFd = -1;
   if (cfg.fd !== undefined) {
     listenFd = cfg.fd;
     const r = native.setNonblocking(listenFd, true);
     if (r < 0) throw new Error(`--fd ${cfg.fd} is not usable: errno ${-r}`);
   } else {
-    listenFd = listenUnix(native, toBinary(cfg.socketPath!));
+    const gid = cfg.socketGroup === undefined ? undefined : socketGid(native, cfg.socketGroup);
+    pidFd = lockPidFile(native, toBinary(cfg.socketPath!));
+    listenFd = listenUnix(native, toBinary(cfg.socketPath!), 1, gid);
   }
   log.info({ sharedDir: cfg.sharedDir, socket: cfg.socketPath ?? `fd ${cfg.fd}` }, 'Waiting for vhost-user socket connection...');
   const conn = await acceptOne(native, listenFd);
   native.close(listenFd);
   log.info('vhost-user connection established');
-  return conn;
+  return { conn, pidFd };
 }
 
 /**
@@ -59,30 +109,38 @@ async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): 
 export interface HeldSignals { release(): void }
 
 export async function serve(cfg: Config, native: NativeBinding, log: Logger, early?: HeldSignals): Promise<void> {
-  // The guest's requests carry modes already masked by the guest; ours must not mask again.
+  // Nothing our launcher left open may reach a worker: every fd opened before us (and, re-executed,
+  // every fd the image before handed us) is close-on-exec; workers get exactly what spawn() maps.
+  const swept = native.cloexecFrom(3);
+  if (swept < 0) log.warn({ errno: -swept }, 'could not mark inherited fds close-on-exec');
+  // The guest's requests carry modes already masked by the guest; ours must not mask again (the
+  // socket and the pid file are made under their own umask, see vhost/listener.ts).
   native.umask(0);
-  const nofile = native.raiseNofile(cfg.rlimitNofile ?? 1_000_000);
-  if (nofile < 0) log.warn({ errno: -nofile }, 'could not raise RLIMIT_NOFILE');
+  const nofile = setupNofile(cfg, native, log);
+  const plan = planFds(nofile, cfg.keeper, 1 + cfg.numRequestQueues);
+  if (typeof plan === 'string') throw new Error(plan);
+  const fsOpts = fsOptions(cfg, plan);
+  log.info({ nofile, limits: fsOpts.limits }, 'file descriptor budget');
   if (cfg.sandbox !== 'none') {
     log.warn({ sandbox: cfg.sandbox }, 'no namespace or chroot sandbox is set up (only the worker\'s reduced capability set, see --modcaps)');
   }
 
   if (!cfg.keeper) {
-    const fs = new PassthroughFs(native, fsOptions(cfg), log);
+    const fs = new PassthroughFs(native, fsOpts, log);
     const session = new FuseSession(fs, log);
     const backend = new VhostUserFsBackend({
       native, log, numRequestQueues: cfg.numRequestQueues,
       makeHandler: (q) => session.handlerFor(q, null),
       onRingStopping: () => fs.cancelWaits(),
     });
-    await backend.serve(await acceptFrontend(cfg, native, log));
+    await backend.serve((await acceptFrontend(cfg, native, log)).conn);
     log.info({ stats: session.stats }, 'client disconnected, shutting down');
     fs.close();
     return;
   }
 
   // Fail early, in the keeper, on a shared directory the worker could not open.
-  const probe = native.openat(-100, toBinary(cfg.sharedDir), 0o10000000 | 0o200000 | 0o2000000, 0);
+  const probe = native.openat(K.AT_FDCWD, toBinary(cfg.sharedDir), K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
   if (probe < 0) throw new Error(`cannot open shared directory ${cfg.sharedDir}: errno ${-probe}`);
   native.close(probe);
 
@@ -90,6 +148,8 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   let backend: VhostUserFsBackend;
   let conn: number;
   let device: DeviceRegion;
+  /** The locked `<socket>.pid` (-1 with --fd): held until we exit, across re-execs too. */
+  let pidFd = -1;
   const publish = (state: Readonly<DeviceState>): void => {
     if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
   };
@@ -110,7 +170,17 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
       throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
     }
     if (!state) throw new Error('the device state region is empty');
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log), h.plane);
+    pidFd = h.v === 2 ? h.pidFd ?? -1 : -1;
+    if (pidFd < 0 && cfg.socketPath !== undefined) {
+      // From an image that held no pid file lock: take it now (it is ours to take, or a daemon
+      // that took the path meanwhile keeps it; we serve our connection either way).
+      try {
+        pidFd = lockPidFile(native, toBinary(cfg.socketPath));
+      } catch (e) {
+        log.warn({ err: e }, 'keeper re-exec: could not lock the pid file');
+      }
+    }
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts), h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
@@ -120,9 +190,9 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
     // a planned worker upgrade (it serves until its successor has loaded).
     if (adopted) plane.restart();
   } else {
-    conn = await acceptFrontend(cfg, native, log);
+    ({ conn, pidFd } = await acceptFrontend(cfg, native, log));
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log));
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts));
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();
@@ -135,7 +205,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   process.on('SIGUSR2', () => {
     if (reexecuting) return;
     reexecuting = true;
-    void reexec(native, log, backend, plane, device).finally(() => { reexecuting = false; });
+    void reexec(native, log, backend, plane, device, pidFd).finally(() => { reexecuting = false; });
   });
   // Signals the launcher held while we loaded (bin/virtiofsd-ts) are acted on now.
   early?.release();
@@ -148,7 +218,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
  * What one keeper image hands the next through a memfd (--restore-fd). The device state itself
  * is in the vfsd-device region (deviceFd), which the keeper keeps current after every message.
  */
-type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[] }
+type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[]; pidFd?: number }
   /** Written by images before the vfsd-device region (read, never written, by this one). */
   | { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] };
 
@@ -158,7 +228,7 @@ type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds
  * on every fd that matters and execve the code now on disk with --restore-fd. The pid, QEMU's
  * connection and the worker stay.
  */
-async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion): Promise<void> {
+async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion, pidFd: number): Promise<void> {
   log.info('SIGUSR2: re-executing the keeper');
   await backend.quiesce();
   log.debug('re-exec: vhost-user connection quiet');
@@ -175,8 +245,9 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   }
   const exported = plane.exportState();
   const connFd = backend.connectionFd;
-  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds].filter((fd) => fd >= 0);
-  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds };
+  // The pid file lock lives as long as its open file description: hand the fd on.
+  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds, pidFd].filter((fd) => fd >= 0);
+  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds, ...(pidFd >= 0 ? { pidFd } : {}) };
   const memfd = native.memfdCreate('vfsd-handover', 0);
   if (memfd >= 0) nodefs.writeSync(memfd, JSON.stringify(h));
   const all = [...fds, memfd];

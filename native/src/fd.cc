@@ -33,6 +33,22 @@ Napi::Value Getfl(const Napi::CallbackInfo& info) {
   return Num(a.Env(), SysRet(fcntl(fd, F_GETFL)));
 }
 
+// fcntl F_ADD_SEALS / F_GET_SEALS (memfds made with MFD_ALLOW_SEALING).
+Napi::Value AddSeals(const Napi::CallbackInfo& info) {
+  Args a(info, "addSeals");
+  int fd = a.Int(0);
+  uint32_t seals = a.Flags(1);
+  VFS_CHECK(a);
+  return Num(a.Env(), SysRet(fcntl(fd, F_ADD_SEALS, static_cast<int>(seals))));
+}
+
+Napi::Value GetSeals(const Napi::CallbackInfo& info) {
+  Args a(info, "getSeals");
+  int fd = a.Int(0);
+  VFS_CHECK(a);
+  return Num(a.Env(), SysRet(fcntl(fd, F_GET_SEALS)));
+}
+
 Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
   Args a(info, "ftruncate");
   int fd = a.Int(0);
@@ -288,6 +304,8 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "close", Close);
   Export(env, exports, "dup", Dup);
   Export(env, exports, "getfl", Getfl);
+  Export(env, exports, "addSeals", AddSeals);
+  Export(env, exports, "getSeals", GetSeals);
   Export(env, exports, "ftruncate", Ftruncate);
   Export(env, exports, "fsync", Fsync);
   Export(env, exports, "syncfs", Syncfs);

@@ -1,7 +1,10 @@
 // Credentials and process limits.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <grp.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/fsuid.h>
 #include <unistd.h>
@@ -55,6 +58,66 @@ Napi::Value RaiseNofile(const Napi::CallbackInfo& info) {
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0) return Num(a.Env(), -errno);
   }
   return Num(a.Env(), static_cast<int64_t>(rl.rlim_cur));
+}
+
+// Set RLIMIT_NOFILE's soft limit to exactly `soft` (lower or higher). hard: the hard limit as
+// well (the caller cannot raise it back without CAP_SYS_RESOURCE), else the hard limit is only
+// raised where soft needs it. The new soft limit or -errno.
+Napi::Value SetNofile(const Napi::CallbackInfo& info) {
+  Args a(info, "setNofile");
+  int64_t soft = a.I64(0, 1);
+  bool hard = a.Bool(1);
+  VFS_CHECK(a);
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return Num(a.Env(), -errno);
+  rl.rlim_cur = static_cast<rlim_t>(soft);
+  if (hard || (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)) rl.rlim_max = rl.rlim_cur;
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0) return Num(a.Env(), -errno);
+  return Num(a.Env(), soft);
+}
+
+// getgrnam_r(3) (NSS: files, LDAP, ...): the group's gid, or -ENOENT when there is no such group.
+Napi::Value Getgrnam(const Napi::CallbackInfo& info) {
+  Args a(info, "getgrnam");
+  std::string name = a.Str(0);
+  VFS_CHECK(a);
+  group gr{};
+  group* found = nullptr;
+  std::vector<char> buf(16384);
+  for (;;) {
+    int e = getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
+    if (e == ERANGE && buf.size() < (1u << 22)) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    if (e != 0) return Num(a.Env(), -e);
+    return Num(a.Env(), found ? static_cast<int64_t>(gr.gr_gid) : -ENOENT);
+  }
+}
+
+// Mark every fd >= lowfd close-on-exec: close_range(2) with CLOSE_RANGE_CLOEXEC (Linux 5.11),
+// else one fcntl per entry of /proc/self/fd. 0 or -errno.
+Napi::Value CloexecFrom(const Napi::CallbackInfo& info) {
+  Args a(info, "cloexecFrom");
+  int lowfd = a.Int(0);
+  VFS_CHECK(a);
+  if (lowfd < 0) return Num(a.Env(), -EINVAL);
+#ifdef SYS_close_range
+  constexpr unsigned kCloseRangeCloexec = 1u << 2;  // CLOSE_RANGE_CLOEXEC (linux/close_range.h)
+  if (syscall(SYS_close_range, static_cast<unsigned>(lowfd), ~0u, kCloseRangeCloexec) == 0) return Num(a.Env(), 0);
+#endif
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return Num(a.Env(), -errno);
+  const int self = dirfd(d);
+  while (dirent* e = readdir(d)) {
+    char* end = nullptr;
+    long fd = strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != 0 || fd < lowfd || fd == self) continue;
+    int f = fcntl(static_cast<int>(fd), F_GETFD);
+    if (f >= 0 && !(f & FD_CLOEXEC)) fcntl(static_cast<int>(fd), F_SETFD, f | FD_CLOEXEC);
+  }
+  closedir(d);
+  return Num(a.Env(), 0);
 }
 
 Napi::Value Umask(const Napi::CallbackInfo& info) {
@@ -129,6 +192,9 @@ void InitMisc(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "setfsgid", Setfsgid);
   Export(env, exports, "raiseNofile", RaiseNofile);
   Export(env, exports, "dieWithParent", DieWithParent);
+  Export(env, exports, "setNofile", SetNofile);
+  Export(env, exports, "getgrnam", Getgrnam);
+  Export(env, exports, "cloexecFrom", CloexecFrom);
   Export(env, exports, "umask", Umask);
   Export(env, exports, "execve", Execve);
   Export(env, exports, "setCloexec", SetCloexec);

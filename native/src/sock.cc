@@ -88,7 +88,12 @@ Napi::Value Recvmsg(const Napi::CallbackInfo& info) {
   int fd = a.Int(0);
   auto buf = a.U8(1);
   auto fds = a.Typed<int32_t, napi_int32_array>(2, "an Int32Array");
+  // Optional: receives msg_flags, so that the caller learns of fds the kernel could not install
+  // (MSG_CTRUNC: our fd table was full) or that we had to close for want of a slot.
+  Napi::TypedArrayOf<int32_t> flagsOut;
+  if (info.Length() > 3 && !info[3].IsUndefined()) flagsOut = a.Typed<int32_t, napi_int32_array>(3, "an Int32Array", 1);
   VFS_CHECK(a);
+  if (!flagsOut.IsEmpty()) flagsOut[0] = 0;
   const size_t nfds = fds.ElementLength();
   const size_t room = std::max(nfds, kMinRecvFds);
   // uint64_t storage keeps the control buffer aligned for cmsghdr.
@@ -103,6 +108,7 @@ Napi::Value Recvmsg(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < nfds; i++) fds[i] = -1;
   if (n < 0) return Num(a.Env(), -errno);
   size_t got = 0;
+  int flags = msg.msg_flags;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -110,12 +116,15 @@ Napi::Value Recvmsg(const Napi::CallbackInfo& info) {
     for (size_t k = 0; k < count; k++) {
       int rfd;
       std::memcpy(&rfd, p + k * sizeof(int), sizeof(int));
-      if (got < nfds)
+      if (got < nfds) {
         fds[got++] = rfd;
-      else
+      } else {
         close(rfd);  // the caller has no slot for it; do not leak it
+        flags |= MSG_CTRUNC;
+      }
     }
   }
+  if (!flagsOut.IsEmpty()) flagsOut[0] = flags;
   return Num(a.Env(), n);
 }
 

@@ -6,6 +6,8 @@
 import { EventEmitter } from 'node:events';
 import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
 import type { Logger } from '../log';
+import { MSG_CTRUNC } from '../linux/constants';
+import { E } from '../errno';
 
 /** Largest packet (JSON text). Fd batches are split by the sender well below this. */
 export const MAX_PACKET = 64 * 1024;
@@ -17,12 +19,17 @@ export interface ChannelMessage {
   readonly [k: string]: unknown;
 }
 
-export type ChannelHandler = (msg: ChannelMessage, fds: number[]) => void;
+/**
+ * fdsLost: the packet came with fewer fds than were sent (MSG_CTRUNC: our fd table was full);
+ * the kernel installs a packet's fds in order, so the ones in fds are the first ones sent.
+ */
+export type ChannelHandler = (msg: ChannelMessage, fds: number[], fdsLost: boolean) => void;
 
 export class ControlChannel extends EventEmitter {
   private poll: PollHandle | null = null;
   private readonly buf = new Uint8Array(MAX_PACKET);
   private readonly fdBuf = new Int32Array(MAX_FDS_PER_PACKET + 3);
+  private readonly flags = new Int32Array(1);
   private closed = false;
 
   constructor(private readonly native: NativeBinding, readonly fd: number, private readonly log: Logger) {
@@ -50,11 +57,12 @@ export class ControlChannel extends EventEmitter {
     if (!handler || this.closed) return;
     {
       for (;;) {
-        const n = this.native.recvmsg(this.fd, this.buf, this.fdBuf);
-        if (n === -11 /* EAGAIN */) return;
+        const n = this.native.recvmsg(this.fd, this.buf, this.fdBuf, this.flags);
+        if (n === -E.EAGAIN) return;
         if (n <= 0) return this.shut(n === 0 ? 'eof' : `recvmsg errno ${-n}`);
         const fds: number[] = [];
         for (const f of this.fdBuf) if (f >= 0) fds.push(f);
+        const fdsLost = (this.flags[0]! & MSG_CTRUNC) !== 0;
         let msg: ChannelMessage;
         try {
           msg = JSON.parse(Buffer.from(this.buf.buffer, 0, n).toString('utf8')) as ChannelMessage;
@@ -63,7 +71,7 @@ export class ControlChannel extends EventEmitter {
           for (const f of fds) this.native.close(f);
           continue;
         }
-        handler(msg, fds);
+        handler(msg, fds, fdsLost);
         if (this.closed) return;
       }
     }
@@ -77,7 +85,7 @@ export class ControlChannel extends EventEmitter {
     // The socket is nonblocking for receiving; a full send buffer is rare (small messages), so
     // wait it out rather than reorder messages.
     let r = this.native.sendmsg(this.fd, bytes, bytes.length, fds);
-    if (r === -11 /* EAGAIN */) {
+    if (r === -E.EAGAIN) {
       this.native.setNonblocking(this.fd, false);
       r = this.native.sendmsg(this.fd, bytes, bytes.length, fds);
       this.native.setNonblocking(this.fd, true);

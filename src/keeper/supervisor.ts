@@ -37,8 +37,9 @@ export interface SupervisorHooks {
   /** Make w the worker that serves the rings: hand it the maps, the fds and the rings
    *  (stuckBefore: its predecessor was killed as stuck, see WorkerProcess.stuckBefore). */
   feed(w: WorkerProcess, recover: boolean, stuckBefore?: number): void;
-  /** A packet from a worker that is not about its life (fd registrations, ring-stopped, ...). */
-  message(w: WorkerProcess, m: ChannelMessage, fds: number[]): void;
+  /** A packet from a worker that is not about its life (fd registrations, ring-stopped, ...);
+   *  fdsLost: fds sent with it did not arrive (MSG_CTRUNC). */
+  message(w: WorkerProcess, m: ChannelMessage, fds: number[], fdsLost: boolean): void;
 }
 
 /** A worker an earlier image of this keeper left running: its pid and our end of its channel. */
@@ -218,14 +219,14 @@ export class Supervisor {
 
   private watch(w: WorkerProcess): void {
     this.all.add(w);
-    w.listen((m, fds) => this.onMessage(w, m, fds));
+    w.listen((m, fds, fdsLost) => this.onMessage(w, m, fds, fdsLost));
     void w.gone.then((exit) => {
       this.all.delete(w);
       this.onGone(w, exit);
     });
   }
 
-  private onMessage(w: WorkerProcess, m: ChannelMessage, fds: number[]): void {
+  private onMessage(w: WorkerProcess, m: ChannelMessage, fds: number[], fdsLost: boolean): void {
     switch (m.t) {
       case 'hello':
         // Workers before the watchdog do not answer pings: they are not pinged.
@@ -246,7 +247,7 @@ export class Supervisor {
       case 'bye':
         break;
       default:
-        this.hooks.message(w, m, fds);
+        this.hooks.message(w, m, fds, fdsLost);
         return;
     }
     for (const fd of fds) this.o.native.close(fd);

@@ -16,6 +16,7 @@ import type { DataPlane, MemoryTable, RingConfig } from '../vhost/data-plane';
 import type { FsOptions } from '../passthrough/passthrough-fs';
 import { MAX_FDS_PER_PACKET, type ChannelMessage } from './channel';
 import { FdStore } from './fd-store';
+import { sealedMemfd } from '../state/memfd';
 import { InflightRegion } from '../state/inflight';
 import { Journal } from '../state/journal';
 import type { FuseInitRecord } from '../worker/worker';
@@ -95,7 +96,7 @@ export class WorkerDataPlane implements DataPlane {
       {
         spawn: (role) => this.spawn(role),
         feed: (w, recover, stuckBefore) => this.feed(w, recover, stuckBefore),
-        message: (w, m, fds) => this.onMessage(w, m, fds),
+        message: (w, m, fds, fdsLost) => this.onMessage(w, m, fds, fdsLost),
       },
     );
     if (restored) {
@@ -109,7 +110,7 @@ export class WorkerDataPlane implements DataPlane {
       return;
     }
     const mk = (name: string): number => {
-      const fd = o.native.memfdCreate(`vfsd-${name}`, 0);
+      const fd = sealedMemfd(o.native, `vfsd-${name}`);
       if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
       return fd;
     };
@@ -309,38 +310,48 @@ export class WorkerDataPlane implements DataPlane {
     const have = this.regionFds.get(name);
     if (have && have.bytes >= want) return have.fd;
     if (have) this.o.native.close(have.fd);
-    const fd = this.o.native.memfdCreate(`vfsd-${name}`, 0);
+    const fd = sealedMemfd(this.o.native, `vfsd-${name}`, want);
     if (fd < 0) throw new Error(`memfd_create: errno ${-fd}`);
-    fs.ftruncateSync(fd, want);
     this.regionFds.set(name, { fd, bytes: want });
     return fd;
   }
 
-  /** Puts and dels of the worker's fds, in order; each put takes the next fd of the packet. */
-  private applyFdOps(m: ChannelMessage, fds: number[]): void {
+  /**
+   * Puts and dels of the worker's fds, in order; each put takes the next fd of the packet. With
+   * fdsLost (MSG_CTRUNC: our fd table was full), the fds that came are the first puts' and the
+   * later puts' never arrived: their keys are dropped (what we held under one is not its fd any
+   * more). A restarted worker opens such files again from their records; an inode without a file
+   * handle or a lock owner is lost to it. The fd plan (fd-plan.ts) keeps us from getting here.
+   */
+  private applyFdOps(m: ChannelMessage, fds: number[], fdsLost: boolean): void {
     const ops = m.ops;
     let next = 0;
+    let lost = 0;
     if (Array.isArray(ops)) {
       for (const op of ops as unknown[]) {
         if (!Array.isArray(op) || typeof op[0] !== 'string') continue;
         if (op[1] === 1) {
           const fd = fds[next++];
-          if (fd === undefined) break;
+          if (fd === undefined) {
+            if (!fdsLost) break;
+            this.fds.del(op[0]);
+            lost++;
+            continue;
+          }
           this.fds.put(op[0], fd);
         } else {
           this.fds.del(op[0]);
         }
       }
     }
-    if (next !== fds.length) {
-      this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
-      for (const fd of fds.slice(next)) this.o.native.close(fd);
-    }
+    if (fdsLost) this.o.log.error({ lost, got: fds.length }, 'fd-ops: fds did not arrive (MSG_CTRUNC: the keeper\'s fd table is full); a restarted worker will lack them');
+    else if (next !== fds.length) this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
+    for (const fd of fds.slice(next)) this.o.native.close(fd);
   }
 
-  private onMessage(_w: WorkerProcess, m: ChannelMessage, fds: number[]): void {
+  private onMessage(_w: WorkerProcess, m: ChannelMessage, fds: number[], fdsLost: boolean): void {
     if (m.t === 'fd-ops') {
-      this.applyFdOps(m, fds);
+      this.applyFdOps(m, fds, fdsLost);
       return;
     }
     for (const fd of fds) this.o.native.close(fd);

@@ -11,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import type { NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
-import { ControlChannel, type ChannelMessage } from './channel';
+import { ControlChannel, type ChannelHandler, type ChannelMessage } from './channel';
 
 /**
  * Where a worker is in its life:
@@ -54,7 +54,7 @@ export class WorkerProcess {
   private closed = false;
   private reaped: Exit | null = null;
   private settle!: (e: Exit) => void;
-  private handler: ((m: ChannelMessage, fds: number[]) => void) | null = null;
+  private handler: ChannelHandler | null = null;
 
   private constructor(
     readonly pid: number,
@@ -130,7 +130,7 @@ export class WorkerProcess {
   }
 
   /** Deliver its packets to handler; every packet also counts as a sign of life. */
-  listen(handler: (m: ChannelMessage, fds: number[]) => void): void {
+  listen(handler: ChannelHandler): void {
     this.handler = handler;
     this.relisten();
   }
@@ -140,9 +140,9 @@ export class WorkerProcess {
     const handler = this.handler;
     if (!handler || this.channel.isClosed) return;
     this.lastHeard = performance.now();
-    this.channel.start((m, fds) => {
+    this.channel.start((m, fds, fdsLost) => {
       this.lastHeard = performance.now();
-      handler(m, fds);
+      handler(m, fds, fdsLost);
     });
   }
 

@@ -35,8 +35,10 @@ export interface NativeBinding {
    *  out[0], out[1]. 0 or -errno. */
   socketpair(out: Int32Array, seqpacket?: boolean): number;
   /** recvmsg(2) with SCM_RIGHTS (MSG_CMSG_CLOEXEC). Bytes read (0 = EOF) or -errno; received fds are
-   *  written to fds[0..], the rest of fds is set to -1. Fds beyond fds.length are closed. */
-  recvmsg(fd: number, buf: Uint8Array, fds: Int32Array): number;
+   *  written to fds[0..], the rest of fds is set to -1. Fds beyond fds.length are closed.
+   *  flags[0], if given, receives msg_flags: MSG_CTRUNC when fds were lost (the kernel could not
+   *  install them, e.g. EMFILE, or they were closed for want of a slot in fds). */
+  recvmsg(fd: number, buf: Uint8Array, fds: Int32Array, flags?: Int32Array): number;
   /** sendmsg(2) of buf[0..len) with the given fds as SCM_RIGHTS (may be empty). Bytes sent or -errno. */
   sendmsg(fd: number, buf: Uint8Array, len: number, fds: ArrayLike<number>): number;
   /** Set or clear O_NONBLOCK. 0 or -errno. */
@@ -105,6 +107,10 @@ export interface NativeBinding {
   dup(fd: number): number;
   /** fcntl(fd, F_GETFL). flags or -errno. */
   getfl(fd: number): number;
+  /** fcntl(fd, F_ADD_SEALS, seals) on a memfd made with MFD_ALLOW_SEALING. 0 or -errno. */
+  addSeals(fd: number, seals: number): number;
+  /** fcntl(fd, F_GET_SEALS): the seals or -errno. */
+  getSeals(fd: number): number;
   ftruncate(fd: number, length: number): number;
   fsync(fd: number, datasync: boolean): number;
   syncfs(fd: number): number;
@@ -161,6 +167,13 @@ export interface NativeBinding {
   setfsgid(gid: number): number;
   /** Raise RLIMIT_NOFILE soft limit to min(want, hard). Returns the new soft limit or -errno. */
   raiseNofile(want: number): number;
+  /** Set RLIMIT_NOFILE's soft limit to exactly soft (lower or higher); hard: the hard limit too
+   *  (otherwise it is raised only where soft needs it). The new soft limit or -errno. */
+  setNofile(soft: number, hard: boolean): number;
+  /** getgrnam_r(3): the gid of a group name, -ENOENT if there is none, or -errno. */
+  getgrnam(name: string): number;
+  /** Mark every fd >= lowfd close-on-exec (close_range(2) CLOSE_RANGE_CLOEXEC, or /proc/self/fd). 0 or -errno. */
+  cloexecFrom(lowfd: number): number;
   /** umask(2): returns the previous mask. */
   umask(mask: number): number;
   /** execve(2) (argv/envp as UTF-8 strings): replaces the process image, keeping the pid and

@@ -9,6 +9,7 @@
 import type { NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, type FdRegistry } from '../state/fd-registry';
+import { E } from '../errno';
 
 export const HANDLE_RECORD = 32;
 const R_NODEID = 4, R_FD = 8, R_FLAGS = 12;
@@ -36,7 +37,8 @@ export class HandleTable {
   /**
    * keyOf: the fd registry key of a handle. recovered: as for InodeTable. reopen: open the inode
    * nodeid again with a handle's recorded flags (fd or -errno), for a handle the keeper has no
-   * fd for.
+   * fd for. maxHandles: the guest's budget (checked by the caller before add()), which bounds
+   * the region.
    */
   constructor(
     private readonly native: NativeBinding,
@@ -45,9 +47,10 @@ export class HandleTable {
     private readonly keyOf: (fh: number) => string = String,
     private readonly registry: FdRegistry = NO_FD_REGISTRY,
     recovered?: Map<string, number>,
-    reopen: (nodeid: number, flags: number) => number = () => -9 /* EBADF */,
+    reopen: (nodeid: number, flags: number) => number = () => -E.EBADF,
+    maxHandles = Number.MAX_SAFE_INTEGER / 2,
   ) {
-    this.slots = new SlotTable(backing, HANDLE_RECORD, 256, kind, 1);
+    this.slots = new SlotTable(backing, HANDLE_RECORD, 256, kind, 1, maxHandles + 1);
     if (this.slots.inUse > 0) this.recover(recovered ?? new Map(), reopen);
   }
 

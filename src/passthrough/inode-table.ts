@@ -8,10 +8,12 @@
 // READDIRPLUS, ... add one; FORGET subtracts); at zero the slot is freed and the fd closed.
 // All methods are synchronous: decide and mutate in one stretch (seed 004).
 
-import type { NativeBinding } from '../native/binding';
+import { ST, type NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 import type { MountFds } from './mount-fds';
+import { AT_EMPTY_PATH, O_CLOEXEC, O_NOFOLLOW, O_PATH } from '../linux/constants';
+import { E } from '../errno';
 
 // Record layout (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |
 // mnt_id u64 | fd i32 | mode u32 | handle_len u32 | handle_type i32 | handle[128]
@@ -22,8 +24,6 @@ const R_HANDLE = 48;
 export const INODE_TABLE_KIND = 1;
 /** nameToHandleAt's output: u32 mount_id | u32 handle_bytes | i32 handle_type | bytes. */
 const HANDLE_HDR = 12, MAX_HANDLE = 128;
-const AT_EMPTY_PATH = 0x1000;
-const O_PATH = 0o10000000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
 
 /** Where file handles are made and opened: the mounts they work on (see mount-fds.ts). */
 export type InodeHandles = Pick<MountFds, 'get' | 'forInode'>;
@@ -72,7 +72,8 @@ export class InodeTable {
    * recovered: the fds a previous worker registered, by key. When the backing already holds a
    * table, every published record is rebuilt with its fd from there (and taken out of the map)
    * or from its file handle. handles: the mounts to make file handles on (null: hand every
-   * inode's fd to the registry).
+   * inode's fd to the registry). maxInodes: the guest's budget (checked by the caller before it
+   * inserts); the region holds twice that at the most, room for nodes lost in a restart too.
    */
   constructor(
     private readonly native: NativeBinding,
@@ -80,9 +81,10 @@ export class InodeTable {
     private readonly registry: FdRegistry = NO_FD_REGISTRY,
     recovered?: Map<string, number>,
     private readonly handles: InodeHandles | null = null,
+    maxInodes = Number.MAX_SAFE_INTEGER / 4,
   ) {
     // Slots 0 (invalid node id) and 1 (root) are never handed out by alloc().
-    this.slots = new SlotTable(backing, INODE_RECORD, 1024, INODE_TABLE_KIND, 2);
+    this.slots = new SlotTable(backing, INODE_RECORD, 1024, INODE_TABLE_KIND, 2, 2 * maxInodes + 2);
     if (this.slots.inUse > 0) this.recover(recovered ?? new Map());
   }
 
@@ -98,15 +100,29 @@ export class InodeTable {
       if (fd === undefined) {
         const r = this.openHandle(o);
         // ESTALE / ENOENT: deleted on the host. Anything else means handles failed us.
-        if (r < 0 && r !== -116 && r !== -2) this.lostByError.set(-r, (this.lostByError.get(-r) ?? 0) + 1);
+        if (r < 0 && r !== -E.ESTALE && r !== -E.ENOENT) this.lostByError.set(-r, (this.lostByError.get(-r) ?? 0) + 1);
         // -1, never another negative value: -100 is AT_FDCWD to every *at call.
         fd = Math.max(r, -1);
       }
       const dev = dv.getBigUint64(o + R_DEV, true), ino = dv.getBigUint64(o + R_INO, true), mntId = dv.getBigUint64(o + R_MNT, true);
+      // The file type every later open is checked against comes from the inode itself, not from
+      // the record: only a regular file or a directory may ever be opened (see PassthroughFs).
+      let mode = dv.getUint32(o + R_MODE, true);
+      if (fd >= 0) {
+        const st = this.st;
+        if (this.native.statFd(fd, st) < 0 || st[ST.dev] !== dev || st[ST.ino] !== ino) {
+          this.native.close(fd);
+          if (registered) this.registry.del(key);
+          fd = -1;
+        } else {
+          mode = Number(st[ST.mode]);
+          dv.setUint32(o + R_MODE, mode, true);
+        }
+      }
       const gen = dv.getUint32(o + R_GEN, true);
       this.generations[slot] = gen;
       const inode: Inode = {
-        nodeid: slot, generation: gen, fd, dev, ino, mntId, mode: dv.getUint32(o + R_MODE, true),
+        nodeid: slot, generation: gen, fd, dev, ino, mntId, mode,
         key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered,
       };
       this.byNodeid[slot] = inode;
@@ -137,9 +153,11 @@ export class InodeTable {
       return false;
     }
     this.registry.put(fdKey.inode(nodeid), fd);
-    const inode: Inode = { ...old, fd, registered: true };
+    // The type, as in recover(), from the inode.
+    const inode: Inode = { ...old, fd, registered: true, mode: Number(st[ST.mode]) };
     this.byNodeid[nodeid] = inode;
     this.slots.dv.setInt32(this.slots.off(nodeid) + R_FD, fd, true);
+    this.slots.dv.setUint32(this.slots.off(nodeid) + R_MODE, inode.mode, true);
     this.byKey.set(inode.key, inode);
     const dv = this.slots.dv, o = this.slots.off(nodeid);
     this.index(nodeid, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
@@ -154,20 +172,12 @@ export class InodeTable {
     // No handle (and the keeper has no fd: cannot happen, the put precedes the publish), or a
     // length no handle has.
     const mountFd = this.handles?.get(dv.getBigUint64(o + R_MNT, true));
-    if (mountFd === undefined || len === 0) return -9 /* EBADF */;
-    if (len > MAX_HANDLE) return -22 /* EINVAL */;
+    if (mountFd === undefined || len === 0) return -E.EBADF;
+    if (len > MAX_HANDLE) return -E.EINVAL;
     const h = this.hbuf;
     h.set(new Uint8Array(dv.buffer, dv.byteOffset + o + R_HANDLE, 8 + len), 4);
-    const fd = this.native.openByHandleAt(mountFd, h.subarray(0, HANDLE_HDR + len), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return fd;
-    // A handle names one inode for its whole life; check it is the one recorded all the same.
-    const st = this.st;
-    const r = this.native.statFd(fd, st);
-    if (r < 0 || st[0] !== dv.getBigUint64(o + R_DEV, true) || st[1] !== dv.getBigUint64(o + R_INO, true)) {
-      this.native.close(fd);
-      return r < 0 ? r : -116 /* ESTALE */;
-    }
-    return fd;
+    // A handle names one inode for its whole life; recover() checks it is the one recorded.
+    return this.native.openByHandleAt(mountFd, h.subarray(0, HANDLE_HDR + len), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   }
 
   /** The root, if this table was recovered with one. */
@@ -219,6 +229,11 @@ export class InodeTable {
     const slot = this.slots.alloc();
     const gen = (this.generations[slot] ?? 0) + 1;
     return this.install(slot, fd, dev, ino, mntId, mode, gen);
+  }
+
+  /** Does the guest already hold the inode of this stat() result (as lookupOrInsertStat takes it)? */
+  knows(st32: Uint32Array): boolean {
+    return this.findWords(st32) !== undefined;
   }
 
   /** The node of a host inode if the guest already holds it (no reference taken). */

@@ -7,7 +7,7 @@
 
 import type { NativeBinding } from '../native/binding';
 import { fdKey, type FdRegistry } from '../state/fd-registry';
-import * as K from './sys-constants';
+import * as K from '../linux/constants';
 
 const HANDLE_BUF = 12 + 128;
 

@@ -6,6 +6,14 @@
 // the inode itself, not a path, so no rename or symlink on the host can redirect it outside.
 // The session has already rejected names containing '/', "." and "..".
 //
+// Only regular files and directories are ever opened (reopen()): opening a device node the guest
+// made with MKNOD would hand it the host's device (CVE-2020-35517), and opening a FIFO blocks the
+// event loop until a writer comes. Both peers refuse them with EBADF: QEMU 7.2's C virtiofsd in
+// lo_inode_open() (tools/virtiofsd/passthrough_ll.c, "virtiofsd: prevent opening of special
+// files (CVE-2020-35517)"), the Rust virtiofsd through is_safe_inode(). The file type is fixed
+// for an inode's life and the O_PATH fd pins the inode, so the check cannot race.
+// What the guest may hold is budgeted (budget.ts): inodes, open files, lock owners.
+//
 // Concurrency (seed 004): every op decides and mutates the maps in one synchronous stretch.
 // READ and WRITE first try their syscall inline with RWF_NOWAIT (page-cache hits finish on the
 // event loop); what would block, and FSYNC, runs on the libuv thread pool. Around a pool op only
@@ -25,7 +33,8 @@ import { MountFds } from './mount-fds';
 import { HandleTable, type Handle } from './handle-table';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
-import * as K from './sys-constants';
+import * as K from '../linux/constants';
+import { DEFAULT_GUEST_LIMITS, GuestBudget, type BudgetKind, type GuestLimits } from './budget';
 
 export type CacheMode = 'never' | 'metadata' | 'auto' | 'always';
 
@@ -44,6 +53,8 @@ export interface FsOptions {
   syncIo: boolean;
   /** Keep the maps in memfds (the daemon) or plain memory (unit tests). */
   memfdState: boolean;
+  /** What the guest may hold (budget.ts). */
+  limits: GuestLimits;
   /**
    * How a restarted worker gets inodes back: by file handle (nothing to hand to the keeper) or
    * by the keeper's duplicate of each O_PATH fd. prefer: handles when the shared directory's
@@ -68,7 +79,7 @@ export interface FsState {
 export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
   cache: 'auto', xattr: false, posixAcl: false, announceSubmounts: true, readonly: false,
   writeback: false, allowDirectIo: false, readdirplus: true, killprivV2: false, syncIo: false, memfdState: true,
-  inodeFileHandles: 'prefer',
+  inodeFileHandles: 'prefer', limits: DEFAULT_GUEST_LIMITS,
 };
 
 const EMPTY_BUF = new Uint8Array(0);
@@ -89,6 +100,13 @@ const WRITE_POOL_MS = 1000;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
+const INODE: readonly BudgetKind[] = ['inodes'];
+const HANDLE: readonly BudgetKind[] = ['handles'];
+const INODE_AND_HANDLE: readonly BudgetKind[] = ['inodes', 'handles'];
+const LOCK_OWNER: readonly BudgetKind[] = ['lockOwners'];
+/** Open flags a guest may not pass on: an O_PATH handle does no I/O, and OPEN is not O_TMPFILE. */
+const NEVER_OPEN_FLAGS = K.O_PATH | K.O_TMPFILE_BIT;
+
 function errnoOf(e: unknown): number {
   const n = (e as { errno?: unknown }).errno;
   return typeof n === 'number' && n < 0 ? n : -E.EIO;
@@ -101,7 +119,6 @@ export class PassthroughFs implements FileSystem {
   entryTimeout: number;
   attrTimeout: number;
   private readonly procFd: number;
-  private readonly rootFd: number;
   /** The mounts file handles are made on (null without file handles). */
   private readonly mounts: MountFds | null;
   private readonly dentBuf = new Uint8Array(DIRENT_BUF);
@@ -109,6 +126,9 @@ export class PassthroughFs implements FileSystem {
   private readonly tmpSt: BigUint64Array = new BigUint64Array(17);
   /** POSIX lock owner's private open file description, per inode (OFD locks stand in for POSIX ones). */
   private readonly lockFds = new Map<number, Map<bigint, LockOwner>>();
+  private lockOwnerCount = 0;
+  readonly budget: GuestBudget;
+  private readonly used: Record<BudgetKind, number> = { inodes: 0, handles: 0, lockOwners: 0 };
   private dontMask = false;
   private readonly registry: FdRegistry;
   private readonly lockWaits = new Set<LockWait>();
@@ -148,7 +168,8 @@ export class PassthroughFs implements FileSystem {
     this.mounts = state.registry ? this.fileHandles(st[ST.mntId]!, registry, recovered) : null;
     const handles = this.mounts;
 
-    this.inodes = new InodeTable(native, backing('inodes'), registry, recovered, handles);
+    this.budget = new GuestBudget(opts.limits, log, () => this.usage());
+    this.inodes = new InodeTable(native, backing('inodes'), registry, recovered, handles, opts.limits.inodes);
     const reopenFile = (nodeid: number, flags: number): number => {
       const ino = this.inodes.get(nodeid);
       return ino ? this.reopen(ino, flags & ~K.O_TRUNC) : -E.EBADF;
@@ -157,8 +178,8 @@ export class PassthroughFs implements FileSystem {
       const ino = this.inodes.get(nodeid);
       return ino ? this.reopen(ino, K.O_RDONLY | K.O_DIRECTORY) : -E.EBADF;
     };
-    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile);
-    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir);
+    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile, opts.limits.handles);
+    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir, opts.limits.handles);
     // A node whose handle no longer opens may live on in an open file or dir the guest holds.
     if (this.inodes.lost > 0) {
       for (const h of [...this.files.all(), ...this.dirs.all()]) {
@@ -174,9 +195,7 @@ export class PassthroughFs implements FileSystem {
       native.close(rootFd);
       if (root.dev !== st[ST.dev] || root.ino !== st[ST.ino]) throw new Error('recovered state is for another shared directory');
       if (root.fd < 0) throw new Error('the keeper holds no fd for the shared directory');
-      this.rootFd = root.fd;
     } else {
-      this.rootFd = rootFd;
       this.inodes.setRoot(rootFd, st[ST.dev]!, st[ST.ino]!, st[ST.mntId]!, Number(st[ST.mode]!));
     }
     // Lock owners' open file descriptions; anything else left over belongs to no valid record.
@@ -187,6 +206,7 @@ export class PassthroughFs implements FileSystem {
         let owners = this.lockFds.get(nodeid);
         if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
         owners.set(BigInt(m[2]!), { fd, pid: Number(m[3]) });
+        this.lockOwnerCount++;
       } else {
         native.close(fd);
         registry.del(key);
@@ -253,11 +273,25 @@ export class PassthroughFs implements FileSystem {
     return this.native.statFd(ino.fd, st);
   }
 
-  /** Open the inode itself (not a path) with new flags, through its /proc/self/fd magic link. */
+  /**
+   * Open the inode itself (not a path) with new flags, through its /proc/self/fd magic link: the
+   * one way anything the guest names gets opened. Only regular files and directories (see the top
+   * of this file); everything else is EBADF, as with both peers.
+   */
   private reopen(ino: Inode, flags: number): number {
-    if ((ino.mode & K.S_IFMT) === K.S_IFLNK) return -E.ELOOP;
-    const f = (flags & ~(K.O_CREAT | K.O_EXCL | K.O_NOCTTY | K.O_NOFOLLOW)) | K.O_CLOEXEC;
+    const type = ino.mode & K.S_IFMT;
+    if ((type !== K.S_IFREG && type !== K.S_IFDIR) || ino.fd < 0) return -E.EBADF;
+    const f = (flags & ~(K.O_CREAT | K.O_EXCL | K.O_NOCTTY | K.O_NOFOLLOW | NEVER_OPEN_FLAGS)) | K.O_CLOEXEC;
     return this.native.openat(this.procFd, String(ino.fd), f, 0);
+  }
+
+  /** What the guest holds now, against its budget (one object, refilled: LOOKUP asks every time). */
+  private usage(): Record<BudgetKind, number> {
+    const u = this.used;
+    u.inodes = this.inodes.count;
+    u.handles = this.files.count + this.dirs.count;
+    u.lockOwners = this.lockOwnerCount;
+    return u;
   }
 
   private procPath(ino: Inode): string {
@@ -307,6 +341,10 @@ export class PassthroughFs implements FileSystem {
     }
     const w = this.words(st);
     const mode = w[2 * ST.mode]!;
+    if (!this.budget.fits(INODE) && !this.inodes.knows(w)) {
+      this.native.close(fd);
+      return this.budget.refuse(INODE);
+    }
     const ino = this.inodes.lookupOrInsertStat(fd, w, mode);
     let attrFlags = 0;
     if (this.opts.announceSubmounts && (mode & K.S_IFMT) === K.S_IFDIR && (ino.mntId !== parent.mntId || ino.dev !== parent.dev)) {
@@ -330,7 +368,7 @@ export class PassthroughFs implements FileSystem {
   }
 
   private openFlags(flags: number): number {
-    let f = flags & ~(K.O_CREAT | K.O_EXCL | K.O_NOCTTY);
+    let f = flags & ~(K.O_CREAT | K.O_EXCL | K.O_NOCTTY | NEVER_OPEN_FLAGS);
     if (!this.opts.allowDirectIo) f &= ~K.O_DIRECT;
     if (this.opts.writeback) {
       // With a writeback cache the guest may read pages of a write-only file and does
@@ -437,7 +475,7 @@ export class PassthroughFs implements FileSystem {
       if (h) {
         r = n.ftruncate(h.fd, a.size);
       } else {
-        const fd = this.reopen(ino, K.O_WRONLY);
+        const fd = this.reopen(ino, K.O_WRONLY | K.O_NONBLOCK);
         if (fd < 0) return fd;
         r = n.ftruncate(fd, a.size);
         n.close(fd);
@@ -482,6 +520,8 @@ export class PassthroughFs implements FileSystem {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
+    // Refused before anything is made: a new name whose node the guest cannot get helps no one.
+    if (!this.budget.fits(INODE)) return this.budget.refuse(INODE);
     const r = this.asCaller(ctx, umask, () => fn(p));
     if (r < 0) return r;
     return this.doLookup(p, name, st);
@@ -553,6 +593,7 @@ export class PassthroughFs implements FileSystem {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
     if (this.opts.readonly && this.writes(flags)) return -E.EROFS;
+    if (!this.budget.fits(HANDLE)) return this.budget.refuse(HANDLE);
     const f = this.openFlags(flags);
     const fd = this.reopen(ino, f);
     if (fd < 0) return fd;
@@ -560,20 +601,37 @@ export class PassthroughFs implements FileSystem {
     return { fh: h.fh, openFlags: this.fopenFlags() };
   }
 
+  /**
+   * CREATE makes a new file and never opens an existing one by name: O_CREAT|O_EXCL first (which
+   * opens nothing that exists, and follows no symlink), and only if the name exists and the guest
+   * did not ask for O_EXCL, the checked open of OPEN on what LOOKUP finds there. As QEMU 7.2's
+   * lo_create() does; an O_CREAT open of an existing device node or FIFO would open it.
+   */
   create(ctx: Ctx, parent: number, name: string, flags: number, mode: number, umask: number, st: BigUint64Array): { entry: EntryResult; open: OpenResult } | number {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
-    const f = this.openFlags(flags) | K.O_CREAT | K.O_NOFOLLOW | K.O_CLOEXEC | (flags & K.O_EXCL);
-    const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, name, f, mode & 0o7777));
-    if (fd < 0) return fd;
-    return this.adoptOpenFd(p, fd, f, st);
+    if (!this.budget.fits(INODE_AND_HANDLE)) return this.budget.refuse(INODE_AND_HANDLE);
+    const f = this.openFlags(flags) | K.O_CLOEXEC;
+    const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, name, f | K.O_CREAT | K.O_EXCL | K.O_NOFOLLOW, mode & 0o7777));
+    if (fd >= 0) return this.adoptOpenFd(p, fd, f, st);
+    if (fd !== -E.EEXIST || (flags & K.O_EXCL)) return fd;
+    const entry = this.doLookup(p, name, st);
+    if (typeof entry === 'number') return entry;
+    // As the caller, as the O_CREAT open of an existing file used to be (its permissions apply).
+    const open = this.asCaller(ctx, umask, () => this.open(ctx, entry.nodeid, flags));
+    if (typeof open === 'number') {
+      this.forget(entry.nodeid, 1);
+      return open;
+    }
+    return { entry, open };
   }
 
   tmpfile(ctx: Ctx, parent: number, flags: number, mode: number, umask: number, st: BigUint64Array): { entry: EntryResult; open: OpenResult } | number {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     if (this.opts.readonly) return -E.EROFS;
+    if (!this.budget.fits(INODE_AND_HANDLE)) return this.budget.refuse(INODE_AND_HANDLE);
     let f = this.openFlags(flags) & ~K.O_TRUNC;
     if ((f & K.O_ACCMODE) === K.O_RDONLY) f |= K.O_RDWR; // O_TMPFILE needs write access
     const fd = this.asCaller(ctx, umask, () => this.native.openat(p.fd, '.', f | K.O_TMPFILE | K.O_CLOEXEC, mode & 0o7777));
@@ -876,6 +934,7 @@ export class PassthroughFs implements FileSystem {
   opendir(_ctx: Ctx, nodeid: number, _flags: number): OpenResult | number {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
+    if (!this.budget.fits(HANDLE)) return this.budget.refuse(HANDLE);
     const fd = this.reopen(ino, K.O_RDONLY | K.O_DIRECTORY);
     if (fd < 0) return fd;
     const h = this.dirs.add(nodeid, fd, K.O_RDONLY);
@@ -958,13 +1017,18 @@ export class PassthroughFs implements FileSystem {
     if (!create) return -E.ENOENT;
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
-    let fd = this.reopen(ino, K.O_RDWR);
-    if (fd === -E.EACCES || fd === -E.EROFS || fd === -E.EISDIR || fd === -E.ETXTBSY) fd = this.reopen(ino, K.O_RDONLY);
+    if (!this.budget.fits(LOCK_OWNER)) return this.budget.refuse(LOCK_OWNER);
+    // A write lock needs a description open for writing; with --readonly nothing is, and a write
+    // lock gets EBADF (a guest only asks for one through a file it opened for writing).
+    const ro = K.O_RDONLY | K.O_NONBLOCK;
+    let fd = this.opts.readonly ? this.reopen(ino, ro) : this.reopen(ino, K.O_RDWR | K.O_NONBLOCK);
+    if (!this.opts.readonly && (fd === -E.EACCES || fd === -E.EROFS || fd === -E.EISDIR || fd === -E.ETXTBSY)) fd = this.reopen(ino, ro);
     if (fd < 0) return fd;
     if (!owners) this.lockFds.set(nodeid, (owners = new Map()));
     const l: LockOwner = { fd, pid: 0 };
     this.registry.put(fdKey.lock(nodeid, owner, 0), fd);
     owners.set(owner, l);
+    this.lockOwnerCount++;
     return l;
   }
 
@@ -984,6 +1048,7 @@ export class PassthroughFs implements FileSystem {
     this.native.ofdLock(l.fd, K.F_OFD_SETLK, BigInt64Array.of(BigInt(K.F_UNLCK), BigInt(K.SEEK_SET), 0n, 0n, 0n));
     this.registry.del(fdKey.lock(nodeid, owner, l.pid));
     this.native.close(l.fd);
+    this.lockOwnerCount--;
   }
 
   private toFlock(lk: FileLock): BigInt64Array {
@@ -991,13 +1056,31 @@ export class PassthroughFs implements FileSystem {
     return BigInt64Array.of(BigInt(lk.type), BigInt(K.SEEK_SET), BigInt.asIntN(64, lk.start), len, 0n);
   }
 
-  getlk(_ctx: Ctx, nodeid: number, _fh: number, owner: bigint, lk: FileLock): FileLock | number {
-    if (!this.inode(nodeid)) return -E.EBADF;
+  /**
+   * GETLK takes no lock owner's description: F_OFD_GETLK reports the conflicting locks of every
+   * other open file description, through any description of the file (fcntl(2)), and ignores
+   * only those of the one it is asked through. An owner with a description asks through it (its
+   * own locks are no conflict); one without holds no lock here, so any other description will
+   * do: the guest's open file, or one opened just for the question. An O_PATH fd will not: fcntl
+   * refuses lock commands on those.
+   */
+  getlk(_ctx: Ctx, nodeid: number, fh: number, owner: bigint, lk: FileLock): FileLock | number {
+    const ino = this.inode(nodeid);
+    if (!ino) return -E.EBADF;
     if (lk.type !== K.F_RDLCK && lk.type !== K.F_WRLCK) return -E.EINVAL;
-    const me = this.lockOwner(nodeid, owner, true);
-    if (typeof me === 'number') return me;
     const fl = this.toFlock(lk);
-    const r = this.native.ofdLock(me.fd, K.F_OFD_GETLK, fl);
+    const mine = this.lockFds.get(nodeid)?.get(owner);
+    const h = mine ? undefined : this.fileHandle(fh);
+    let r: number;
+    if (mine) r = this.native.ofdLock(mine.fd, K.F_OFD_GETLK, fl);
+    else if (h && h.nodeid === nodeid) r = this.native.ofdLock(h.fd, K.F_OFD_GETLK, fl);
+    else {
+      let fd = this.reopen(ino, K.O_RDONLY | K.O_NONBLOCK);
+      if (fd === -E.EACCES && !this.opts.readonly) fd = this.reopen(ino, K.O_WRONLY | K.O_NONBLOCK);
+      if (fd < 0) return fd;
+      r = this.native.ofdLock(fd, K.F_OFD_GETLK, fl);
+      this.native.close(fd);
+    }
     if (r < 0) return r;
     const type = Number(fl[0]!);
     if (type === K.F_UNLCK) return { start: 0n, end: 0n, type, pid: 0 };
@@ -1121,9 +1204,9 @@ export class PassthroughFs implements FileSystem {
   syncfs(_ctx: Ctx, nodeid: number): number {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
-    // syncfs(2) refuses O_PATH fds: open the inode (or, for special files, the root) for reading.
-    let fd = this.reopen(ino, K.O_RDONLY | K.O_NONBLOCK);
-    if (fd < 0) fd = this.native.openat(this.procFd, String(this.rootFd), K.O_RDONLY | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    // syncfs(2) refuses O_PATH fds: open the inode for reading (a special file: EBADF, as the
+    // peers; Linux asks through the root of the mount or submount, a directory).
+    const fd = this.reopen(ino, K.O_RDONLY | K.O_NONBLOCK);
     if (fd < 0) return fd;
     const r = this.native.syncfs(fd);
     this.native.close(fd);

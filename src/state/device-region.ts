@@ -9,6 +9,7 @@
 
 import * as fs from 'node:fs';
 import type { NativeBinding } from '../native/binding';
+import { sealedMemfd } from './memfd';
 
 export const DEVICE_MAGIC = 0x56444556; // "VEDV"
 export const DEVICE_VERSION = 1;
@@ -27,9 +28,8 @@ export class DeviceRegion {
   constructor(private readonly native: NativeBinding, fd = -1) {
     const size = DEVICE_HEADER + 2 * DEVICE_SLOT_BYTES;
     if (fd < 0) {
-      fd = native.memfdCreate('vfsd-device', 0);
+      fd = sealedMemfd(native, 'vfsd-device', size);
       if (fd < 0) throw new Error(`memfd_create(vfsd-device): errno ${-fd}`);
-      fs.ftruncateSync(fd, size);
     } else if (fs.fstatSync(fd).size < size) {
       throw new Error('vfsd-device: region too small');
     }

@@ -9,6 +9,7 @@
 
 import * as fs from 'node:fs';
 import type { NativeBinding } from '../native/binding';
+import { sealedMemfd } from './memfd';
 
 export const SLOT_MAGIC = 0x56465354; // "VFST"
 export const SLOT_VERSION = 1;
@@ -33,7 +34,7 @@ export class MemfdBacking implements SlotBacking {
   private buf: ArrayBuffer | null = null;
   /** A new memfd, or (adopt) one made earlier, e.g. by a worker that has since died. */
   constructor(private readonly native: NativeBinding, name: string, adopt = -1) {
-    const fd = adopt >= 0 ? adopt : native.memfdCreate(name, 0);
+    const fd = adopt >= 0 ? adopt : sealedMemfd(native, name);
     if (fd < 0) throw new Error(`memfd_create(${name}) failed: errno ${-fd}`);
     this.fd = fd;
   }
@@ -92,13 +93,18 @@ export class SlotTable {
     readonly kind: number,
     /** Slots below this are never handed out by alloc() (e.g. 0 unused, 1 = root inode). */
     private readonly reserved = 1,
+    /**
+     * The most slots the region may grow to (the guest's budget bounds what is in use; this
+     * bounds the memfd even if that accounting were wrong).
+     */
+    private readonly maxCapacity = Number.MAX_SAFE_INTEGER,
   ) {
     if (recordSize % 8 !== 0 || recordSize < 8) throw new Error('recordSize must be a multiple of 8');
     if (backing.bytes >= HEADER) {
       this.attach();
       return;
     }
-    this.map(Math.max(initialCapacity, reserved + 1));
+    this.map(Math.min(Math.max(initialCapacity, reserved + 1), Math.max(maxCapacity, reserved + 1)));
     this.dv.setUint32(H_MAGIC, SLOT_MAGIC, true);
     this.dv.setUint32(H_VERSION, SLOT_VERSION, true);
     this.dv.setUint32(H_RECORD, this.recordSize, true);
@@ -171,7 +177,10 @@ export class SlotTable {
   private grow(): void {
     // Grow-then-count: the region is made larger before the new capacity is recorded.
     const old = this.capacity;
-    this.map(old * 2);
+    const next = Math.min(old * 2, this.maxCapacity);
+    // Callers check the guest's budget first: reaching this is a bug, answered EIO by the session.
+    if (next <= old) throw new Error(`state table (kind ${this.kind}) is full at ${old} slots`);
+    this.map(next);
     for (let i = this.capacity - 1; i >= old; i--) this.free.push(i);
   }
 

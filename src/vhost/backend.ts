@@ -325,6 +325,7 @@ export class VhostUserFsBackend {
     this.log.debug({ req: name, flags, size, fds: msg.fds.length }, 'vhost-user: request');
     try {
       if (msg.oversized) throw new VhostUserError('bad-header', `payload of ${size} bytes is too large`);
+      if (msg.fdsLost) throw new VhostUserError('bad-value', `fds sent with it did not arrive (MSG_CTRUNC; ${msg.fds.length} did)`);
       checkRequestHeader(msg.header);
       const body = await this.handle(request, msg);
       if (REQUESTS_WITH_REPLY.has(request)) this.reply(request, body ?? new Uint8Array(0));

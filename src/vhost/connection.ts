@@ -15,6 +15,7 @@ import { constants as osConstants } from 'node:os';
 import type { Logger } from '../log';
 import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
 import { HEADER_SIZE, MAX_FDS, MAX_PAYLOAD, MessageHeader, decodeHeader, encodeMessage, requestName } from './message';
+import { MSG_CTRUNC } from '../linux/constants';
 
 const { EAGAIN, EINTR } = osConstants.errno;
 const POLL_READABLE = 1;
@@ -27,6 +28,8 @@ export interface VhostUserMessage {
   fds: number[];
   /** header.size exceeded MAX_PAYLOAD: the payload was read and discarded (and its fds closed). */
   oversized: boolean;
+  /** Fds sent with it did not arrive (MSG_CTRUNC: our fd table was full, or more than MAX_FDS). */
+  fdsLost?: boolean;
 }
 
 export type MessageHandler = (msg: VhostUserMessage) => void | Promise<void>;
@@ -49,6 +52,8 @@ export class VhostUserConnection extends EventEmitter {
   private payload: Uint8Array = new Uint8Array(0);
   private got = 0;
   private fds: number[] = [];
+  private fdsLost = false;
+  private readonly msgFlags = new Int32Array(1);
 
   private readonly queue: VhostUserMessage[] = [];
   private pumping = false;
@@ -164,8 +169,9 @@ export class VhostUserConnection extends EventEmitter {
       // Quiescing: read no further than the end of the current message.
       if (this.pausing && !this.header && this.got === 0) return;
       const target = this.readTarget();
-      const n = this.native.recvmsg(this.fd, target, this.fdBuf);
+      const n = this.native.recvmsg(this.fd, target, this.fdBuf, this.msgFlags);
       for (const f of this.fdBuf) if (f >= 0) this.fds.push(f);
+      if (n > 0 && (this.msgFlags[0]! & MSG_CTRUNC) !== 0) this.fdsLost = true;
       if (n === -EAGAIN) return;
       if (n === -EINTR) continue;
       if (n < 0) {
@@ -206,11 +212,12 @@ export class VhostUserConnection extends EventEmitter {
       this.closeFds(fds);
       fds = [];
     }
-    this.queue.push({ header: this.header, payload: this.payload, fds, oversized });
+    this.queue.push({ header: this.header, payload: this.payload, fds, oversized, ...(this.fdsLost ? { fdsLost: true } : {}) });
     this.header = null;
     this.payload = new Uint8Array(0);
     this.got = 0;
     this.fds = [];
+    this.fdsLost = false;
     void this.pump();
   }
 

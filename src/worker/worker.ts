@@ -29,6 +29,7 @@ import { FuseSession } from '../fuse/session';
 import { BatchingFdRegistry, type FdOp } from '../state/fd-registry';
 import { MAX_FDS_PER_PACKET } from '../keeper/channel';
 import { holdAt } from './hold';
+import { DEFAULT_GUEST_LIMITS } from '../passthrough/budget';
 
 /** Longest a lazy fd registration waits before it is sent to the keeper. */
 const FD_FLUSH_MS = 20;
@@ -68,7 +69,12 @@ export class Worker {
       this.log.info({ why }, 'control channel closed; worker exiting');
       process.exit(0);
     });
-    this.channel.start((m, fds) => {
+    this.channel.start((m, fds, fdsLost) => {
+      if (fdsLost) {
+        // A ring's eventfd or a memory region we will never get: no way to serve correctly.
+        this.log.fatal({ t: m.t, fds: fds.length }, 'a control message lost its fds (MSG_CTRUNC); worker exiting');
+        process.exit(70);
+      }
       try {
         this.onMessage(m, fds);
       } catch (e) {
@@ -85,9 +91,12 @@ export class Worker {
   private onMessage(m: ChannelMessage, fds: number[]): void {
     switch (m.t) {
       case 'init': {
-        this.init = m as unknown as WorkerInit;
+        const init = m as unknown as WorkerInit;
+        // A keeper from before the guest budget sends none: the defaults.
+        this.init = init.fs.limits ? init : { ...init, fs: { ...init.fs, limits: DEFAULT_GUEST_LIMITS } };
         this.stateFds = fds;
         this.log = createLogger(this.init.logLevel, { role: 'worker', pid: process.pid });
+        limitFds(this.native, this.log, this.init.fs.limits.workerNofile);
         return;
       }
       case 'fds': {
@@ -197,6 +206,17 @@ export class Worker {
         this.log.warn({ t: m.t }, 'unknown control message');
     }
   }
+}
+
+/**
+ * Before any guest request: RLIMIT_NOFILE as the keeper planned it (soft and hard: we cannot
+ * raise it again), below the keeper's by its headroom (keeper/fd-plan.ts). So whatever the guest
+ * makes us hold, the keeper has room for its duplicates.
+ */
+function limitFds(native: NativeBinding, log: Logger, nofile: number): void {
+  if (nofile <= 0) return; // none planned (a keeper from before the plan)
+  const r = native.setNofile(nofile, true);
+  if (r < 0) log.warn({ errno: -r, nofile }, 'could not lower RLIMIT_NOFILE as the keeper planned');
 }
 
 /**

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
+import { O_CLOEXEC } from '../../src/linux/constants';
 
 const n = loadNative();
 const E = os.constants.errno;
@@ -59,5 +60,40 @@ test('umask returns the previous mask', () => {
     assert.equal(n.umask(0o022), 0o027);
   } finally {
     n.umask(old);
+  }
+});
+
+test('setNofile sets RLIMIT_NOFILE exactly, lower or back up (hard limit kept unless asked)', () => {
+  const soft = n.raiseNofile(0);
+  const limits = (): string => /Max open files\s+(\d+)\s+(\d+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'))!.slice(1, 3).join(' ');
+  const hard = limits().split(' ')[1];
+  try {
+    assert.equal(n.setNofile(soft - 10, false), soft - 10);
+    assert.equal(limits(), `${soft - 10} ${hard}`);
+    assert.equal(n.setNofile(soft, false), soft);
+    assert.equal(limits(), `${soft} ${hard}`);
+  } finally {
+    n.setNofile(soft, false);
+  }
+});
+
+test('getgrnam gives a group\'s gid, -ENOENT for no such group', () => {
+  assert.equal(n.getgrnam('root'), 0);
+  assert.equal(n.getgrnam('no-such-group-vfsd'), -E.ENOENT);
+});
+
+test('cloexecFrom marks every fd from lowfd on close-on-exec, and none below it', () => {
+  const flagsOf = (fd: number): number => parseInt(/flags:\s*([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'))![1]!, 8);
+  const lo = n.openat(AT_FDCWD, '/dev/null', C.O_RDONLY, 0);
+  const hi = n.openat(AT_FDCWD, '/dev/null', C.O_RDONLY, 0);
+  try {
+    assert.ok(lo < hi);
+    assert.equal(flagsOf(lo) & O_CLOEXEC, 0);
+    assert.equal(n.cloexecFrom(hi), 0);
+    assert.equal(flagsOf(lo) & O_CLOEXEC, 0);
+    assert.equal(flagsOf(hi) & O_CLOEXEC, O_CLOEXEC);
+  } finally {
+    n.close(lo);
+    n.close(hi);
   }
 });

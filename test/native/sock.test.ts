@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
+import { AT_FDCWD, MSG_CTRUNC } from '../../src/linux/constants';
 
 const n = loadNative();
 const E = os.constants.errno;
@@ -167,5 +168,46 @@ test('unixListen + unixConnect + accept: accept gives a blocking fd, -EAGAIN whe
   } finally {
     n.close(l);
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('recvmsg reports MSG_CTRUNC when fds are lost: more than the caller has slots for, or more than RLIMIT_NOFILE lets in', () => {
+  const [a, b] = pair();
+  const sent = Array.from({ length: 8 }, () => n.eventfd(0));
+  const flags = new Int32Array(1);
+  const soft = n.raiseNofile(0);
+  const fillers: number[] = [];
+  try {
+    assert.equal(n.sendmsg(a, Buffer.from('x'), 1, sent), 1);
+    const two = new Int32Array(2);
+    assert.equal(n.recvmsg(b, new Uint8Array(4), two, flags), 1);
+    assert.equal(flags[0]! & MSG_CTRUNC, MSG_CTRUNC, 'six had no slot');
+    for (const f of two) n.close(f);
+
+    assert.equal(n.sendmsg(a, Buffer.from('y'), 1, sent), 1);
+    assert.equal(n.recvmsg(b, new Uint8Array(4), new Int32Array(16), flags), 1);
+    assert.equal(flags[0]! & MSG_CTRUNC, 0, 'all eight came');
+    for (const f of fs.readdirSync('/proc/self/fd').map(Number)) if (!sent.includes(f) && f > Math.max(a, b)) n.close(f);
+
+    // Leave room for exactly three new fds: fill every hole below the highest fd, then limit.
+    const top = Math.max(...fs.readdirSync('/proc/self/fd').map(Number));
+    for (let f = -1; f <= top;) {
+      f = n.openat(AT_FDCWD, '/dev/null', 0, 0);
+      assert.ok(f >= 0, `open /dev/null: ${f}`);
+      fillers.push(f);
+    }
+    const limit = fillers.at(-1)! + 1 + 3;
+    assert.equal(n.setNofile(limit, false), limit);
+    assert.equal(n.sendmsg(a, Buffer.from('z'), 1, sent), 1);
+    const got = new Int32Array(16);
+    const r = n.recvmsg(b, new Uint8Array(4), got, flags);
+    assert.equal(n.setNofile(soft, false), soft);
+    assert.equal(r, 1);
+    assert.equal(flags[0]! & MSG_CTRUNC, MSG_CTRUNC);
+    assert.equal([...got].filter((f) => f >= 0).length, 3, 'the first three, installed in order');
+    for (const f of got) if (f >= 0) n.close(f);
+  } finally {
+    n.setNofile(soft, false);
+    for (const f of [a, b, ...sent, ...fillers]) n.close(f);
   }
 });

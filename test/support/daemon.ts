@@ -18,8 +18,20 @@ export interface Daemon {
 
 export type Peer = 'ts' | 'c';
 
+export interface DaemonOptions {
+  dir?: string;
+  args?: string[];
+  bin?: string;
+  env?: NodeJS.ProcessEnv;
+  /**
+   * Start the daemon through this command, which gets the daemon's command line after its own
+   * arguments (e.g. a shell that opens an fd and execs it, as a launcher that leaks one would).
+   */
+  launcher?: string[];
+}
+
 /** Spawn a daemon and wait until its socket exists. */
-export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]; bin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Daemon> {
+export async function startDaemon(peer: Peer, o: DaemonOptions = {}): Promise<Daemon> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `vfsd-${peer}-`));
   const dir = o.dir ?? path.join(work, 'share');
   fs.mkdirSync(dir, { recursive: true });
@@ -27,7 +39,9 @@ export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]
   const args = peer === 'ts'
     ? [o.bin ?? path.join(REPO, 'bin', 'virtiofsd-ts'), `--socket-path=${socket}`, `--shared-dir=${dir}`, ...(o.args ?? [])]
     : [`--socket-path=${socket}`, '-o', `source=${dir}`, ...(o.args ?? [])];
-  const proc = spawn(peer === 'ts' ? process.execPath : C_VIRTIOFSD, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
+  const exe = peer === 'ts' ? process.execPath : C_VIRTIOFSD;
+  const [cmd, ...pre] = o.launcher ?? [exe];
+  const proc = spawn(cmd!, o.launcher ? [...pre, exe, ...args] : args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
   let err = '';
   proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));

@@ -49,3 +49,20 @@ test('--modcaps and -o modcaps change the capabilities the worker keeps; unknown
     assert.throws(() => parseArgs([...base, `--modcaps=${bad}`]), ConfigError, bad);
   }
 });
+
+test('the guest budget flags default to 1000000 inodes, 65536 open files, 4096 lock owners; bad values are errors', () => {
+  const base = ['--socket-path=/tmp/s', '--shared-dir=/tmp'];
+  const l = parseArgs(base).limits;
+  assert.deepEqual([l.inodes, l.handles, l.lockOwners], [1_000_000, 65_536, 4_096]);
+  const c = parseArgs([...base, '--max-inodes=10', '--max-open-files=20', '--max-lock-owners=30', '--rlimit-nofile=4096']);
+  assert.deepEqual([c.limits.inodes, c.limits.handles, c.limits.lockOwners, c.rlimitNofile], [10, 20, 30, 4096]);
+  for (const bad of ['--max-inodes=0', '--max-open-files=-1', '--max-lock-owners=1.5', '--max-inodes=lots', '--rlimit-nofile=-2']) {
+    assert.throws(() => parseArgs([...base, bad]), ConfigError, bad);
+  }
+});
+
+test('--socket-group is taken with --socket-path, and refused with --fd (whoever made that socket chose its mode)', () => {
+  assert.equal(parseArgs(['--socket-path=/tmp/s', '--shared-dir=/tmp', '--socket-group=kvm']).socketGroup, 'kvm');
+  assert.throws(() => parseArgs(['--fd=3', '--shared-dir=/tmp', '--socket-group=kvm']), ConfigError);
+  assert.throws(() => parseArgs(['--socket-path=/tmp/s', '--shared-dir=/tmp', '--socket-group=']), ConfigError);
+});

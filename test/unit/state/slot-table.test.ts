@@ -63,3 +63,12 @@ test('a region of another kind or record size is refused', () => {
   assert.throws(() => new SlotTable(backing, 32, 4, 3, 1), /record size/);
   assert.throws(() => new SlotTable(backing, 16, 4, 9, 1), /kind/);
 });
+
+test('the region grows no further than maxCapacity: the last alloc past it throws, the region stays that size', () => {
+  const backing = new MemoryBacking();
+  const t = new SlotTable(backing, 16, 4, 1, 1, 10);
+  for (let i = 1; i < 10; i++) t.alloc();
+  assert.equal(t.size, 10);
+  assert.throws(() => t.alloc(), /full at 10 slots/);
+  assert.equal(backing.bytes, 64 + 10 * 16);
+});

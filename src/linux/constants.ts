@@ -1,4 +1,5 @@
-// Linux x86_64/aarch64 constants the passthrough needs that node:fs does not export.
+// Linux x86_64/aarch64 constants that node:fs and node:os do not export: flags of open(2),
+// fcntl(2), memfd_create(2), recvmsg(2) and friends, in one place (errno values: src/errno.ts).
 import { constants as fsc } from 'node:fs';
 
 export const AT_FDCWD = -100;
@@ -22,12 +23,18 @@ export const O_NOFOLLOW = fsc.O_NOFOLLOW;
 export const O_DIRECT = fsc.O_DIRECT ?? 0x4000;
 export const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
-export const O_TMPFILE = 0o20000000 | O_DIRECTORY;
+/** The bit of O_TMPFILE that is not O_DIRECTORY (open(2): O_TMPFILE = __O_TMPFILE | O_DIRECTORY). */
+export const O_TMPFILE_BIT = 0o20000000;
+export const O_TMPFILE = O_TMPFILE_BIT | O_DIRECTORY;
 
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
 export const S_IFREG = 0o100000;
 export const S_IFLNK = 0o120000;
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_IFIFO = 0o010000;
+export const S_IFSOCK = 0o140000;
 export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
 export const S_IXGRP = 0o010;
@@ -45,6 +52,18 @@ export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 export const SEEK_SET = 0;
+
+// memfd_create(2) flags and file seals (fcntl(2), "File Sealing")
+export const MFD_CLOEXEC = 1;
+export const MFD_ALLOW_SEALING = 2;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+export const F_SEAL_WRITE = 0x8;
+
+// recvmsg(2) msg_flags
+export const MSG_TRUNC = 0x20;
+export const MSG_CTRUNC = 0x8;
 
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
