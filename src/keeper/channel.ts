@@ -91,6 +91,12 @@ export class ControlChannel extends EventEmitter {
       this.native.setNonblocking(this.fd, true);
     }
     if (r === bytes.length) return true;
+    // The peer is gone (a worker the keeper just dropped, or the keeper): its end shows as EOF
+    // on the next read, which is where the channel is closed; nothing to warn about.
+    if (r === -E.EPIPE || r === -E.ECONNRESET) {
+      this.log.debug({ t: msg.t, errno: -r }, 'control channel: peer gone');
+      return false;
+    }
     this.log.warn({ t: msg.t, errno: -r }, 'control channel: send failed');
     return false;
   }

@@ -165,6 +165,9 @@ async function runBackend(t: TestContext, backend: Backend, label: string): Prom
     const runArgs = [path.join(GUEST, 'run.sh'), '--socket', sock, '--tag', 'myfs',
       '--script', path.join(GUEST, 'workloads', 'all.sh'), '--out', out, '--timeout', String(BOOT_TIMEOUT_S)];
     if (process.env.VFSD_E2E_WORKLOADS) runArgs.push('--env', `WORKLOADS=${process.env.VFSD_E2E_WORKLOADS}`);
+    // The tar workload's tarball is in the guest cache, which the guest sees under the host root.
+    const cache = path.resolve(process.env.VFSD_GUEST_CACHE ?? path.join(REPO, '.cache', 'guest'));
+    runArgs.push('--env', `SRC_TAR=/mnt/host${cache}/src-tree.tar`);
     const g0 = Date.now();
     const run = spawn('bash', runArgs, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let runOut = '';

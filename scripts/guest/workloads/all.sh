@@ -11,7 +11,8 @@ WL="$(cd "$(dirname "$0")" && pwd)"
 export WL
 : "${SHARE:?}" "${OUT:?}"
 WORKLOADS="${WORKLOADS:-tar gcc fio meta posix}"
-# src-tree.tar lives in the host's cache dir, reachable read-only via the host root bind.
+# src-tree.tar lives in the host's cache dir, reachable read-only via the host root bind (the
+# test passes its path in SRC_TAR; this default is the repository's own cache).
 if [ -z "${SRC_TAR:-}" ]; then
   SRC_TAR="$WL/../../../.cache/guest/src-tree.tar"
 fi
