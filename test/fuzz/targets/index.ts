@@ -1,0 +1,5 @@
+// Every fuzz target, for the runner (run.ts) and its worker threads.
+import type { FuzzTarget } from '../lib/harness';
+import { splitRingTarget } from './split-ring';
+
+export const TARGETS: FuzzTarget[] = [splitRingTarget];
