@@ -1,5 +1,6 @@
 // Every fuzz target, for the runner (run.ts) and its worker threads.
 import type { FuzzTarget } from '../lib/harness';
 import { splitRingTarget } from './split-ring';
+import { vhostUserTarget } from './vhost-user';
 
-export const TARGETS: FuzzTarget[] = [splitRingTarget];
+export const TARGETS: FuzzTarget[] = [splitRingTarget, vhostUserTarget];
