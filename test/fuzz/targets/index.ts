@@ -2,5 +2,7 @@
 import type { FuzzTarget } from '../lib/harness';
 import { splitRingTarget } from './split-ring';
 import { vhostUserTarget } from './vhost-user';
+import { fuseSessionTarget } from './fuse-session';
+import { stateRecoveryTarget } from './state-recovery';
 
-export const TARGETS: FuzzTarget[] = [splitRingTarget, vhostUserTarget];
+export const TARGETS: FuzzTarget[] = [splitRingTarget, vhostUserTarget, fuseSessionTarget, stateRecoveryTarget];
