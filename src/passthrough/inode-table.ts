@@ -24,6 +24,7 @@ export const INODE_TABLE_KIND = 1;
 const HANDLE_HDR = 12, MAX_HANDLE = 128;
 const AT_EMPTY_PATH = 0x1000;
 const O_PATH = 0o10000000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
+const S_IFMT = 0o170000;
 
 /** Where file handles are made and opened: the mounts they work on (see mount-fds.ts). */
 export type InodeHandles = Pick<MountFds, 'get' | 'forInode'>;
@@ -65,6 +66,9 @@ export class InodeTable {
   private readonly st = new BigUint64Array(17);
   /** Records whose inode a restarted worker could not get back (see recover). */
   lost = 0;
+  /** Of those, records refused as inconsistent (see badRecord). */
+  refused = 0;
+  private readonly refusedNodes = new Set<number>();
   /** Of those, the ones whose handle failed with an error other than "deleted": errno -> count. */
   readonly lostByError = new Map<number, number>();
 
@@ -105,9 +109,19 @@ export class InodeTable {
       const dev = dv.getBigUint64(o + R_DEV, true), ino = dv.getBigUint64(o + R_INO, true), mntId = dv.getBigUint64(o + R_MNT, true);
       const gen = dv.getUint32(o + R_GEN, true);
       this.generations[slot] = gen;
+      let reg = registered;
+      if (fd >= 0 && this.badRecord(o, fd, inodeKey(dev, ino, mntId))) {
+        // Refused: the node id stays reserved, as for a lost inode, and answers EBADF.
+        this.native.close(fd);
+        if (reg) this.registry.del(key);
+        reg = false;
+        fd = -1;
+        this.refused++;
+        this.refusedNodes.add(slot);
+      }
       const inode: Inode = {
         nodeid: slot, generation: gen, fd, dev, ino, mntId, mode: dv.getUint32(o + R_MODE, true),
-        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered,
+        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered: reg,
       };
       this.byNodeid[slot] = inode;
       if (fd < 0) {
@@ -124,6 +138,23 @@ export class InodeTable {
   }
 
   /**
+   * Is the record at o unfit to adopt with fd? The image was written by an earlier worker, one a
+   * guest may have taken over: the fd (the keeper's, or opened by the handle) must be the inode
+   * the record names, with the recorded file type, and no earlier record may name it (one host
+   * inode, one node id: seed 002); nlookup must be a count.
+   */
+  private badRecord(o: number, fd: number, key: string): boolean {
+    const dv = this.slots.dv, st = this.st;
+    const nlookup = dv.getFloat64(o + R_NLOOKUP, true);
+    if (!(Number.isFinite(nlookup) && nlookup >= 0)) return true;
+    if (this.native.statFd(fd, st) < 0) return true;
+    if (st[0] !== dv.getBigUint64(o + R_DEV, true) || st[1] !== dv.getBigUint64(o + R_INO, true)) return true;
+    if (st[16] !== 0n && st[16] !== dv.getBigUint64(o + R_MNT, true)) return true;
+    if ((Number(st[3]) & S_IFMT) !== (dv.getUint32(o + R_MODE, true) & S_IFMT)) return true;
+    return this.byKey.has(key);
+  }
+
+  /**
    * Give a lost node (see recover) its inode back through fd (O_PATH, consumed), opened from an
    * open file or directory the guest holds on it: a file deleted on the host, or a directory
    * removed, no longer opens by handle but lives on in those. The keeper gets the fd (the
@@ -132,7 +163,7 @@ export class InodeTable {
   revive(nodeid: number, fd: number): boolean {
     const old = this.byNodeid[nodeid];
     const st = this.st;
-    if (!old || old.fd >= 0 || this.native.statFd(fd, st) < 0 || st[0] !== old.dev || st[1] !== old.ino || this.byKey.has(old.key)) {
+    if (!old || old.fd >= 0 || this.refusedNodes.has(nodeid) || this.native.statFd(fd, st) < 0 || st[0] !== old.dev || st[1] !== old.ino || this.byKey.has(old.key)) {
       this.native.close(fd);
       return false;
     }
