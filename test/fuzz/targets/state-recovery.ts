@@ -224,6 +224,19 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
       assert.ok(other === undefined, `nodes ${other} and ${n} both hold host inode ${id}`);
       seen.set(id, n);
     }
+    // Every open file or dir is of the node it says (its ops use both).
+    const st2 = new BigUint64Array(17);
+    for (const h of [...pfs.files.all(), ...pfs.dirs.all()]) {
+      const ino = pfs.inodes.get(h.nodeid);
+      assert.ok(ino !== undefined, `fh ${h.fh} is of node ${h.nodeid}, which does not exist`);
+      assert.ok(native.statFd(h.fd, st) === 0, `fh ${h.fh}: its fd is not open`);
+      if (ino.fd >= 0) {
+        assert.equal(native.statFd(ino.fd, st2), 0);
+        assert.ok(st[0] === st2[0] && st[1] === st2[1], `fh ${h.fh} is open on another inode than its node ${h.nodeid}`);
+      } else {
+        assert.ok(st[0] === ino.dev && st[1] === ino.ino, `fh ${h.fh} is open on another inode than its (lost) node ${h.nodeid}`);
+      }
+    }
     const c = new FuseClient(directTransport(new FuseSession(pfs, pino({ level: 'silent' }))));
     await c.init();
     const root = await c.call(OP.FUSE_GETATTR, 1, [Buffer.alloc(SIZE.getattr_in)], SIZE.attr_out);
