@@ -63,3 +63,14 @@ test('a region of another kind or record size is refused', () => {
   assert.throws(() => new SlotTable(backing, 32, 4, 3, 1), /record size/);
   assert.throws(() => new SlotTable(backing, 16, 4, 9, 1), /kind/);
 });
+
+test('an image whose capacity leaves no slot past the reserved ones is refused as a whole (found by fuzzing)', () => {
+  const backing = new MemoryBacking();
+  const first = new SlotTable(backing, 16, 4, 1, 2);
+  for (const cap of [0, 1, 2]) {
+    first.dv.setUint32(12, cap, true); // header: capacity
+    assert.throws(() => new SlotTable(backing, 16, 4, 1, 2), (e: Error) => e.constructor === Error && /not usable: capacity/.test(e.message), `capacity ${cap}`);
+  }
+  first.dv.setUint32(12, 3, true);
+  assert.equal(new SlotTable(backing, 16, 4, 1, 2).size, 3, 'one slot past the reserved ones is a table');
+});
