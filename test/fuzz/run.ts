@@ -5,7 +5,8 @@
 //   --seconds S      time per target
 //   --seed N         first seed (default: from the clock; printed, so a run can be repeated)
 //   --no-guided      fast-check's generated inputs only, no corpus mutation
-//   --save           keep inputs that reached new code in test/fuzz/corpus/<target>/
+//   --save           distil the corpus and the inputs that reached new code into
+//                    test/fuzz/corpus/<target>/ (replacing it; crash- inputs stay)
 //   --replay FILE..  run these inputs (the target from --target) and report each
 //   --minimize FILE  shrink a failing input (written to FILE.min)
 // An input that fails (an exception, a broken invariant, a hang) is shrunk and saved under
@@ -46,7 +47,7 @@ async function fuzzOne(t: FuzzTarget, o: { runs: number; seconds: number; seed: 
       // No new input for HANG_SECONDS: the current one is stuck (a synchronous loop or a wait).
       const len = Atomics.load(counter, 1);
       const input = new Uint8Array(shared, 8, Math.min(len, t.maxLength + 4096)).slice();
-      const file = saveInput(t.name, input);
+      const file = saveInput(t.name, input, 'crash-');
       console.log(`${t.name}: HANG after ${n} inputs: ${path.relative(REPO, file)}`);
       done = true;
       clearInterval(watch);

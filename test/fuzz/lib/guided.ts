@@ -6,6 +6,7 @@
 // so an input stuck in a synchronous loop is caught (the worker is terminated) and saved.
 
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import fc from 'fast-check';
 import { corpusFiles, failureOf, minimize, runOne, saveInput, type FuzzTarget } from './harness';
@@ -85,7 +86,7 @@ async function main(job: WorkerJob): Promise<void> {
     } catch {
       const min = await minimize(t, d, 2000);
       const e = await failureOf(t, min) ?? new Error('failed once, not again (flaky)');
-      const file = saveInput(t.name, min.length > 0 ? min : d);
+      const file = saveInput(t.name, min.length > 0 ? min : d, 'crash-');
       post({ t: 'fail', runs, input: min, message: e.stack ?? e.message, file });
       await t.teardown?.();
       process.exit(1);
@@ -117,7 +118,6 @@ async function main(job: WorkerJob): Promise<void> {
           if (absorb(cov.features()) > 0) {
             corpus.push(d);
             added++;
-            if (job.save) saveInput(t.name, d);
           }
         }
       }
@@ -126,6 +126,21 @@ async function main(job: WorkerJob): Promise<void> {
       lastReport = Date.now();
       post({ t: 'progress', runs, corpus: corpus.length, features: seen.size });
     }
+  }
+  if (job.save) {
+    // Distil: the smallest inputs first, each kept only if it runs something the kept ones do
+    // not; the result replaces the target's corpus (crash- inputs stay).
+    const keep: Uint8Array[] = [];
+    const covered = new Set<string>();
+    for (const d of [...corpus].sort((a, b) => a.length - b.length)) {
+      cov.features();
+      await one(d);
+      const f = cov.features();
+      if (f.some((x) => !covered.has(x))) { keep.push(d); for (const x of f) covered.add(x); }
+    }
+    for (const f of corpusFiles(t.name)) if (!path.basename(f).startsWith('crash-')) fs.unlinkSync(f);
+    for (const d of keep) saveInput(t.name, d);
+    post({ t: 'progress', runs, corpus: keep.length, features: covered.size });
   }
   const coverage = cov.report(t.files);
   cov.close();

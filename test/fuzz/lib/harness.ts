@@ -34,11 +34,12 @@ export function corpusFiles(target: string): string[] {
   return fs.readdirSync(dir).filter((f) => !f.startsWith('.')).sort().map((f) => path.join(dir, f));
 }
 
-/** Store an input in the target's corpus under its content hash; returns the path. */
-export function saveInput(target: string, data: Uint8Array): string {
+/** Store an input in the target's corpus under its content hash (prefix "crash-" for one that
+ *  failed, kept when the corpus is distilled); returns the path. */
+export function saveInput(target: string, data: Uint8Array, prefix = ''): string {
   const dir = path.join(CORPUS, target);
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, createHash('sha1').update(data).digest('hex').slice(0, 16));
+  const file = path.join(dir, prefix + createHash('sha1').update(data).digest('hex').slice(0, 16));
   fs.writeFileSync(file, data);
   return file;
 }

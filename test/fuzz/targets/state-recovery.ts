@@ -195,7 +195,13 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
   // The keeper's fds, as it hands them to a new worker (some missing, some extra).
   const recovered = new Map<string, number>();
   for (const [k, fd] of b.keeper.fds) if (!inp.chance(24)) recovered.set(k, native.dup(fd));
-  if (inp.chance(24)) recovered.set(inp.pick(['i2', 'i999', 'f1', 'd7', 'l2:1:1', 'l9999:3:4', 'm1', 'zz', 'i0', 'f0']), native.dup(b.keeper.fds.values().next().value!));
+  if (inp.chance(24)) {
+    // An fd under a key it does not belong to (replacing the right one, if any).
+    const k = inp.pick(['i2', 'i999', 'f1', 'd7', 'l2:1:1', 'l9999:3:4', 'm1', 'zz', 'i0', 'f0']);
+    const old = recovered.get(k);
+    if (old !== undefined) native.close(old);
+    recovered.set(k, native.dup(b.keeper.fds.values().next().value!));
+  }
   const keeper = new Keeper(native);
   let pfs: PassthroughFs;
   try {
@@ -207,6 +213,11 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
     for (const fd of Object.values(fds)) native.close(fd);
     keeper.closeAll();
     return;
+  }
+  if (process.env.VFSD_FUZZ_TRACE) {
+    const locks = (pfs as unknown as { lockFds: Map<number, Map<bigint, { fd: number }>> }).lockFds;
+    console.error('[state-recovery] adopted; keeper keys', [...b.keeper.fds.keys()], 'nodes', [...Array(16).keys()].map((n) => pfs.inodes.get(n)).filter(Boolean).map((i) => [i!.nodeid, i!.fd, i!.nlookup]),
+      'files', [...pfs.files.all()].map((h) => [h.fh, h.nodeid, h.fd]), 'dirs', [...pfs.dirs.all()].map((h) => [h.fh, h.nodeid, h.fd]), 'lock owners', [...locks].map(([n, m]) => [n, [...m].map(([o, l]) => [String(o), l.fd])]));
   }
   try {
     // No host inode under two node ids.
@@ -265,6 +276,9 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
   } finally {
     pfs.close();
     keeper.closeAll();
+  }
+  if (fdCount() !== before && process.env.VFSD_FUZZ_TRACE) {
+    console.error('[state-recovery] open fds:', fs.readdirSync('/proc/self/fd').map((f) => { try { return `${f}=${fs.readlinkSync(`/proc/self/fd/${f}`)}`; } catch { return f; } }).slice(-12));
   }
   assert.equal(fdCount(), before, 'fds left open after the recovered file system closed');
 }
