@@ -191,6 +191,7 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
   const images = {} as Record<TableName, Uint8Array>;
   for (const t of TABLES) images[t] = inp.chance(200) ? corrupt(inp, b.images[t], RECORD[t], FIELDS[t]) : b.images[t];
   const before = fdCount();
+  const openBefore = new Set(fs.readdirSync('/proc/self/fd'));
   const fds = { inodes: memfd(native, 'vfsd-fuzz-inodes', images.inodes), files: memfd(native, 'vfsd-fuzz-files', images.files), dirs: memfd(native, 'vfsd-fuzz-dirs', images.dirs) };
   // The keeper's fds, as it hands them to a new worker (some missing, some extra).
   const recovered = new Map<string, number>();
@@ -209,9 +210,9 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
   } catch (e) {
     // The worker refuses the image and exits; nothing else may come out of here.
     if (!isRefusal(e)) throw e;
-    for (const fd of recovered.values()) native.close(fd);
-    for (const fd of Object.values(fds)) native.close(fd);
+    // The worker exits now: close what it had open, as its exit would.
     keeper.closeAll();
+    for (const f of fs.readdirSync('/proc/self/fd')) if (!openBefore.has(f)) native.close(Number(f));
     return;
   }
   if (process.env.VFSD_FUZZ_TRACE) {
@@ -320,13 +321,16 @@ function checker(inp: FuzzInput, native: NativeBinding, b: Base): void {
   let dev = b.device;
   if (inp.chance(160)) {
     // Corrupt the JSON itself: numbers become other things.
-    const text = Buffer.from(dev.subarray(64, 64 + new DataView(dev.buffer, dev.byteOffset).getUint32(20, true))).toString();
+    // Header words: active slot (2), slot size (4), length of slot 0 / 1 (5, 6).
+    const hv = new DataView(dev.buffer, dev.byteOffset, 64);
+    const active = hv.getUint32(8, true), at = 64 + active * hv.getUint32(16, true);
+    const text = Buffer.from(dev.subarray(at, at + hv.getUint32(20 + 4 * active, true))).toString();
     const swapped = text.replace(/-?\d+(\.\d+)?/g, (m) => (inp.chance(64) ? inp.pick(['null', '"x"', '[]', '{}', '-1', '1e400', '0.5', m]) : m))
       .replace(/\[\]|\{\}|null/g, (m) => (inp.chance(32) ? inp.pick(['[null]', '{}', '1', m]) : m));
     const enc = Buffer.from(swapped);
     dev = dev.slice();
-    dev.set(enc, 64);
-    new DataView(dev.buffer).setUint32(20, enc.length, true);
+    dev.set(enc, at);
+    new DataView(dev.buffer).setUint32(20 + 4 * active, enc.length, true);
   }
   fds.push(memfd(native, 'vfsd-device', corrupt(inp, dev, 1, [0, 4, 8, 12, 16, 20, 24])));
   try {
