@@ -128,15 +128,27 @@ async function main(job: WorkerJob): Promise<void> {
     }
   }
   if (job.save) {
-    // Distil: the smallest inputs first, each kept only if it runs something the kept ones do
-    // not; the result replaces the target's corpus (crash- inputs stay).
-    const keep: Uint8Array[] = [];
-    const covered = new Set<string>();
-    for (const d of [...corpus].sort((a, b) => a.length - b.length)) {
+    // Distil: a greedy set cover of the blocks the corpus runs (hit counts left out, so the
+    // checked-in corpus stays small): the input that adds most, until none adds any. The result
+    // replaces the target's corpus (crash- inputs stay).
+    const per: Array<{ d: Uint8Array; f: Set<string> }> = [];
+    for (const d of corpus) {
       cov.features();
       await one(d);
-      const f = cov.features();
-      if (f.some((x) => !covered.has(x))) { keep.push(d); for (const x of f) covered.add(x); }
+      per.push({ d, f: new Set(cov.features().map((x) => x.slice(0, x.lastIndexOf(':')))) });
+    }
+    const keep: Uint8Array[] = [];
+    const covered = new Set<string>();
+    for (;;) {
+      let best: { d: Uint8Array; f: Set<string> } | null = null, gain = 0;
+      for (const p of per) {
+        let g = 0;
+        for (const x of p.f) if (!covered.has(x)) g++;
+        if (g > gain || (g === gain && g > 0 && best !== null && p.d.length < best.d.length)) { gain = g; best = p; }
+      }
+      if (best === null) break;
+      keep.push(best.d);
+      for (const x of best.f) covered.add(x);
     }
     for (const f of corpusFiles(t.name)) if (!path.basename(f).startsWith('crash-')) fs.unlinkSync(f);
     for (const d of keep) saveInput(t.name, d);

@@ -306,36 +306,36 @@ export const fuseSessionTarget: FuzzTarget = {
           });
         });
         function check(used: number): void {
-            calls++;
-            assert.equal(calls, 1, `request ${u} (op ${op}) completed twice`);
-            assert.ok(Number.isInteger(used) && used >= 0 && used <= writableLen, `used length ${used} of ${writableLen}`);
-            if (used > 0) {
-              assert.ok(!noReply, `op ${op} has no reply but got ${used} bytes`);
-              const o = out();
-              assert.ok(used >= SIZE.out_header, `a reply of ${used} bytes, shorter than its header`);
-              assert.equal(o.readUInt32LE(0), used, 'out_header.len is the used length');
-              const err = o.readInt32LE(4);
-              assert.ok(err <= 0 && err > -4096, `errno ${err}`);
-              if (err !== 0) assert.equal(used, SIZE.out_header, 'an error reply carries a body');
-              assert.equal(o.readUInt32LE(8), u, 'reply unique');
-              if (err === 0) {
-                const body = o.subarray(SIZE.out_header, used);
-                if (([OP.FUSE_LOOKUP, OP.FUSE_MKDIR, OP.FUSE_MKNOD, OP.FUSE_SYMLINK, OP.FUSE_LINK, OP.FUSE_CREATE, OP.FUSE_TMPFILE] as number[]).includes(op) && body.length >= SIZE.entry_out) {
-                  const nid = Number(body.readBigUInt64LE(0));
-                  if (nid > 0 && !known.nodes.includes(nid)) known.nodes.push(nid);
-                }
-                if ((op === OP.FUSE_OPEN || op === OP.FUSE_CREATE || op === OP.FUSE_TMPFILE) && body.length >= SIZE.open_out) {
-                  known.fhs.push(Number(body.readBigUInt64LE(op === OP.FUSE_OPEN ? 0 : SIZE.entry_out)));
-                }
-                if (op === OP.FUSE_OPENDIR && body.length >= SIZE.open_out) known.dirFhs.push(Number(body.readBigUInt64LE(0)));
-                if (op === OP.FUSE_INIT && body.length >= 24) xattrExt = (body.readUInt32LE(12) & (1 << INIT.SETXATTR_EXT)) !== 0;
-                if ((op === OP.FUSE_READDIR || op === OP.FUSE_READDIRPLUS) && body.length >= 24) {
-                  const at = op === OP.FUSE_READDIRPLUS ? SIZE.entry_out : 0;
-                  if (body.length >= at + 16) known.cookies.push(body.readBigUInt64LE(at + 8));
-                  if (op === OP.FUSE_READDIRPLUS) { const nid = Number(body.readBigUInt64LE(0)); if (nid > 0 && !known.nodes.includes(nid)) known.nodes.push(nid); }
-                }
+          calls++;
+          assert.equal(calls, 1, `request ${u} (op ${op}) completed twice`);
+          assert.ok(Number.isInteger(used) && used >= 0 && used <= writableLen, `used length ${used} of ${writableLen}`);
+          if (used > 0) {
+            assert.ok(!noReply, `op ${op} has no reply but got ${used} bytes`);
+            const o = out();
+            assert.ok(used >= SIZE.out_header, `a reply of ${used} bytes, shorter than its header`);
+            assert.equal(o.readUInt32LE(0), used, 'out_header.len is the used length');
+            const err = o.readInt32LE(4);
+            assert.ok(err <= 0 && err > -4096, `errno ${err}`);
+            if (err !== 0) assert.equal(used, SIZE.out_header, 'an error reply carries a body');
+            assert.equal(o.readUInt32LE(8), u, 'reply unique');
+            if (err === 0) {
+              const body = o.subarray(SIZE.out_header, used);
+              if (([OP.FUSE_LOOKUP, OP.FUSE_MKDIR, OP.FUSE_MKNOD, OP.FUSE_SYMLINK, OP.FUSE_LINK, OP.FUSE_CREATE, OP.FUSE_TMPFILE] as number[]).includes(op) && body.length >= SIZE.entry_out) {
+                const nid = Number(body.readBigUInt64LE(0));
+                if (nid > 0 && !known.nodes.includes(nid)) known.nodes.push(nid);
+              }
+              if ((op === OP.FUSE_OPEN || op === OP.FUSE_CREATE || op === OP.FUSE_TMPFILE) && body.length >= SIZE.open_out) {
+                known.fhs.push(Number(body.readBigUInt64LE(op === OP.FUSE_OPEN ? 0 : SIZE.entry_out)));
+              }
+              if (op === OP.FUSE_OPENDIR && body.length >= SIZE.open_out) known.dirFhs.push(Number(body.readBigUInt64LE(0)));
+              if (op === OP.FUSE_INIT && body.length >= 24) xattrExt = (body.readUInt32LE(12) & (1 << INIT.SETXATTR_EXT)) !== 0;
+              if ((op === OP.FUSE_READDIR || op === OP.FUSE_READDIRPLUS) && body.length >= 24) {
+                const at = op === OP.FUSE_READDIRPLUS ? SIZE.entry_out : 0;
+                if (body.length >= at + 16) known.cookies.push(body.readBigUInt64LE(at + 8));
+                if (op === OP.FUSE_READDIRPLUS) { const nid = Number(body.readBigUInt64LE(0)); if (nid > 0 && !known.nodes.includes(nid)) known.nodes.push(nid); }
               }
             }
+          }
         }
         pending.push(done);
         if (inp.chance(48)) await new Promise((r) => setImmediate(r));
