@@ -355,3 +355,6 @@ export const fuseSessionTarget: FuzzTarget = {
     fs.rmSync(dir, { recursive: true, force: true });
   },
 };
+
+// A run that ends without teardown (a failure, the watchdog) leaves no scratch tree behind.
+process.on('exit', () => { if (scratchRoot) fs.rmSync(scratchRoot, { recursive: true, force: true }); });
