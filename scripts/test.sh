@@ -2,8 +2,9 @@
 # The whole suite, as CI runs it (after `npm ci`, which builds the addon and the TypeScript).
 # Layers: unit (pure TS), scripts (setup.sh with stand-ins for apt; shellcheck), native (the
 # shim's syscalls), integration (our vhost-user frontend against our daemon and the C
-# virtiofsd), crash (the worker killed at every crash point, then
-# replies, host tree and state image compared), e2e (a real Linux guest under QEMU/TCG).
+# virtiofsd), crash (the worker killed at every crash point, then replies, host tree and state
+# image compared), fuzz (the checked-in corpus and a fixed number of seeded inputs per target:
+# test/fuzz), e2e (a real Linux guest under QEMU/TCG).
 # VFSD_SKIP_E2E=1 leaves the guest out (for quick local runs).
 set -Eeuo pipefail
 on_err() { local rc=$?; echo "test.sh: FAILED (exit $rc) at line $1: $BASH_COMMAND" >&2; exit "$rc"; }
@@ -20,7 +21,7 @@ else
 fi
 
 files=()
-for layer in unit scripts native integration crash; do
+for layer in unit scripts native integration crash fuzz; do
   while IFS= read -r f; do files+=("$f"); done < <(find "dist/test/$layer" -name '*.test.js' | sort)
 done
 if [ "${VFSD_SKIP_E2E:-0}" != 1 ]; then

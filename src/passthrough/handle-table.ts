@@ -48,19 +48,29 @@ export class HandleTable {
     private readonly registry: FdRegistry = NO_FD_REGISTRY,
     recovered?: Map<string, number>,
     reopen: (nodeid: number, flags: number) => number = () => -E.EBADF,
+    /** Is fd an open file of node nodeid? Checked for the keeper's fds (the record may lie). */
+    isOf: (nodeid: number, fd: number) => boolean = () => true,
     maxHandles = Number.MAX_SAFE_INTEGER / 2,
   ) {
     this.slots = new SlotTable(backing, HANDLE_RECORD, 256, kind, 1, maxHandles + 1);
-    if (this.slots.inUse > 0) this.recover(recovered ?? new Map(), reopen);
+    if (this.slots.inUse > 0) this.recover(recovered ?? new Map(), reopen, isOf);
   }
 
-  private recover(fds: Map<string, number>, reopen: (nodeid: number, flags: number) => number): void {
+  private recover(fds: Map<string, number>, reopen: (nodeid: number, flags: number) => number,
+    isOf: (nodeid: number, fd: number) => boolean): void {
     const dv = this.slots.dv;
     for (const fh of [...this.slots.validSlots()]) {
       const o = this.slots.off(fh);
       const key = this.keyOf(fh);
       let fd = fds.get(key);
       fds.delete(key);
+      if (fd !== undefined && !isOf(dv.getUint32(o + R_NODEID, true), fd)) {
+        // A record (written by a worker a guest may have taken over) naming another node than
+        // the file the keeper holds: drop that fd and open the named node, if it exists.
+        this.native.close(fd);
+        this.registry.del(key);
+        fd = undefined;
+      }
       if (fd === undefined) {
         fd = reopen(dv.getUint32(o + R_NODEID, true), dv.getUint32(o + R_FLAGS, true) | 0);
         if (fd < 0) {

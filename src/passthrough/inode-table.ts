@@ -12,7 +12,7 @@ import { ST, type NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 import type { MountFds } from './mount-fds';
-import { AT_EMPTY_PATH, O_CLOEXEC, O_NOFOLLOW, O_PATH } from '../linux/constants';
+import { AT_EMPTY_PATH, O_CLOEXEC, O_NOFOLLOW, O_PATH, S_IFMT } from '../linux/constants';
 import { E } from '../errno';
 
 // Record layout (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |
@@ -65,6 +65,9 @@ export class InodeTable {
   private readonly st = new BigUint64Array(17);
   /** Records whose inode a restarted worker could not get back (see recover). */
   lost = 0;
+  /** Of those, records refused as inconsistent (see badRecord). */
+  refused = 0;
+  private readonly refusedNodes = new Set<number>();
   /** Of those, the ones whose handle failed with an error other than "deleted": errno -> count. */
   readonly lostByError = new Map<number, number>();
 
@@ -105,25 +108,28 @@ export class InodeTable {
         fd = Math.max(r, -1);
       }
       const dev = dv.getBigUint64(o + R_DEV, true), ino = dv.getBigUint64(o + R_INO, true), mntId = dv.getBigUint64(o + R_MNT, true);
-      // The file type every later open is checked against comes from the inode itself, not from
-      // the record: only a regular file or a directory may ever be opened (see PassthroughFs).
       let mode = dv.getUint32(o + R_MODE, true);
-      if (fd >= 0) {
-        const st = this.st;
-        if (this.native.statFd(fd, st) < 0 || st[ST.dev] !== dev || st[ST.ino] !== ino) {
-          this.native.close(fd);
-          if (registered) this.registry.del(key);
-          fd = -1;
-        } else {
-          mode = Number(st[ST.mode]);
-          dv.setUint32(o + R_MODE, mode, true);
-        }
-      }
       const gen = dv.getUint32(o + R_GEN, true);
       this.generations[slot] = gen;
+      let reg = registered;
+      if (fd >= 0 && this.badRecord(o, fd, inodeKey(dev, ino, mntId))) {
+        // Refused: the node id stays reserved, as for a lost inode, and answers EBADF.
+        this.native.close(fd);
+        if (reg) this.registry.del(key);
+        reg = false;
+        fd = -1;
+        this.refused++;
+        this.refusedNodes.add(slot);
+      } else if (fd >= 0) {
+        // The file type every later open is checked against comes from the inode itself (which
+        // badRecord just statted), not from the record: only a regular file or a directory may
+        // ever be opened (see PassthroughFs).
+        mode = Number(this.st[ST.mode]);
+        dv.setUint32(o + R_MODE, mode, true);
+      }
       const inode: Inode = {
         nodeid: slot, generation: gen, fd, dev, ino, mntId, mode,
-        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered,
+        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered: reg,
       };
       this.byNodeid[slot] = inode;
       if (fd < 0) {
@@ -140,6 +146,23 @@ export class InodeTable {
   }
 
   /**
+   * Is the record at o unfit to adopt with fd? The image was written by an earlier worker, one a
+   * guest may have taken over: the fd (the keeper's, or opened by the handle) must be the inode
+   * the record names, with the recorded file type, and no earlier record may name it (one host
+   * inode, one node id: seed 002); nlookup must be a count.
+   */
+  private badRecord(o: number, fd: number, key: string): boolean {
+    const dv = this.slots.dv, st = this.st;
+    const nlookup = dv.getFloat64(o + R_NLOOKUP, true);
+    if (!(Number.isFinite(nlookup) && nlookup >= 0)) return true;
+    if (this.native.statFd(fd, st) < 0) return true;
+    if (st[ST.dev] !== dv.getBigUint64(o + R_DEV, true) || st[ST.ino] !== dv.getBigUint64(o + R_INO, true)) return true;
+    if (st[ST.mntId] !== 0n && st[ST.mntId] !== dv.getBigUint64(o + R_MNT, true)) return true;
+    if ((Number(st[ST.mode]) & S_IFMT) !== (dv.getUint32(o + R_MODE, true) & S_IFMT)) return true;
+    return this.byKey.has(key);
+  }
+
+  /**
    * Give a lost node (see recover) its inode back through fd (O_PATH, consumed), opened from an
    * open file or directory the guest holds on it: a file deleted on the host, or a directory
    * removed, no longer opens by handle but lives on in those. The keeper gets the fd (the
@@ -148,7 +171,7 @@ export class InodeTable {
   revive(nodeid: number, fd: number): boolean {
     const old = this.byNodeid[nodeid];
     const st = this.st;
-    if (!old || old.fd >= 0 || this.native.statFd(fd, st) < 0 || st[0] !== old.dev || st[1] !== old.ino || this.byKey.has(old.key)) {
+    if (!old || old.fd >= 0 || this.refusedNodes.has(nodeid) || this.native.statFd(fd, st) < 0 || st[0] !== old.dev || st[1] !== old.ino || this.byKey.has(old.key)) {
       this.native.close(fd);
       return false;
     }

@@ -178,8 +178,16 @@ export class PassthroughFs implements FileSystem {
       const ino = this.inodes.get(nodeid);
       return ino ? this.reopen(ino, K.O_RDONLY | K.O_DIRECTORY) : -E.EBADF;
     };
-    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile, opts.limits.handles);
-    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir, opts.limits.handles);
+    // A recovered handle's fd must be of the node its record names (a crashed worker's records
+    // are checked, not trusted).
+    const isOf = (nodeid: number, fd: number): boolean => {
+      const ino = this.inodes.get(nodeid);
+      const hs = new BigUint64Array(17);
+      if (!ino || native.statFd(fd, hs) < 0) return false;
+      return hs[ST.dev] === ino.dev && hs[ST.ino] === ino.ino;
+    };
+    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile, isOf, opts.limits.handles);
+    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir, isOf, opts.limits.handles);
     // A node whose handle no longer opens may live on in an open file or dir the guest holds.
     if (this.inodes.lost > 0) {
       for (const h of [...this.files.all(), ...this.dirs.all()]) {
@@ -213,6 +221,8 @@ export class PassthroughFs implements FileSystem {
       }
     }
     recovered.clear();
+    // A record that does not match its inode (see InodeTable.badRecord) was not adopted.
+    if (this.inodes.refused > 0) log.warn({ refused: this.inodes.refused }, 'inode records that do not match their inode were refused; their ops fail with EBADF');
     if (this.inodes.count > 1) {
       const lost = { inodes: this.inodes.lost, files: this.files.lost, dirs: this.dirs.lost };
       const fields = { inodes: this.inodes.count, byHandle: this.inodes.handleCount, files: this.files.count, dirs: this.dirs.count, lost };

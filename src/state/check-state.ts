@@ -393,6 +393,17 @@ function checkJournal(m: Memfd, queue: number, b: Buffer, problems: string[]): J
   return r;
 }
 
+/** What in a parsed device state is not shaped as DeviceState (the fields checked below), or null. */
+function deviceShape(s: unknown): string | null {
+  const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  const count = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
+  if (!isObj(s) || s.version !== 1) return 'version';
+  for (const k of ['numQueues', 'features', 'protocolFeatures'] as const) if (!count(s[k])) return k;
+  if (!Array.isArray(s.regions) || !s.regions.every((g) => isObj(g) && count(g.gpa) && count(g.size))) return 'regions';
+  if (!Array.isArray(s.rings) || !s.rings.every((q) => isObj(q) && count(q.num))) return 'rings';
+  return null;
+}
+
 function checkDevice(m: Memfd, b: Buffer, problems: string[]): DeviceReport {
   const r: DeviceReport = { name: m.name, fd: m.fd, empty: true, features: '0x0', protocolFeatures: '0x0', regions: 0, regionBytes: 0, running: [] };
   let s: DeviceState | null;
@@ -404,8 +415,9 @@ function checkDevice(m: Memfd, b: Buffer, problems: string[]): DeviceReport {
   }
   if (s === null) return r;
   r.empty = false;
-  if (s.version !== 1 || !Array.isArray(s.rings) || !Array.isArray(s.regions)) {
-    problems.push(`${m.name}: not a device state of version 1`);
+  const bad = deviceShape(s);
+  if (bad !== null) {
+    problems.push(`${m.name}: not a device state of version 1: ${bad}`);
     return r;
   }
   r.features = `0x${s.features.toString(16)}`;

@@ -122,6 +122,9 @@ export class SlotTable {
     // The capacity word is written after the region grew, so the region is at least that big.
     const capacity = dv.getUint32(H_CAPACITY, true);
     if (HEADER + capacity * this.recordSize > this.backing.bytes) throw bad(`capacity ${capacity} past the region`);
+    // A formatted table has room past its reserved slots (the root is written into slot 1, and
+    // grow() doubles the capacity: from 0 it never would).
+    if (capacity <= this.reserved) throw bad(`capacity ${capacity}`);
     this.map(capacity);
     for (let i = capacity - 1; i >= this.reserved; i--) {
       if (Atomics.load(this.state, this.off(i) >> 2) === SLOT_VALID) this.used++;

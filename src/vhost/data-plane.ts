@@ -8,7 +8,7 @@ import type { GuestMemory } from '../virtio/guest-memory';
 import { SplitQueue } from '../virtio/split-queue';
 import { QueueRunner, type ChainHandler } from '../virtio/queue-runner';
 import type { MemRegion } from './message';
-import { InflightRegion } from '../state/inflight';
+import { InflightRegion, type InflightRecovery } from '../state/inflight';
 import { Journal } from '../state/journal';
 
 /** Everything needed to serve one ring (addresses are frontend virtual addresses). */
@@ -84,14 +84,24 @@ export class LocalDataPlane implements DataPlane {
     let resubmit: number[] | undefined;
     if (cfg.inflightFd !== undefined && cfg.inflightFd >= 0) {
       inflight = new InflightRegion(this.mapRegion(cfg.index, cfg.inflightFd, InflightRegion.sizeFor(cfg.size), 'in-flight region'));
+      let r: InflightRecovery | null = null;
       if (cfg.recover) {
         // libvhost-user's vu_check_queue_inflights: repair a torn completion, then re-run
         // what the guest still waits for, oldest first.
-        const r = inflight.recover(queue.usedIndex);
+        try {
+          r = inflight.recover(queue.usedIndex);
+        } catch (e) {
+          // Not a region a worker of ours leaves (corrupted): failing here would fail every
+          // worker after this one. The ring goes on; the requests it recorded are not re-run.
+          this.o.log.error({ queue: cfg.index, why: (e as Error).message }, 'in-flight region unusable; requests in flight are lost');
+        }
+      }
+      if (r !== null) {
         queue = make(r.lastAvail);
         resubmit = r.resubmit;
         this.o.log.info({ queue: cfg.index, base: r.lastAvail, resubmit: r.resubmit.length, repaired: r.repaired }, 'ring recovered');
       } else {
+        if (cfg.recover) queue = make(queue.usedIndex);
         inflight.format(cfg.size, queue.usedIndex);
       }
     } else if (cfg.recover) {

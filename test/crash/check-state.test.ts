@@ -176,6 +176,23 @@ test('a bad header or a missing region is reported, not thrown', () => {
   });
 });
 
+test('a device state of the wrong shape is reported, not thrown (found by fuzzing)', () => {
+  const cases: Array<[string, (s: DeviceState) => void]> = [
+    ['features', (s) => { (s as unknown as Record<string, unknown>).features = null; }],
+    ['rings', (s) => { (s.rings as unknown[])[1] = null; }],
+    ['regions', (s) => { (s.regions as unknown[]).push('x'); }],
+    ['numQueues', (s) => { (s as unknown as Record<string, unknown>).numQueues = -1; }],
+  ];
+  for (const [what, edit] of cases) {
+    const img = goodImage();
+    img['vfsd-device'] = deviceRegion(edit);
+    withRegions(img, 5, () => {
+      const r = checkState(process.pid);
+      assert.ok(r.problems.some((p) => p === `vfsd-device: not a device state of version 1: ${what}`), formatReport(r));
+    });
+  }
+});
+
 test('the keeper must hold a path fd per inode record without a file handle', () => {
   withRegions(goodImage(), 0, () => {
     const r = checkState(process.pid);

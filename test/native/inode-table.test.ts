@@ -143,3 +143,53 @@ test('FORGET of a lost node frees its slot', () => {
   assert.deepEqual(w2.reg.dels, [], 'nothing was registered for it');
   fs.rmSync(dir, { recursive: true });
 });
+
+// Corrupted images (found by the state-recovery fuzz target): a worker a guest took over may have
+// written anything into the records, so a new worker checks each against the inode it opens.
+
+/** Overwrite bytes of the shared image at a record's offset. */
+function poke(memfd: number, at: number, bytes: Buffer): void {
+  fs.writeSync(memfd, bytes, 0, bytes.length, at);
+}
+function record(memfd: number, slot: number): Buffer {
+  const b = Buffer.alloc(INODE_RECORD);
+  fs.readSync(memfd, b, 0, INODE_RECORD, 64 + slot * INODE_RECORD);
+  return b;
+}
+
+test('a record copied onto another slot is refused: one host inode never gets two node ids', () => {
+  const dir = tmpdir();
+  for (const n of ['a', 'b']) fs.writeFileSync(path.join(dir, n), n);
+  const w1 = firstWorker(dir, ['a', 'b']);
+  const a = w1.ids.get('a')!, b = w1.ids.get('b')!;
+  poke(w1.memfd, 64 + b * INODE_RECORD, record(w1.memfd, a)); // b's slot now names a
+  const w2 = secondWorker(w1.memfd, w1.rootFd, w1.handles);
+  assert.ok(w2.t.get(a)!.fd >= 0, 'the first record of the inode is adopted');
+  assert.equal(w2.t.get(b)!.fd, -1, 'the second is refused: its ops fail with EBADF');
+  assert.equal(w2.t.refused, 1);
+  assert.equal(w2.t.count, 2, 'root and a');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('a record whose keeper fd is another inode, or whose file type or nlookup is wrong, is refused', () => {
+  const dir = tmpdir();
+  for (const n of ['a', 'b', 'c']) fs.writeFileSync(path.join(dir, n), n);
+  const w1 = firstWorker(dir, ['a', 'b', 'c']);
+  const a = w1.ids.get('a')!, b = w1.ids.get('b')!, c = w1.ids.get('c')!;
+  const nan = Buffer.alloc(8);
+  nan.writeDoubleLE(NaN);
+  poke(w1.memfd, 64 + b * INODE_RECORD + 8, nan); // nlookup
+  const dirMode = Buffer.alloc(4);
+  dirMode.writeUInt32LE(0o040755);
+  poke(w1.memfd, 64 + c * INODE_RECORD + 44, dirMode); // a regular file recorded as a directory
+  const reg = recordingRegistry();
+  // The keeper holds an fd for a (as without file handles), but of the root directory.
+  const recovered = new Map([[fdKey.inode(1), native.dup(w1.rootFd)], [fdKey.inode(a), native.dup(w1.rootFd)]]);
+  const t = new InodeTable(native, new MemfdBacking(native, 'test-inodes', native.dup(w1.memfd)), reg, recovered, w1.handles);
+  for (const n of [a, b, c]) assert.equal(t.get(n)!.fd, -1, `node ${n} refused`);
+  assert.equal(t.refused, 3);
+  assert.deepEqual(reg.dels, [fdKey.inode(a)], 'the keeper drops the fd it held for the refused record');
+  assert.ok(t.get(1)!.fd >= 0, 'the root is adopted');
+  assert.equal(t.revive(c, openPath(path.join(dir, 'c'))), false, 'a refused record is not revived');
+  fs.rmSync(dir, { recursive: true });
+});

@@ -72,3 +72,14 @@ test('the region grows no further than maxCapacity: the last alloc past it throw
   assert.throws(() => t.alloc(), /full at 10 slots/);
   assert.equal(backing.bytes, 64 + 10 * 16);
 });
+
+test('an image whose capacity leaves no slot past the reserved ones is refused as a whole (found by fuzzing)', () => {
+  const backing = new MemoryBacking();
+  const first = new SlotTable(backing, 16, 4, 1, 2);
+  for (const cap of [0, 1, 2]) {
+    first.dv.setUint32(12, cap, true); // header: capacity
+    assert.throws(() => new SlotTable(backing, 16, 4, 1, 2), (e: Error) => e.constructor === Error && /not usable: capacity/.test(e.message), `capacity ${cap}`);
+  }
+  first.dv.setUint32(12, 3, true);
+  assert.equal(new SlotTable(backing, 16, 4, 1, 2).size, 3, 'one slot past the reserved ones is a table');
+});
