@@ -127,7 +127,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
 
   if (!cfg.keeper) {
     const fs = new PassthroughFs(native, fsOpts, log);
-    const session = new FuseSession(fs, log);
+    const session = new FuseSession(fs, log, { probes: fs, rangeIo: fs });
     const backend = new VhostUserFsBackend({
       native, log, numRequestQueues: cfg.numRequestQueues,
       makeHandler: (q) => session.handlerFor(q, null),

@@ -100,13 +100,4 @@ export interface FileSystem {
   lseek(ctx: Ctx, fh: number, offset: number, whence: number): number | Errno;
   copyFileRange(ctx: Ctx, fhIn: number, offIn: number, fhOut: number, offOut: number, len: number, flags: number): number | Errno;
   syncfs(ctx: Ctx, nodeid: number): 0 | Errno;
-
-  // Probes the outcome journal uses to tell a re-run's own effects from the request's answer.
-  /** The inode number of `name` in `parent` (low 48 bits), -1 if there is none; no reference taken. */
-  nameIno(ctx: Ctx, parent: number, name: string): number;
-  hasXattr(ctx: Ctx, nodeid: number, name: string): boolean;
-  /** The guest's lookup count of a node, -1 if unknown. */
-  lookupCount(nodeid: number): number;
-  /** Size of the file behind an O_APPEND handle, -1 for other handles. */
-  appendSize(fh: number): number;
 }

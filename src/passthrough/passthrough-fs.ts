@@ -28,6 +28,8 @@ import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, FUSE_R
 import type {
   Ctx, DirSink, EntryResult, FileLock, FileSystem, InitReply, InitRequest, OpenResult, SetattrArgs,
 } from '../fuse/filesystem';
+import type { ReplayProbes } from '../fuse/replay';
+import type { RangeIo } from '../fuse/ops';
 import { InodeTable, type Inode } from './inode-table';
 import { MountFds } from './mount-fds';
 import { HandleTable, type Handle } from './handle-table';
@@ -112,7 +114,7 @@ function errnoOf(e: unknown): number {
   return typeof n === 'number' && n < 0 ? n : -E.EIO;
 }
 
-export class PassthroughFs implements FileSystem {
+export class PassthroughFs implements FileSystem, ReplayProbes, RangeIo {
   readonly inodes: InodeTable;
   readonly files: HandleTable;
   readonly dirs: HandleTable;

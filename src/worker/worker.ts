@@ -121,7 +121,7 @@ export class Worker {
         );
         this.registry = registry;
         this.fs = new PassthroughFs(this.native, this.init.fs, this.log, { fds: { inodes, files, dirs }, registry, recovered: this.recovered });
-        const session = new FuseSession(this.fs, this.log);
+        const session = new FuseSession(this.fs, this.log, { probes: this.fs, rangeIo: this.fs });
         this.session = session;
         const fuseInit = this.init.fuseInit;
         if (fuseInit && !session.restoreInit({ ...fuseInit, flags: BigInt(fuseInit.flags) })) throw new Error('cannot resume the FUSE session');

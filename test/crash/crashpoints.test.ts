@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
 import { CRASHPOINTS } from '../../src/state/crashpoint';
+import { JOURNALED_OPS } from '../../src/fuse/ops';
 import { checkState, formatReport } from '../../src/state/check-state';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient, type Attr, type Entry } from '../support/fuse-client';
@@ -28,9 +29,8 @@ const native = loadNative();
 const O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0o100, O_EXCL = 0o200, O_APPEND = 0o2000;
 const XATTR_CREATE = 1;
 
-/** Opcodes the session journals (src/fuse/session.ts JOURNALED): they pass the journal points. */
-const JOURNALED = new Set(['MKDIR', 'MKNOD', 'SYMLINK', 'LINK', 'CREATE', 'TMPFILE', 'UNLINK', 'RMDIR', 'RENAME', 'RENAME2',
-  'SETATTR', 'WRITE', 'SETXATTR', 'REMOVEXATTR', 'FALLOCATE', 'COPY_FILE_RANGE']);
+/** Opcodes answered exactly once through the journal (the op table's replay rules): they pass the journal points. */
+const JOURNALED = new Set(JOURNALED_OPS);
 
 /** Which requests pass a point: every request, or journaled ones on a request queue. Points this
  *  table does not know are assumed to be journal points. */

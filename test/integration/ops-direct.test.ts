@@ -18,7 +18,7 @@ for (const syncIo of [false, true]) {
       const native = loadNative();
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-ops-'));
       const pfs = new PassthroughFs(native, { ...DEFAULT_FS_OPTIONS, sharedDir: dir, xattr: true, syncIo }, silentLogger);
-      const session = new FuseSession(pfs, silentLogger);
+      const session = new FuseSession(pfs, silentLogger, { probes: pfs, rangeIo: pfs });
       return {
         client: new FuseClient(directTransport(session)),
         dir,

@@ -264,7 +264,7 @@ export const fuseSessionTarget: FuzzTarget = {
       killprivV2: inp.chance(64), syncIo: inp.chance(100), cache: inp.pick(['never', 'metadata', 'auto', 'always'] as const),
       inodeFileHandles: 'never',
     }, log);
-    const session = new FuseSession(pfs, log);
+    const session = new FuseSession(pfs, log, { probes: pfs, rangeIo: pfs });
     const known: Known = { nodes: [1], fhs: [], dirFhs: [], cookies: [] };
     let xattrExt = false;
     const pending: Array<Promise<void>> = [];

@@ -94,7 +94,7 @@ async function makeBase(native: NativeBinding): Promise<Base> {
   fs.symlinkSync('a', path.join(dir, 'share/l'));
   const keeper = new Keeper(native);
   const pfs = new PassthroughFs(native, options(dir, 'prefer'), pino({ level: 'silent' }), { registry: keeper, recovered: new Map() });
-  const c = new FuseClient(directTransport(new FuseSession(pfs, pino({ level: 'silent' }))));
+  const c = new FuseClient(directTransport(new FuseSession(pfs, pino({ level: 'silent' }), { probes: pfs, rangeIo: pfs })));
   await c.init();
   const a = (await c.lookup(1, 'a')).entry!.nodeid, d = (await c.lookup(1, 'd')).entry!.nodeid;
   const b = (await c.lookup(d, 'b')).entry!.nodeid;
@@ -249,7 +249,7 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
         assert.ok(st[0] === ino.dev && st[1] === ino.ino, `fh ${h.fh} is open on another inode than its (lost) node ${h.nodeid}`);
       }
     }
-    const c = new FuseClient(directTransport(new FuseSession(pfs, pino({ level: 'silent' }))));
+    const c = new FuseClient(directTransport(new FuseSession(pfs, pino({ level: 'silent' }), { probes: pfs, rangeIo: pfs })));
     await c.init();
     const root = await c.call(OP.FUSE_GETATTR, 1, [Buffer.alloc(SIZE.getattr_in)], SIZE.attr_out);
     assert.equal(root.error, 0, `GETATTR of the root after recovery: errno ${root.error}`);
