@@ -10,7 +10,7 @@ set -Eeuo pipefail
 on_err() { local rc=$?; echo "test.sh: FAILED (exit $rc) at line $1: $BASH_COMMAND" >&2; exit "$rc"; }
 trap 'on_err $LINENO' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export NODE_ENV=test
+
 
 # The real guest, the C peer and the suite's tools come from Debian's packages; setup.sh
 # installs what is missing and says why (and, without the guest, only the packages).

@@ -47,8 +47,15 @@ export function crashpoint(name: string): void {
   onCrash(name);
 }
 
+/**
+ * What an in-process test throws at a crash point in place of the SIGKILL: it passes through
+ * every catch on the data path (as a real death would pass through them), so the state is left
+ * exactly where the crash point is.
+ */
+export class SimulatedCrash extends Error {}
+
 /** For in-process tests: arm a point (same syntax as VFSD_CRASHPOINT; undefined disarms) and
- *  replace the SIGKILL, e.g. with a function that throws. */
+ *  replace the SIGKILL, e.g. with a function that throws a SimulatedCrash. */
 export function armCrashpointForTest(spec: string | undefined, action?: (name: string) => void): void {
   arm(spec);
   if (action) onCrash = action;

@@ -34,7 +34,7 @@ function args(argv: string[]): Map<string, string[]> {
 async function fuzzOne(t: FuzzTarget, o: { runs: number; seconds: number; seed: number; guided: boolean; save: boolean }): Promise<boolean> {
   const shared = new SharedArrayBuffer(8 + t.maxLength + 4096);
   const job: WorkerJob = { target: t.name, ...o, shared };
-  const w = new Worker(path.join(__dirname, 'lib', 'guided.js'), { workerData: job, env: { ...process.env, NODE_ENV: 'test' } });
+  const w = new Worker(path.join(__dirname, 'lib', 'guided.js'), { workerData: job });
   const counter = new Int32Array(shared, 0, 2);
   const started = Date.now();
   console.log(`${t.name}: seed ${o.seed}, ${o.seconds > 0 ? `${o.seconds} s` : `${o.runs} runs`}${o.guided ? ', coverage-guided' : ''}`);
@@ -76,7 +76,6 @@ async function fuzzOne(t: FuzzTarget, o: { runs: number; seconds: number; seed: 
 }
 
 async function main(): Promise<void> {
-  process.env.NODE_ENV = 'test';
   const a = args(process.argv.slice(2));
   if (a.has('list')) { for (const t of TARGETS) console.log(`${t.name.padEnd(16)} ${t.about}`); return; }
   const names = a.get('target')?.join(',').split(',').filter(Boolean) ?? TARGETS.map((t) => t.name);

@@ -8,7 +8,7 @@
 // descriptors, reply buffers too small or split, several requests in flight at once. Chains come
 // as views (the direct transport) or as one window of "guest RAM" (the walked form the rings
 // produce, which READ and WRITE take as ranges).
-// Checked: no exception (NODE_ENV=test makes the session rethrow what it would turn into EIO),
+// Checked: no exception (the session logs one it turns into EIO as 'op threw', an error line),
 // each request completed exactly once, the used length within the writable buffers, a reply
 // header that matches (length, unique, an errno in range, no body with an error), nothing
 // changed outside the share, no fd left open once the file system is closed.

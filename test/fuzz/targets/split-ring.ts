@@ -11,8 +11,8 @@
 //     chains now, later, twice or with a bad length; every head must reach the used ring at most
 //     once per dispatch, never more than its writable length, and the in-flight region must say
 //     exactly which requests are still with the handler.
-// Any exception (NODE_ENV=test makes the runner rethrow), any difference from the model, or a
-// view outside guest RAM is a bug.
+// Any exception or error line of the runner (it would turn a handler's exception into one), any
+// difference from the model, or a view outside guest RAM is a bug.
 
 import * as assert from 'node:assert/strict';
 import pino from 'pino';
@@ -477,8 +477,16 @@ async function runRunner(inp: FuzzInput): Promise<void> {
   const withHandler = new Set<number>();
   let dispatched = 0;
   let pushedByHandler = 0;
+  // The runner turns an exception on its path (a handler's, the checks above included, or the
+  // walk's) into an error line and goes on: those lines are the failures here.
+  const failures: Array<{ msg: string; err?: { message?: string } }> = [];
+  const log = pino({ level: 'error' }, { write: (line: string) => { failures.push(JSON.parse(line) as { msg: string }); } });
+  const noFailures = (): void => {
+    const bad = failures.filter((f) => /threw|unusable/.test(f.msg));
+    if (bad.length > 0) throw new Error(`${bad[0]!.msg}: ${bad[0]!.err?.message ?? ''}`);
+  };
   const runner = new QueueRunner({
-    native, mem: L.mem, index: 1, queue, kickFd: 10, callFd: inp.bool() ? 11 : -1, log: quiet,
+    native, mem: L.mem, index: 1, queue, kickFd: 10, callFd: inp.bool() ? 11 : -1, log,
     batch: inp.int(1, 2 * q), ...(inflight ? { inflight } : {}),
     handler: (chain, complete) => {
       assert.ok(!withHandler.has(chain.head), `head ${chain.head} handed out twice at once`);
@@ -512,10 +520,12 @@ async function runRunner(inp: FuzzInput): Promise<void> {
       default: guestAct(inp, { L, ring, q });
     }
     assert.equal(runner.inFlight, withHandler.size, 'the runner and the handler disagree on what is outstanding');
+    noFailures();
   }
   const stopped = runner.stop();
   for (const p of pending.splice(0)) p.complete(p.wlen);
   const base = await stopped;
+  noFailures();
   assert.equal(base, queue.lastAvail);
   assert.equal(runner.inFlight, 0, 'stop() resolved with requests outstanding');
   assert.equal(withHandler.size, 0);

@@ -10,7 +10,7 @@ import { GuestMemory } from '../../../src/virtio/guest-memory';
 import { SplitQueue, type DescChain } from '../../../src/virtio/split-queue';
 import { QueueRunner, Replay, type ChainHandler, type QueueRunnerNative } from '../../../src/virtio/queue-runner';
 import { InflightRegion, stampBefore, wallMs32 } from '../../../src/state/inflight';
-import { armCrashpointForTest } from '../../../src/state/crashpoint';
+import { armCrashpointForTest, SimulatedCrash } from '../../../src/state/crashpoint';
 import { GuestRam, VirtqDriver, VIRTQ_DESC_F_NEXT } from '../../support/virtq-driver';
 
 const UA = 0x7f00_0000_0000;
@@ -32,7 +32,7 @@ class FakeNative implements QueueRunnerNative {
   fire(): void { for (const p of this.polls) if (p.active) p.cb(0, 1); }
 }
 
-class Crash extends Error {}
+class Crash extends SimulatedCrash {}
 
 const te = (s: string): Uint8Array => new TextEncoder().encode(s);
 const td = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -82,11 +82,8 @@ function reply(chain: DescChain, complete: (n: number) => void): void {
   complete(Math.min(req.length, chain.writableLen));
 }
 
-let savedEnv: string | undefined;
-function testMode(): void { savedEnv = process.env.NODE_ENV; process.env.NODE_ENV = 'test'; }
 afterEach(() => {
   armCrashpointForTest(undefined);
-  if (savedEnv !== undefined) process.env.NODE_ENV = savedEnv;
 });
 
 test('a restarted worker re-runs unfinished requests in order, then new ones, each answered once', async () => {
@@ -129,7 +126,6 @@ test('a restarted worker re-runs unfinished requests in order, then new ones, ea
 for (const point of ['after-mark-inflight', 'after-push-used', 'after-post-put']) {
   for (let hit = 1; hit <= 4; hit++) {
     test(`killed at ${point} #${hit}: every request is answered exactly once`, async () => {
-      testMode();
       const g = guest({ eventIdx: hit % 2 === 0 });
       const names = ['a', 'b', 'c', 'd', 'e', 'f'];
       for (const n of names) g.drv.add([te(n)], [8], { indirect: n !== 'c' });
@@ -171,7 +167,6 @@ for (const point of ['after-mark-inflight', 'after-push-used', 'after-post-put']
 }
 
 test('a crash during replay keeps the original order for the next worker', () => {
-  testMode();
   const g = guest();
   for (const n of ['x', 'y', 'z']) g.drv.add([te(n)], [8], { indirect: true });
   worker(g, () => { /* never completes */ }).runner.start();
