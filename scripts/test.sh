@@ -11,7 +11,6 @@ on_err() { local rc=$?; echo "test.sh: FAILED (exit $rc) at line $1: $BASH_COMMA
 trap 'on_err $LINENO' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-
 # The real guest, the C peer and the suite's tools come from Debian's packages; setup.sh
 # installs what is missing and says why (and, without the guest, only the packages).
 if [ "${VFSD_SKIP_E2E:-0}" != 1 ]; then
