@@ -19,7 +19,7 @@ import { WorkerDataPlane, type PlaneState, type WorkerDataPlaneOptions } from '.
 import type { DeviceState } from './vhost/backend';
 import * as nodefs from 'node:fs';
 import type { FsOptions } from './passthrough/passthrough-fs';
-import { checkStateMain } from './cli-check-state';
+import { checkStateMain } from './tools/check-state-cli';
 import { DeviceRegion } from './state/device-region';
 
 /** plan: RLIMIT_NOFILE of the worker and the fds the guest may make it hold (planFds). */

@@ -11,8 +11,11 @@ import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, type FdRegistry } from '../state/fd-registry';
 import { E } from '../errno';
 
-export const HANDLE_RECORD = 32;
-const R_NODEID = 4, R_FD = 8, R_FLAGS = 12;
+/** A handle record (bytes): state i32 | nodeid u32 | fd i32 | open flags u32 | 16 spare; the
+ *  slot table's kind says which map it is (open files or open dirs). */
+export const HANDLE_LAYOUT = { record: 32, nodeid: 4, fd: 8, flags: 12, kindFile: 2, kindDir: 3 } as const;
+export const HANDLE_RECORD = HANDLE_LAYOUT.record;
+const { nodeid: R_NODEID, fd: R_FD, flags: R_FLAGS } = HANDLE_LAYOUT;
 
 export interface Handle {
   readonly fh: number;

@@ -15,15 +15,19 @@ import type { MountFds } from './mount-fds';
 import { AT_EMPTY_PATH, O_CLOEXEC, O_NOFOLLOW, O_PATH, S_IFMT } from '../linux/constants';
 import { E } from '../errno';
 
-// Record layout (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |
-// mnt_id u64 | fd i32 | mode u32 | handle_len u32 | handle_type i32 | handle[128]
-export const INODE_RECORD = 192;
-const R_GEN = 4, R_NLOOKUP = 8, R_DEV = 16, R_INO = 24, R_MNT = 32, R_FD = 40, R_MODE = 44;
-/** handle_len u32 | handle_type i32 | handle bytes: nameToHandleAt's output without its mount id. */
-const R_HANDLE = 48;
-export const INODE_TABLE_KIND = 1;
+/**
+ * An inode record (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |
+ * mnt_id u64 | fd i32 | mode u32 | handle: handle_len u32 | handle_type i32 | bytes[maxHandle]
+ * (nameToHandleAt's output without its mount id). The slot table's kind is `kind`.
+ */
+export const INODE_LAYOUT = {
+  record: 192, kind: 1, gen: 4, nlookup: 8, dev: 16, ino: 24, mnt: 32, fd: 40, mode: 44, handle: 48, maxHandle: 128,
+} as const;
+export const INODE_RECORD = INODE_LAYOUT.record;
+export const INODE_TABLE_KIND = INODE_LAYOUT.kind;
+const { gen: R_GEN, nlookup: R_NLOOKUP, dev: R_DEV, ino: R_INO, mnt: R_MNT, fd: R_FD, mode: R_MODE, handle: R_HANDLE } = INODE_LAYOUT;
 /** nameToHandleAt's output: u32 mount_id | u32 handle_bytes | i32 handle_type | bytes. */
-const HANDLE_HDR = 12, MAX_HANDLE = 128;
+const HANDLE_HDR = 12, MAX_HANDLE = INODE_LAYOUT.maxHandle;
 
 /** Where file handles are made and opened: the mounts they work on (see mount-fds.ts). */
 export type InodeHandles = Pick<MountFds, 'get' | 'forInode'>;

@@ -32,7 +32,7 @@ import type { ReplayProbes } from '../fuse/replay';
 import type { RangeIo } from '../fuse/ops';
 import { InodeTable, type Inode } from './inode-table';
 import { MountFds } from './mount-fds';
-import { HandleTable, type Handle } from './handle-table';
+import { HandleTable, HANDLE_LAYOUT, type Handle } from './handle-table';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 import * as K from '../linux/constants';
@@ -85,8 +85,6 @@ export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
 };
 
 const EMPTY_BUF = new Uint8Array(0);
-const HANDLE_KIND_FILE = 2;
-const HANDLE_KIND_DIR = 3;
 const DIRENT_BUF = 64 * 1024;
 /** Largest COPY_FILE_RANGE done in one request: it runs on the event loop. A short count is legal. */
 const COPY_CHUNK = 8 * MAX_BUFFER_SIZE;
@@ -188,8 +186,8 @@ export class PassthroughFs implements FileSystem, ReplayProbes, RangeIo {
       if (!ino || native.statFd(fd, hs) < 0) return false;
       return hs[ST.dev] === ino.dev && hs[ST.ino] === ino.ino;
     };
-    this.files = new HandleTable(native, backing('files'), HANDLE_KIND_FILE, fdKey.file, registry, recovered, reopenFile, isOf, opts.limits.handles);
-    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_KIND_DIR, fdKey.dir, registry, recovered, reopenDir, isOf, opts.limits.handles);
+    this.files = new HandleTable(native, backing('files'), HANDLE_LAYOUT.kindFile, fdKey.file, registry, recovered, reopenFile, isOf, opts.limits.handles);
+    this.dirs = new HandleTable(native, backing('dirs'), HANDLE_LAYOUT.kindDir, fdKey.dir, registry, recovered, reopenDir, isOf, opts.limits.handles);
     // A node whose handle no longer opens may live on in an open file or dir the guest holds.
     if (this.inodes.lost > 0) {
       for (const h of [...this.files.all(), ...this.dirs.all()]) {

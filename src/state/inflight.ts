@@ -30,8 +30,10 @@ export const INFLIGHT_VERSION = 1;
 /** Alignment of each queue's region (libvhost-user INFLIGHT_ALIGNMENT). */
 export const INFLIGHT_ALIGN = 64;
 
-const HEADER_BYTES = 16;
-const DESC_BYTES = 16;
+/** The layout in bytes: the header, then one descriptor state per head (see the comment above). */
+export const INFLIGHT_LAYOUT = { header: 16, desc: 16, flag: 0, started: 2, next: 6, counter: 8 } as const;
+const HEADER_BYTES = INFLIGHT_LAYOUT.header;
+const DESC_BYTES = INFLIGHT_LAYOUT.desc;
 // Header fields as u16 indices (features is u32 indices 0 and 1).
 const W_VERSION = 4;
 const W_DESC_NUM = 5;
@@ -39,11 +41,11 @@ const W_LAST_BATCH_HEAD = 6;
 const W_USED_IDX = 7;
 
 /** Byte offset of desc[h].inflight. */
-const flagAt = (h: number): number => HEADER_BYTES + DESC_BYTES * h;
-/** u32 index of the low half of desc[h].counter (at byte 24 + 16h). */
-const counterAt = (h: number): number => 6 + 4 * h;
-/** u16 index of the low half of desc[h].started (at byte 18 + 16h). */
-const startedAt = (h: number): number => 9 + 8 * h;
+const flagAt = (h: number): number => HEADER_BYTES + DESC_BYTES * h + INFLIGHT_LAYOUT.flag;
+/** u32 index of the low half of desc[h].counter. */
+const counterAt = (h: number): number => (HEADER_BYTES + DESC_BYTES * h + INFLIGHT_LAYOUT.counter) >> 2;
+/** u16 index of the low half of desc[h].started. */
+const startedAt = (h: number): number => (HEADER_BYTES + DESC_BYTES * h + INFLIGHT_LAYOUT.started) >> 1;
 
 /** Wall-clock ms mod 2^32: comparable between processes (a worker and its successor). */
 export function wallMs32(): number {
@@ -106,6 +108,8 @@ export class InflightRegion {
   get usedIdx(): number { return Atomics.load(this.u16, W_USED_IDX); }
   get lastBatchHead(): number { return Atomics.load(this.u16, W_LAST_BATCH_HEAD); }
   isInflight(head: number): boolean { return Atomics.load(this.u8, flagAt(head)) === 1; }
+  /** desc[head].inflight as stored (0 or 1 in a sound region). */
+  flagOf(head: number): number { return Atomics.load(this.u8, flagAt(head)); }
   /** When head's request was popped (wallMs32() then). */
   startedAt(head: number): number {
     const w = startedAt(head);

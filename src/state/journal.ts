@@ -14,16 +14,26 @@
 
 export const JOURNAL_MAGIC = 0x5646534a; // "VFSJ"
 export const JOURNAL_VERSION = 1;
-const HEADER = 64;
-const RECORD = 256;
+/**
+ * The region's layout: a header (u32 magic at 0 (stored last), version, desc_num, record size),
+ * then one record per descriptor head: state u32 | opcode u32 | unique lo, hi u32 | error i32 |
+ * reply length u32 | pre f64 | reply body.
+ */
+export const JOURNAL_LAYOUT = {
+  header: 64, magic: 0, version: 4, descNum: 8, recordSize: 12,
+  record: 256, state: 0, opcode: 4, uniqueLo: 8, uniqueHi: 12, error: 16, len: 20, pre: 24, body: 32,
+} as const;
+const HEADER = JOURNAL_LAYOUT.header;
+const RECORD = JOURNAL_LAYOUT.record;
 /** Largest reply body a record holds (CREATE's entry_out + open_out is 144). */
-export const JOURNAL_MAX_REPLY = RECORD - 32;
+export const JOURNAL_MAX_REPLY = RECORD - JOURNAL_LAYOUT.body;
 
 export const J_EMPTY = 0;
 export const J_INTENT = 1;
 export const J_DONE = 2;
 
-const R_OPCODE = 4, R_ULO = 8, R_UHI = 12, R_ERROR = 16, R_LEN = 20, R_PRE = 24, R_BODY = 32;
+const { opcode: R_OPCODE, uniqueLo: R_ULO, uniqueHi: R_UHI, error: R_ERROR, len: R_LEN, pre: R_PRE, body: R_BODY } = JOURNAL_LAYOUT;
+const { version: H_VERSION, descNum: H_DESC_NUM, recordSize: H_RECORD } = JOURNAL_LAYOUT;
 
 export interface JournalRecord {
   state: typeof J_INTENT | typeof J_DONE;
@@ -50,9 +60,9 @@ export class Journal {
 
   format(queueSize: number): void {
     this.u8.fill(0, 0, Journal.sizeFor(queueSize));
-    this.dv.setUint32(8, queueSize, true);
-    this.dv.setUint32(12, RECORD, true);
-    this.dv.setUint32(4, JOURNAL_VERSION, true);
+    this.dv.setUint32(H_DESC_NUM, queueSize, true);
+    this.dv.setUint32(H_RECORD, RECORD, true);
+    this.dv.setUint32(H_VERSION, JOURNAL_VERSION, true);
     Atomics.store(this.i32, 0, JOURNAL_MAGIC); // ORDER: the header is valid once the magic is there
   }
 
@@ -60,8 +70,8 @@ export class Journal {
   validate(queueSize: number): string | null {
     if (this.u8.byteLength < Journal.sizeFor(queueSize)) return 'region too small';
     if (Atomics.load(this.i32, 0) !== JOURNAL_MAGIC) return 'bad magic';
-    if (this.dv.getUint32(4, true) !== JOURNAL_VERSION) return 'bad version';
-    if (this.dv.getUint32(8, true) !== queueSize) return `made for queue size ${this.dv.getUint32(8, true)}`;
+    if (this.dv.getUint32(H_VERSION, true) !== JOURNAL_VERSION) return 'bad version';
+    if (this.dv.getUint32(H_DESC_NUM, true) !== queueSize) return `made for queue size ${this.dv.getUint32(H_DESC_NUM, true)}`;
     return null;
   }
 

@@ -13,8 +13,12 @@ import { sealedMemfd } from './memfd';
 
 export const SLOT_MAGIC = 0x56465354; // "VFST"
 export const SLOT_VERSION = 1;
-const HEADER = 64;
-const H_MAGIC = 0, H_VERSION = 4, H_RECORD = 8, H_CAPACITY = 12, H_KIND = 16;
+/** The region's layout: a header of `bytes` bytes (u32 fields at these offsets), then the records. */
+export const SLOT_HEADER = { bytes: 64, magic: 0, version: 4, record: 8, capacity: 12, kind: 16 } as const;
+/** Offset of a record's state word (SLOT_FREE / SLOT_VALID; i32). */
+export const SLOT_STATE = 0;
+const HEADER = SLOT_HEADER.bytes;
+const { magic: H_MAGIC, version: H_VERSION, record: H_RECORD, capacity: H_CAPACITY, kind: H_KIND } = SLOT_HEADER;
 
 export const SLOT_FREE = 0;
 export const SLOT_VALID = 1;

@@ -7,10 +7,12 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
-import { checkState, formatReport } from '../../src/state/check-state';
-import { SLOT_MAGIC, SLOT_VERSION } from '../../src/state/slot-table';
-import { INODE_RECORD, INODE_TABLE_KIND } from '../../src/passthrough/inode-table';
-import { HANDLE_RECORD } from '../../src/passthrough/handle-table';
+import { checkState, formatReport } from '../../src/tools/check-state';
+import { SLOT_MAGIC, SLOT_VERSION, SLOT_HEADER, SLOT_STATE } from '../../src/state/slot-table';
+import { INODE_LAYOUT } from '../../src/passthrough/inode-table';
+import { HANDLE_LAYOUT } from '../../src/passthrough/handle-table';
+import { JOURNAL_LAYOUT } from '../../src/state/journal';
+import { S_IFDIR, S_IFREG } from '../../src/linux/constants';
 import { InflightRegion } from '../../src/state/inflight';
 import { Journal } from '../../src/state/journal';
 import { REPO } from '../support/daemon';
@@ -18,31 +20,34 @@ import { DeviceRegion } from '../../src/state/device-region';
 import { initialDeviceState, type DeviceState } from '../../src/vhost/backend';
 
 const native = loadNative();
-const S_IFDIR = 0o040000, S_IFREG = 0o100000;
+// The images are written with the layouts the daemon's own modules export.
+const I = INODE_LAYOUT, HL = HANDLE_LAYOUT, SH = SLOT_HEADER;
+const INODE_RECORD = I.record, INODE_TABLE_KIND = I.kind, HANDLE_RECORD = HL.record;
+const slotAt = (record: number, slot: number): number => SH.bytes + slot * record;
 
 function table(record: number, kind: number, capacity: number): Buffer {
-  const b = Buffer.alloc(64 + record * capacity);
-  b.writeUInt32LE(SLOT_MAGIC, 0);
-  b.writeUInt32LE(SLOT_VERSION, 4);
-  b.writeUInt32LE(record, 8);
-  b.writeUInt32LE(capacity, 12);
-  b.writeUInt32LE(kind, 16);
+  const b = Buffer.alloc(SH.bytes + record * capacity);
+  b.writeUInt32LE(SLOT_MAGIC, SH.magic);
+  b.writeUInt32LE(SLOT_VERSION, SH.version);
+  b.writeUInt32LE(record, SH.record);
+  b.writeUInt32LE(capacity, SH.capacity);
+  b.writeUInt32LE(kind, SH.kind);
   return b;
 }
 function inode(b: Buffer, slot: number, o: { state?: number; gen?: number; nlookup?: number; ino: number; mode: number }): void {
-  const at = 64 + slot * INODE_RECORD;
-  b.writeInt32LE(o.state ?? 1, at);
-  b.writeUInt32LE(o.gen ?? 1, at + 4);
-  b.writeDoubleLE(o.nlookup ?? 1, at + 8);
-  b.writeBigUInt64LE(2049n, at + 16);
-  b.writeBigUInt64LE(BigInt(o.ino), at + 24);
-  b.writeBigUInt64LE(21n, at + 32);
-  b.writeUInt32LE(o.mode, at + 44);
+  const at = slotAt(INODE_RECORD, slot);
+  b.writeInt32LE(o.state ?? 1, at + SLOT_STATE);
+  b.writeUInt32LE(o.gen ?? 1, at + I.gen);
+  b.writeDoubleLE(o.nlookup ?? 1, at + I.nlookup);
+  b.writeBigUInt64LE(2049n, at + I.dev);
+  b.writeBigUInt64LE(BigInt(o.ino), at + I.ino);
+  b.writeBigUInt64LE(21n, at + I.mnt);
+  b.writeUInt32LE(o.mode, at + I.mode);
 }
 function handle(b: Buffer, fh: number, nodeid: number): void {
-  const at = 64 + fh * HANDLE_RECORD;
-  b.writeInt32LE(1, at);
-  b.writeUInt32LE(nodeid, at + 4);
+  const at = slotAt(HANDLE_RECORD, fh);
+  b.writeInt32LE(1, at + SLOT_STATE);
+  b.writeUInt32LE(nodeid, at + HL.nodeid);
 }
 
 /** Hold memfds named like the keeper's, with these contents, while fn runs. */
@@ -96,9 +101,9 @@ function goodImage(): Record<string, Buffer> {
   inode(inodes, 1, { ino: 2, mode: S_IFDIR | 0o755 });
   inode(inodes, 2, { ino: 12, mode: S_IFREG | 0o644, nlookup: 3, gen: 2 });
   inode(inodes, 3, { ino: 13, mode: S_IFDIR | 0o755 });
-  const files = table(HANDLE_RECORD, 2, 4);
+  const files = table(HANDLE_RECORD, HL.kindFile, 4);
   handle(files, 1, 2);
-  const dirs = table(HANDLE_RECORD, 3, 4);
+  const dirs = table(HANDLE_RECORD, HL.kindDir, 4);
   handle(dirs, 1, 3);
   return {
     'vfsd-inodes': inodes, 'vfsd-files': files, 'vfsd-dirs': dirs,
@@ -131,11 +136,11 @@ test('every broken rule is reported', () => {
   inode(inodes, 4, { ino: 14, mode: S_IFREG | 0o644, nlookup: 0 });   // valid with nlookup 0
   inode(inodes, 5, { ino: 12, mode: S_IFREG | 0o644 });               // same host inode as node 2
   inode(inodes, 6, { ino: 16, mode: S_IFREG | 0o644, gen: 0 });       // generation 0
-  inodes.writeInt32LE(7, 64 + 7 * INODE_RECORD);                      // state word neither 0 nor 1
+  inodes.writeInt32LE(7, slotAt(INODE_RECORD, 7) + SLOT_STATE);       // state word neither 0 nor 1
   handle(img['vfsd-files']!, 2, 9);                                   // open file on no valid node
   handle(img['vfsd-dirs']!, 2, 2);                                    // open dir on a regular file
   img['vfsd-inflight-0'] = inflight(128, [], 3);                      // unknown version
-  img['vfsd-journal-1']!.writeUInt32LE(0xdeadbeef, 0);               // bad magic
+  img['vfsd-journal-1']!.writeUInt32LE(0xdeadbeef, JOURNAL_LAYOUT.magic); // bad magic
   img['vfsd-device'] = deviceRegion((d) => {
     d.rings[0]!.num = 64;                                             // in-flight region says 128
     d.rings[1]!.num = 100;                                            // not a power of two
@@ -215,29 +220,29 @@ test('file handles in inode records are opened and must name the recorded inode'
     const root = fs.statSync(dir, { bigint: true });
     const inodes = table(INODE_RECORD, INODE_TABLE_KIND, 8);
     const put = (slot: number, name: string | null, o: { ino?: bigint; handleLen?: number } = {}): void => {
-      const at = 64 + slot * INODE_RECORD;
+      const at = slotAt(INODE_RECORD, slot);
       const p = name === null ? dir : path.join(dir, name);
       const st = fs.statSync(p, { bigint: true });
-      inodes.writeInt32LE(1, at);
-      inodes.writeUInt32LE(1, at + 4);
-      inodes.writeDoubleLE(1, at + 8);
-      inodes.writeBigUInt64LE(st.dev, at + 16);
-      inodes.writeBigUInt64LE(o.ino ?? st.ino, at + 24);
-      inodes.writeBigUInt64LE(mntIdOf(p), at + 32);
-      inodes.writeUInt32LE(Number(st.mode), at + 44);
+      inodes.writeInt32LE(1, at + SLOT_STATE);
+      inodes.writeUInt32LE(1, at + I.gen);
+      inodes.writeDoubleLE(1, at + I.nlookup);
+      inodes.writeBigUInt64LE(st.dev, at + I.dev);
+      inodes.writeBigUInt64LE(o.ino ?? st.ino, at + I.ino);
+      inodes.writeBigUInt64LE(mntIdOf(p), at + I.mnt);
+      inodes.writeUInt32LE(Number(st.mode), at + I.mode);
       if (name === null) return;
-      const h = new Uint8Array(12 + 128);
+      const h = new Uint8Array(12 + I.maxHandle);
       const n = native.nameToHandleAt(rootFd, name, 0, h);
       assert.ok(n > 12, `name_to_handle_at: ${n}`);
-      inodes.set(h.subarray(4, n), at + 48);
-      if (o.handleLen !== undefined) inodes.writeUInt32LE(o.handleLen, at + 48);
+      inodes.set(h.subarray(4, n), at + I.handle);
+      if (o.handleLen !== undefined) inodes.writeUInt32LE(o.handleLen, at + I.handle);
     };
     for (const f of ['a', 'b', 'gone']) fs.writeFileSync(path.join(dir, f), f);
     put(1, null);
     put(2, 'a');
     put(3, 'gone');
     fs.unlinkSync(path.join(dir, 'gone'));
-    const img = { ...goodImage(), 'vfsd-inodes': inodes, 'vfsd-files': table(HANDLE_RECORD, 2, 4), 'vfsd-dirs': table(HANDLE_RECORD, 3, 4) };
+    const img = { ...goodImage(), 'vfsd-inodes': inodes, 'vfsd-files': table(HANDLE_RECORD, HL.kindFile, 4), 'vfsd-dirs': table(HANDLE_RECORD, HL.kindDir, 4) };
     withRegions(img, 0, () => {
       const r = checkState(process.pid);
       assert.deepEqual(r.problems, [], formatReport(r));

@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
 import { CRASHPOINTS } from '../../src/state/crashpoint';
 import { JOURNALED_OPS } from '../../src/fuse/ops';
-import { checkState, formatReport } from '../../src/state/check-state';
+import { checkState, formatReport } from '../../src/tools/check-state';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient, type Attr, type Entry } from '../support/fuse-client';
 import { REPO } from '../support/daemon';

@@ -10,7 +10,7 @@ import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
 import { REPO, isLive, startDaemon, workerPids, type Daemon } from '../support/daemon';
-import { checkState, formatReport } from '../../src/state/check-state';
+import { checkState, formatReport } from '../../src/tools/check-state';
 import { DEFAULT_WORKER_CAPS } from '../../src/config';
 
 const O_RDWR = 0o2, O_CREAT = 0o100, O_TRUNC = 0o1000;

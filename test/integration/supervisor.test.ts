@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { loadNative } from '../../src/native/binding';
-import { checkState, formatReport } from '../../src/state/check-state';
+import { checkState, formatReport } from '../../src/tools/check-state';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
 import { isLive, startDaemon, type Daemon } from '../support/daemon';

@@ -12,7 +12,7 @@ import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
 import { REPO, liveWorker, startDaemon, workerPids } from '../support/daemon';
-import { checkState, formatReport } from '../../src/state/check-state';
+import { checkState, formatReport } from '../../src/tools/check-state';
 
 /** Earlier releases a running daemon may be today: the last commits of sessions 1 and 2. */
 const PREVIOUS = [

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { loadNative } from '../../src/native/binding';
-import { checkState, formatReport } from '../../src/state/check-state';
+import { checkState, formatReport } from '../../src/tools/check-state';
 import { E } from '../../src/errno';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative, ST, STAT_SLOTS } from '../../src/native/binding';
-import { InodeTable, INODE_RECORD } from '../../src/passthrough/inode-table';
-import { MemfdBacking } from '../../src/state/slot-table';
+import { InodeTable, INODE_LAYOUT, INODE_RECORD } from '../../src/passthrough/inode-table';
+import { MemfdBacking, SLOT_HEADER } from '../../src/state/slot-table';
 import { fdKey, type FdRegistry } from '../../src/state/fd-registry';
 import { MountFds } from '../../src/passthrough/mount-fds';
 
@@ -90,9 +90,9 @@ test('a record whose handle no longer opens keeps its node id, out of the index;
   const w1 = firstWorker(dir, ['a', 'b']);
   const a = w1.ids.get('a')!;
   // Spoil a's handle bytes in the shared record: open_by_handle_at refuses it.
-  const mem = Buffer.alloc(64 + (a + 1) * INODE_RECORD);
+  const mem = Buffer.alloc(SLOT_HEADER.bytes + (a + 1) * INODE_RECORD);
   fs.readSync(w1.memfd, mem, 0, mem.length, 0);
-  const at = 64 + a * INODE_RECORD + 48;
+  const at = SLOT_HEADER.bytes + a * INODE_RECORD + INODE_LAYOUT.handle;
   mem.fill(0xff, at + 8, at + 8 + mem.readUInt32LE(at));
   fs.writeSync(w1.memfd, mem, at, 8 + mem.readUInt32LE(at), at);
 
@@ -119,7 +119,7 @@ test('a handle the file system refuses (not ESTALE) is counted apart, for the wa
   fs.writeFileSync(path.join(dir, 'a'), 'a');
   const w1 = firstWorker(dir, ['a']);
   const a = w1.ids.get('a')!;
-  const lenAt = 64 + a * INODE_RECORD + 48;
+  const lenAt = SLOT_HEADER.bytes + a * INODE_RECORD + INODE_LAYOUT.handle;
   const b = Buffer.alloc(4);
   b.writeUInt32LE(200);
   fs.writeSync(w1.memfd, b, 0, 4, lenAt); // longer than any handle: EINVAL, not "deleted"
@@ -153,7 +153,7 @@ function poke(memfd: number, at: number, bytes: Buffer): void {
 }
 function record(memfd: number, slot: number): Buffer {
   const b = Buffer.alloc(INODE_RECORD);
-  fs.readSync(memfd, b, 0, INODE_RECORD, 64 + slot * INODE_RECORD);
+  fs.readSync(memfd, b, 0, INODE_RECORD, SLOT_HEADER.bytes + slot * INODE_RECORD);
   return b;
 }
 
@@ -162,7 +162,7 @@ test('a record copied onto another slot is refused: one host inode never gets tw
   for (const n of ['a', 'b']) fs.writeFileSync(path.join(dir, n), n);
   const w1 = firstWorker(dir, ['a', 'b']);
   const a = w1.ids.get('a')!, b = w1.ids.get('b')!;
-  poke(w1.memfd, 64 + b * INODE_RECORD, record(w1.memfd, a)); // b's slot now names a
+  poke(w1.memfd, SLOT_HEADER.bytes + b * INODE_RECORD, record(w1.memfd, a)); // b's slot now names a
   const w2 = secondWorker(w1.memfd, w1.rootFd, w1.handles);
   assert.ok(w2.t.get(a)!.fd >= 0, 'the first record of the inode is adopted');
   assert.equal(w2.t.get(b)!.fd, -1, 'the second is refused: its ops fail with EBADF');
@@ -178,10 +178,10 @@ test('a record whose keeper fd is another inode, or whose file type or nlookup i
   const a = w1.ids.get('a')!, b = w1.ids.get('b')!, c = w1.ids.get('c')!;
   const nan = Buffer.alloc(8);
   nan.writeDoubleLE(NaN);
-  poke(w1.memfd, 64 + b * INODE_RECORD + 8, nan); // nlookup
+  poke(w1.memfd, SLOT_HEADER.bytes + b * INODE_RECORD + INODE_LAYOUT.nlookup, nan); // nlookup
   const dirMode = Buffer.alloc(4);
   dirMode.writeUInt32LE(0o040755);
-  poke(w1.memfd, 64 + c * INODE_RECORD + 44, dirMode); // a regular file recorded as a directory
+  poke(w1.memfd, SLOT_HEADER.bytes + c * INODE_RECORD + INODE_LAYOUT.mode, dirMode); // a regular file recorded as a directory
   const reg = recordingRegistry();
   // The keeper holds an fd for a (as without file handles), but of the root directory.
   const recovered = new Map([[fdKey.inode(1), native.dup(w1.rootFd)], [fdKey.inode(a), native.dup(w1.rootFd)]]);

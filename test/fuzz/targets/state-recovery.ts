@@ -29,10 +29,13 @@ import { loadNative, type NativeBinding } from '../../../src/native/binding';
 import { FuseSession } from '../../../src/fuse/session';
 import { PassthroughFs, DEFAULT_FS_OPTIONS, type FsOptions } from '../../../src/passthrough/passthrough-fs';
 import type { FdRegistry } from '../../../src/state/fd-registry';
-import { InflightRegion } from '../../../src/state/inflight';
-import { Journal } from '../../../src/state/journal';
-import { DeviceRegion } from '../../../src/state/device-region';
-import { checkState } from '../../../src/state/check-state';
+import { InflightRegion, INFLIGHT_LAYOUT } from '../../../src/state/inflight';
+import { Journal, JOURNAL_LAYOUT } from '../../../src/state/journal';
+import { DeviceRegion, DEVICE_HEADER, DH } from '../../../src/state/device-region';
+import { SLOT_HEADER, SLOT_STATE } from '../../../src/state/slot-table';
+import { INODE_LAYOUT } from '../../../src/passthrough/inode-table';
+import { HANDLE_LAYOUT } from '../../../src/passthrough/handle-table';
+import { checkState } from '../../../src/tools/check-state';
 import { initialDeviceState } from '../../../src/vhost/backend';
 import { FuseClient } from '../../support/fuse-client';
 import { directTransport } from '../../support/direct-transport';
@@ -42,9 +45,15 @@ const BASE = fs.existsSync('/dev/shm') ? '/dev/shm' : '/tmp';
 const TABLES = ['inodes', 'files', 'dirs'] as const;
 type TableName = typeof TABLES[number];
 /** Record sizes and the offsets of their fields (src/passthrough/inode-table.ts, handle-table.ts). */
-const RECORD: Record<TableName, number> = { inodes: 192, files: 32, dirs: 32 };
-const FIELDS: Record<TableName, number[]> = { inodes: [0, 4, 8, 16, 24, 32, 40, 44, 48, 52, 56], files: [0, 4, 8, 12], dirs: [0, 4, 8, 12] };
-const HEADER_FIELDS = [0, 4, 8, 12, 16];
+const I = INODE_LAYOUT, HL = HANDLE_LAYOUT;
+const RECORD: Record<TableName, number> = { inodes: I.record, files: HL.record, dirs: HL.record };
+const HANDLE_FIELDS = [SLOT_STATE, HL.nodeid, HL.fd, HL.flags];
+const FIELDS: Record<TableName, number[]> = {
+  inodes: [SLOT_STATE, I.gen, I.nlookup, I.dev, I.ino, I.mnt, I.fd, I.mode, I.handle, I.handle + 4, I.handle + 8],
+  files: HANDLE_FIELDS, dirs: HANDLE_FIELDS,
+};
+const HEADER_FIELDS = [SLOT_HEADER.magic, SLOT_HEADER.version, SLOT_HEADER.record, SLOT_HEADER.capacity, SLOT_HEADER.kind];
+const HDR = SLOT_HEADER.bytes;
 const QUEUE = 8;
 
 /** The keeper's side of the fd registry: a duplicate of every fd put, by key. */
@@ -153,14 +162,14 @@ function corrupt(inp: FuzzInput, img: Uint8Array, record: number, fields: number
   const n = inp.int(0, 6);
   for (let i = 0; i < n; i++) {
     const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-    const slots = Math.max(1, Math.floor((b.length - 64) / record));
-    const at = (): number => (inp.chance(48) ? inp.pick(HEADER_FIELDS) : 64 + record * inp.int(0, Math.min(slots, 12)) + inp.pick(fields));
+    const slots = Math.max(1, Math.floor((b.length - HDR) / record));
+    const at = (): number => (inp.chance(48) ? inp.pick(HEADER_FIELDS) : HDR + record * inp.int(0, Math.min(slots, 12)) + inp.pick(fields));
     switch (inp.int(0, 7)) {
       case 0: { const o = at(); if (o + 4 <= b.length) dv.setUint32(o, inp.u32e(), true); break; }
       case 1: { const o = at(); if (o + 8 <= b.length) dv.setFloat64(o, inp.pick(F64), true); break; }
       case 2: { const o = at(); if (o + 4 <= b.length) dv.setInt32(o, inp.pick([-1, 0, 1, 2, -100, 0x7fffffff]), true); break; }
       case 3: { // a record copied onto another slot (two records, one host inode)
-        const from = 64 + record * inp.int(0, slots - 1), to = 64 + record * inp.int(0, slots - 1);
+        const from = HDR + record * inp.int(0, slots - 1), to = HDR + record * inp.int(0, slots - 1);
         if (from + record <= b.length && to + record <= b.length) b.copyWithin(to, from, from + record);
         break;
       }
@@ -316,15 +325,16 @@ function checker(inp: FuzzInput, native: NativeBinding, b: Base): void {
   // Named as the keeper names them, so check-state finds them among this process's fds.
   const fds: number[] = [];
   for (const t of TABLES) fds.push(memfd(native, `vfsd-${t}`, corrupt(inp, b.images[t], RECORD[t], FIELDS[t])));
-  fds.push(memfd(native, 'vfsd-inflight-1', corrupt(inp, b.inflight, 16, [0, 2, 6, 8])));
-  fds.push(memfd(native, 'vfsd-journal-1', corrupt(inp, b.journal, 256, [0, 4, 8, 12, 16, 20, 24])));
+  const IL = INFLIGHT_LAYOUT, JL = JOURNAL_LAYOUT;
+  fds.push(memfd(native, 'vfsd-inflight-1', corrupt(inp, b.inflight, IL.desc, [IL.flag, IL.started, IL.next, IL.counter])));
+  fds.push(memfd(native, 'vfsd-journal-1', corrupt(inp, b.journal, JL.record, [JL.state, JL.opcode, JL.uniqueLo, JL.uniqueHi, JL.error, JL.len, JL.pre])));
   let dev = b.device;
   if (inp.chance(160)) {
     // Corrupt the JSON itself: numbers become other things.
-    // Header words: active slot (2), slot size (4), length of slot 0 / 1 (5, 6).
-    const hv = new DataView(dev.buffer, dev.byteOffset, 64);
-    const active = hv.getUint32(8, true), at = 64 + active * hv.getUint32(16, true);
-    const text = Buffer.from(dev.subarray(at, at + hv.getUint32(20 + 4 * active, true))).toString();
+    // The header's u32 words (DH): active slot, slot size, length of slot 0 / 1.
+    const hv = new DataView(dev.buffer, dev.byteOffset, DEVICE_HEADER);
+    const active = hv.getUint32(4 * DH.active, true), at = DEVICE_HEADER + active * hv.getUint32(4 * DH.slotBytes, true);
+    const text = Buffer.from(dev.subarray(at, at + hv.getUint32(4 * (DH.len0 + active), true))).toString();
     const swapped = text.replace(/-?\d+(\.\d+)?/g, (m) => (inp.chance(64) ? inp.pick(['null', '"x"', '[]', '{}', '-1', '1e400', '0.5', m]) : m))
       .replace(/\[\]|\{\}|null/g, (m) => (inp.chance(32) ? inp.pick(['[null]', '{}', '1', m]) : m));
     const enc = Buffer.from(swapped);
@@ -345,7 +355,7 @@ export const stateRecoveryTarget: FuzzTarget = {
   name: 'state-recovery',
   about: 'a new worker adopting corrupted state regions (slot tables, keeper fds, in-flight, journal) and check-state reading them',
   maxLength: 1024,
-  files: ['src/state/slot-table.ts', 'src/passthrough/inode-table.ts', 'src/passthrough/handle-table.ts', 'src/passthrough/passthrough-fs.ts', 'src/state/inflight.ts', 'src/state/journal.ts', 'src/state/device-region.ts', 'src/state/check-state.ts'],
+  files: ['src/state/slot-table.ts', 'src/passthrough/inode-table.ts', 'src/passthrough/handle-table.ts', 'src/passthrough/passthrough-fs.ts', 'src/state/inflight.ts', 'src/state/journal.ts', 'src/state/device-region.ts', 'src/tools/check-state.ts'],
   async setup() {
     if (!base) base = await makeBase(loadNative());
   },

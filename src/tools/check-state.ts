@@ -29,28 +29,24 @@
 // does not know) are listed and left alone.
 
 import * as fs from 'node:fs';
-import { SLOT_MAGIC, SLOT_VERSION, SLOT_FREE, SLOT_VALID } from './slot-table';
-import { InflightRegion } from './inflight';
-import { Journal, JOURNAL_MAGIC, JOURNAL_VERSION, JOURNAL_MAX_REPLY, J_EMPTY, J_INTENT, J_DONE } from './journal';
-import { INODE_RECORD, INODE_TABLE_KIND } from '../passthrough/inode-table';
-import { loadNative, type NativeBinding } from '../native/binding';
-import { readDeviceState } from './device-region';
+import { SLOT_MAGIC, SLOT_VERSION, SLOT_FREE, SLOT_VALID, SLOT_HEADER, SLOT_STATE } from '../state/slot-table';
+import { InflightRegion, INFLIGHT_LAYOUT } from '../state/inflight';
+import { Journal, JOURNAL_LAYOUT, JOURNAL_MAGIC, JOURNAL_VERSION, JOURNAL_MAX_REPLY, J_EMPTY, J_INTENT, J_DONE } from '../state/journal';
+import { INODE_LAYOUT } from '../passthrough/inode-table';
+import { HANDLE_LAYOUT } from '../passthrough/handle-table';
+import { loadNative, ST, type NativeBinding } from '../native/binding';
+import { readDeviceState } from '../state/device-region';
 import type { DeviceState } from '../vhost/backend';
-import { HANDLE_RECORD } from '../passthrough/handle-table';
+import { E } from '../errno';
+import { O_NOFOLLOW, O_PATH, S_IFDIR, S_IFMT } from '../linux/constants';
 
-// Slot-table header (src/state/slot-table.ts).
-const HEADER = 64;
-const H_MAGIC = 0, H_VERSION = 4, H_RECORD = 8, H_CAPACITY = 12, H_KIND = 16;
-// Inode record (src/passthrough/inode-table.ts): state i32 | generation u32 | nlookup f64 |
-// dev u64 | ino u64 | mnt_id u64 | fd i32 | mode u32 | ...
-const I_GEN = 4, I_NLOOKUP = 8, I_DEV = 16, I_INO = 24, I_MNT = 32, I_MODE = 44, I_HANDLE = 48;
-const MAX_HANDLE = 128;
-// Handle record (src/passthrough/handle-table.ts): state i32 | nodeid u32 | fd i32 | flags u32.
-const H_NODEID = 4;
-// Handle table kinds (src/passthrough/passthrough-fs.ts).
-const KIND_FILE = 2, KIND_DIR = 3;
+// Every layout comes from the module that writes it: the checker reads what the code writes.
+const HEADER = SLOT_HEADER.bytes;
+const { magic: H_MAGIC, version: H_VERSION, record: H_RECORD, capacity: H_CAPACITY, kind: H_KIND } = SLOT_HEADER;
+const { record: INODE_RECORD, kind: INODE_TABLE_KIND, gen: I_GEN, nlookup: I_NLOOKUP, dev: I_DEV, ino: I_INO, mnt: I_MNT, mode: I_MODE, handle: I_HANDLE, maxHandle: MAX_HANDLE } = INODE_LAYOUT;
+const { record: HANDLE_RECORD, nodeid: H_NODEID, kindFile: KIND_FILE, kindDir: KIND_DIR } = HANDLE_LAYOUT;
 
-const S_IFMT = 0o170000, S_IFDIR = 0o040000;
+/** The file types a record may name (inode(7) S_IFIFO ... S_IFSOCK). */
 const FILE_TYPES = new Set([0o010000, 0o020000, 0o040000, 0o060000, 0o100000, 0o120000, 0o140000]);
 
 export interface TableReport {
@@ -188,7 +184,7 @@ function checkHeader(name: string, b: Buffer, record: number, kind: number, prob
 function validSlots(name: string, b: Buffer, record: number, cap: number, problems: string[]): number[] {
   const out: number[] = [];
   for (let s = 0; s < cap; s++) {
-    const st = b.readInt32LE(HEADER + s * record);
+    const st = b.readInt32LE(HEADER + s * record + SLOT_STATE);
     if (st === SLOT_VALID) {
       if (s === 0) problems.push(`${name}: slot 0 (never handed out) is valid`);
       else out.push(s);
@@ -278,19 +274,19 @@ function resolveHandles(pid: number, inodes: Map<number, InodeInfo>, table: Tabl
         continue;
       }
       h.set(i.handle!, 4);
-      const fd = native.openByHandleAt(mountFd, h.subarray(0, 4 + i.handle!.length), 0o10000000 /* O_PATH */ | 0o400000 /* O_NOFOLLOW */);
-      if (fd === -116 /* ESTALE */ || fd === -2 /* ENOENT */) {
+      const fd = native.openByHandleAt(mountFd, h.subarray(0, 4 + i.handle!.length), O_PATH | O_NOFOLLOW);
+      if (fd === -E.ESTALE || fd === -E.ENOENT) {
         stale.push(s);
         continue;
       }
       if (fd < 0) {
-        notes.push(`file handles not opened: errno ${-fd}${fd === -1 ? ' (needs CAP_DAC_READ_SEARCH)' : ''}`);
+        notes.push(`file handles not opened: errno ${-fd}${fd === -E.EPERM ? ' (needs CAP_DAC_READ_SEARCH)' : ''}`);
         return;
       }
       const r = native.statFd(fd, st);
       native.close(fd);
       if (r < 0) problems.push(`${table.name}: node ${s}: fstat of its handle's inode failed: errno ${-r}`);
-      else if (st[0] !== i.dev || st[1] !== i.ino) problems.push(`${table.name}: node ${s}: its file handle opens inode ${st[0]}:${st[1]}, the record says ${i.dev}:${i.ino}`);
+      else if (st[ST.dev] !== i.dev || st[ST.ino] !== i.ino) problems.push(`${table.name}: node ${s}: its file handle opens inode ${st[0]}:${st[1]}, the record says ${i.dev}:${i.ino}`);
       else opened++;
     }
   } finally {
@@ -327,7 +323,7 @@ function checkHandles(m: Memfd, b: Buffer, kind: number, inodes: Map<number, Ino
 
 function checkInflight(m: Memfd, queue: number, b: Buffer, problems: string[]): InflightReport {
   const r: InflightReport = { name: m.name, queue, fd: m.fd, bytes: b.length, version: 0, descNum: 0, usedIdx: 0, lastBatchHead: 0, inflight: [] };
-  if (b.length < 16) {
+  if (b.length < INFLIGHT_LAYOUT.header) {
     problems.push(`${m.name}: ${b.length} bytes, too small for an in-flight region`);
     return r;
   }
@@ -344,9 +340,8 @@ function checkInflight(m: Memfd, queue: number, b: Buffer, problems: string[]): 
     return r;
   }
   if (r.lastBatchHead >= r.descNum) problems.push(`${m.name}: last_batch_head ${r.lastBatchHead} out of range (desc_num ${r.descNum})`);
-  const bytes = new Uint8Array(ab);
   for (let h = 0; h < r.descNum; h++) {
-    const flag = bytes[16 + 16 * h]!;
+    const flag = region.flagOf(h);
     if (flag === 1) r.inflight.push(h);
     else if (flag !== 0) problems.push(`${m.name}: desc ${h} has inflight flag ${flag}`);
   }
@@ -354,9 +349,7 @@ function checkInflight(m: Memfd, queue: number, b: Buffer, problems: string[]): 
 }
 
 // Journal header and record (src/state/journal.ts).
-const J_HEADER = 64, J_RECORD = 256;
-const JH_VERSION = 4, JH_DESC_NUM = 8, JH_RECORD = 12;
-const JR_LEN = 20;
+const { header: J_HEADER, record: J_RECORD, magic: JH_MAGIC, version: JH_VERSION, descNum: JH_DESC_NUM, recordSize: JH_RECORD, state: JR_STATE, len: JR_LEN } = JOURNAL_LAYOUT;
 
 function checkJournal(m: Memfd, queue: number, b: Buffer, problems: string[]): JournalReport {
   const r: JournalReport = { name: m.name, queue, fd: m.fd, bytes: b.length, descNum: 0, intent: [], done: 0 };
@@ -364,7 +357,7 @@ function checkJournal(m: Memfd, queue: number, b: Buffer, problems: string[]): J
     problems.push(`${m.name}: ${b.length} bytes, shorter than the ${J_HEADER}-byte header`);
     return r;
   }
-  const magic = b.readUInt32LE(0), version = b.readUInt32LE(JH_VERSION);
+  const magic = b.readUInt32LE(JH_MAGIC), version = b.readUInt32LE(JH_VERSION);
   const n = b.readUInt32LE(JH_DESC_NUM), rec = b.readUInt32LE(JH_RECORD);
   const bad: string[] = [];
   if (magic !== JOURNAL_MAGIC) bad.push(magic === 0 ? 'not formatted' : `magic 0x${magic.toString(16)}`);
@@ -381,7 +374,7 @@ function checkJournal(m: Memfd, queue: number, b: Buffer, problems: string[]): J
   r.descNum = n;
   for (let h = 0; h < n; h++) {
     const o = J_HEADER + h * J_RECORD;
-    const st = b.readUInt32LE(o);
+    const st = b.readUInt32LE(o + JR_STATE);
     if (st === J_EMPTY) continue;
     if (st === J_INTENT) r.intent.push(h);
     else if (st === J_DONE) {

@@ -1,8 +1,8 @@
 // `virtiofsd-ts check-state --pid <keeper pid>`: validate the crash-consistent state a running
-// keeper holds (src/state/check-state.ts) and print what was found.
+// keeper holds (src/tools/check-state.ts) and print what was found.
 // Exit 0: state clean; 1: problems found; 2: usage error or the keeper's fds cannot be read.
 
-import { checkState, formatReport } from './state/check-state';
+import { checkState, formatReport } from './check-state';
 
 const USAGE = 'usage: virtiofsd-ts check-state --pid <keeper pid> [--json]';
 
