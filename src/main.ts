@@ -18,6 +18,8 @@ import * as nodefs from 'node:fs';
 import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
 import { DeviceRegion } from './state/device-region';
+import { WorkerSandbox, SandboxError, restrictKeeper } from './keeper/sandbox';
+import * as nodepath from 'node:path';
 
 function fsOptions(cfg: Config): FsOptions {
   const { sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo, readdirplus, killprivV2 } = cfg;
@@ -56,11 +58,8 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   native.umask(0);
   const nofile = native.raiseNofile(cfg.rlimitNofile ?? 1_000_000);
   if (nofile < 0) log.warn({ errno: -nofile }, 'could not raise RLIMIT_NOFILE');
-  if (cfg.sandbox !== 'none') {
-    log.warn({ sandbox: cfg.sandbox }, 'no namespace or chroot sandbox is set up (only the worker\'s reduced capability set, see --modcaps)');
-  }
-
   if (!cfg.keeper) {
+    log.warn('--no-keeper: one process, no sandbox and no seccomp filter (the sandbox is the worker\'s)');
     const fs = new PassthroughFs(native, fsOptions(cfg), log);
     const session = new FuseSession(fs, log);
     const backend = new VhostUserFsBackend({
@@ -79,6 +78,15 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   if (probe < 0) throw new Error(`cannot open shared directory ${cfg.sharedDir}: errno ${-probe}`);
   native.close(probe);
 
+  // A new image of the keeper (re-exec) carries on with what the old one left.
+  let h: Handover | undefined;
+  if (cfg.restoreFd !== undefined) {
+    h = JSON.parse(nodefs.readFileSync(`/proc/self/fd/${cfg.restoreFd}`, 'utf8')) as Handover;
+    native.close(cfg.restoreFd);
+    for (const fd of h.fds) native.setCloexec(fd, true);
+  }
+  const sandbox = await setUpSandbox(cfg, native, log, h);
+
   let plane: WorkerDataPlane;
   let backend: VhostUserFsBackend;
   let conn: number;
@@ -86,11 +94,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   const publish = (state: Readonly<DeviceState>): void => {
     if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
   };
-  if (cfg.restoreFd !== undefined) {
-    // A new image of the keeper (re-exec): carry on with the device and maps the old one left.
-    const h = JSON.parse(nodefs.readFileSync(`/proc/self/fd/${cfg.restoreFd}`, 'utf8')) as Handover;
-    native.close(cfg.restoreFd);
-    for (const fd of h.fds) native.setCloexec(fd, true);
+  if (h) {
     let state: DeviceState | null;
     if (h.v === 1) {
       // From an image that carried the device state in the hand-over itself (no vfsd-device).
@@ -103,7 +107,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
       throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
     }
     if (!state) throw new Error('the device state region is empty');
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps }, h.plane);
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, sandbox }, h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
@@ -116,7 +120,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   } else {
     conn = await acceptFrontend(cfg, native, log);
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps });
+    plane = new WorkerDataPlane({ native, log, fs: fsOptions(cfg), logLevel: cfg.logLevel, spare: cfg.spareWorker, sandbox });
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();
@@ -129,7 +133,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   process.on('SIGUSR2', () => {
     if (reexecuting) return;
     reexecuting = true;
-    void reexec(native, log, backend, plane, device).finally(() => { reexecuting = false; });
+    void reexec(native, log, backend, plane, device, sandbox).finally(() => { reexecuting = false; });
   });
   // Signals the launcher held while we loaded (bin/virtiofsd-ts) are acted on now.
   early?.release();
@@ -139,10 +143,42 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
 }
 
 /**
+ * The keeper's own restrictions, then the worker's sandbox, set up and tried once (a fresh start:
+ * before QEMU's connection is accepted, so a host that cannot run it fails at once; a re-exec
+ * keeps the share tree of the image before).
+ */
+async function setUpSandbox(cfg: Config, native: NativeBinding, log: Logger, h?: Handover): Promise<WorkerSandbox> {
+  const dropped = restrictKeeper(native, cfg.workerCaps, log);
+  log.debug({ dropped }, 'keeper: no_new_privs; capabilities dropped from the bounding set');
+  if (cfg.sandbox === 'none') {
+    log.warn({ seccomp: cfg.seccomp }, '--sandbox=none: the worker runs in the host\'s namespaces with the host\'s root (only its capabilities, no_new_privs and seccomp restrict it)');
+  }
+  let shareTreeFd: number | undefined;
+  if (h && cfg.sandbox !== 'none') {
+    shareTreeFd = h.v === 2 ? h.shareTreeFd : undefined;
+    if (shareTreeFd === undefined) {
+      // From a release without the sandbox: its workers' records carry the host's mount ids, so
+      // ours must reach the share through the host's mounts too, not a tree of new ones. Then a
+      // worker that is taken over could walk ".." out of the share: until the daemon restarts.
+      shareTreeFd = native.openat(-100, toBinary(cfg.sharedDir), 0o10000000 | 0o200000 | 0o2000000, 0);
+      if (shareTreeFd < 0) throw new SandboxError('share', `cannot open ${cfg.sharedDir}: errno ${-shareTreeFd}`);
+      log.warn('the keeper image before had no worker sandbox: workers reach the share through the host\'s mounts until the daemon restarts');
+    }
+  }
+  const opts = {
+    mode: cfg.sandbox, seccomp: cfg.seccomp, sharedDir: cfg.sharedDir, shareTreeFd,
+    caps: process.getuid?.() === 0 ? cfg.workerCaps : undefined,
+  };
+  const script = nodepath.join(__dirname, 'worker', 'worker.js');
+  return WorkerSandbox.setUp(opts, native, log, script, { probe: !h });
+}
+
+/**
  * What one keeper image hands the next through a memfd (--restore-fd). The device state itself
  * is in the vfsd-device region (deviceFd), which the keeper keeps current after every message.
+ * shareTreeFd: the worker sandbox's share tree (images from before the sandbox leave it out).
  */
-type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[] }
+type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[]; shareTreeFd?: number }
   /** Written by images before the vfsd-device region (read, never written, by this one). */
   | { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] };
 
@@ -152,7 +188,7 @@ type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds
  * on every fd that matters and execve the code now on disk with --restore-fd. The pid, QEMU's
  * connection and the worker stay.
  */
-async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion): Promise<void> {
+async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion, sandbox: WorkerSandbox): Promise<void> {
   log.info('SIGUSR2: re-executing the keeper');
   await backend.quiesce();
   log.debug('re-exec: vhost-user connection quiet');
@@ -172,8 +208,9 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   }
   const exported = plane.exportState();
   const connFd = backend.connectionFd;
-  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds].filter((fd) => fd >= 0);
-  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds };
+  const shareTreeFd = sandbox.shareTreeFd >= 0 ? sandbox.shareTreeFd : undefined;
+  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds, shareTreeFd ?? -1].filter((fd) => fd >= 0);
+  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds, shareTreeFd };
   const memfd = native.memfdCreate('vfsd-handover', 0);
   if (memfd >= 0) nodefs.writeSync(memfd, JSON.stringify(h));
   const all = [...fds, memfd];
@@ -215,7 +252,9 @@ export function main(argv: string[], early?: HeldSignals): void {
   serve(cfg, loadNative(), log, early).then(
     () => process.exit(0),
     (e: unknown) => {
-      log.fatal({ err: e }, 'fatal error');
+      // A sandbox that cannot be set up: one line naming the part (fail closed).
+      if (e instanceof SandboxError) log.fatal({ part: e.part }, e.message);
+      else log.fatal({ err: e }, 'fatal error');
       process.exit(1);
     },
   );

@@ -15,6 +15,7 @@ import type { DataPlane, MemoryTable, RingConfig } from '../vhost/data-plane';
 import type { FsOptions } from '../passthrough/passthrough-fs';
 import { ControlChannel, MAX_FDS_PER_PACKET, type ChannelMessage } from './channel';
 import { FdStore } from './fd-store';
+import { workerEnv, type WorkerCommand, type WorkerSandbox } from './sandbox';
 import { InflightRegion } from '../state/inflight';
 import { Journal } from '../state/journal';
 import type { FuseInitRecord } from '../worker/worker';
@@ -33,14 +34,9 @@ export interface WorkerDataPlaneOptions {
    * instead of waiting for a Node start-up (default true). Costs one idle process.
    */
   spare?: boolean;
-  /**
-   * Start workers with only these capabilities (names without CAP_), through setpriv(1), when
-   * this process runs as root; undefined: as this process.
-   */
-  caps?: string[];
+  /** Start workers in this sandbox (src/keeper/sandbox.ts); undefined: plain node, as this process. */
+  sandbox?: WorkerSandbox;
 }
-
-const SETPRIV = '/usr/bin/setpriv';
 
 /** After a spare was used, wait this long before loading the next (not to slow the recovery). */
 const SPARE_DELAY_MS = 200;
@@ -100,8 +96,6 @@ export class WorkerDataPlane implements DataPlane {
   /** The serving worker's channel is detached for a hand-over (see handover()). */
   private detached = false;
   private spareTimer: NodeJS.Timeout | null = null;
-  private setprivChecked = false;
-  private setpriv = false;
   /** Worker starts so far (1 = the first). */
   starts = 0;
   /** Duplicates of every fd the worker registered: they outlive it. */
@@ -309,36 +303,31 @@ export class WorkerDataPlane implements DataPlane {
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.o.env };
     // A test's crash point fires in the first worker only; its successors must recover.
     if (this.starts > 0) delete env.VFSD_CRASHPOINT;
-    const [cmd, args] = this.workerCommand(script);
-    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
+    const c = this.workerCommand(script);
+    const child = spawn(c.file, c.args, { stdio: ['ignore', 'inherit', 'inherit', theirs, ...c.fds], env: workerEnv({ ...env, ...c.env }) });
     n.close(theirs);
     this.starts++;
     // A spare logs its start when it takes over (operators and tests follow the serving worker).
     if (role === 'spare') this.o.log.info({ pid: child.pid }, 'spare worker loaded');
     else this.o.log.info({ pid: child.pid, start: this.starts }, 'worker started');
+    const channel = new ControlChannel(n, mine, this.o.log);
+    // Gone = exited and its channel closed: in a sandbox the process we spawned is the launcher,
+    // and only the worker inside holds the channel; its end means every thread of it has exited.
+    const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     const w: WorkerProc = {
       pid: child.pid ?? -1,
-      channel: new ControlChannel(n, mine, this.o.log),
+      channel,
       kill: (sig) => { child.kill(sig); },
-      gone: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+      gone: Promise.all([exited, closed]).then(([status]) => status),
     };
     this.watch(w);
     return w;
   }
 
-  /** The command that starts a worker: node itself, or node under setpriv with fewer capabilities. */
-  private workerCommand(script: string): [string, string[]] {
-    const caps = this.o.caps;
-    if (!caps || process.getuid?.() !== 0) return [process.execPath, [script]];
-    if (!this.setprivChecked) {
-      this.setprivChecked = true;
-      this.setpriv = fs.existsSync(SETPRIV);
-      if (!this.setpriv) this.o.log.warn(`${SETPRIV} not found: workers keep every capability of the keeper`);
-    }
-    if (!this.setpriv) return [process.execPath, [script]];
-    // The bounding set bounds what root's execve of node gets; no inheritable or ambient ones.
-    const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',');
-    return [SETPRIV, ['--bounding-set', bounding, '--inh-caps', '-all', '--ambient-caps', '-all', '--', process.execPath, script]];
+  /** The command that starts a worker: in its sandbox, or node itself without one. */
+  private workerCommand(script: string): WorkerCommand {
+    return this.o.sandbox?.command(script) ?? { file: process.execPath, args: [script], env: {}, fds: [] };
   }
 
   /**
