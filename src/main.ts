@@ -18,7 +18,7 @@ import * as nodefs from 'node:fs';
 import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './cli-check-state';
 import { DeviceRegion } from './state/device-region';
-import { WorkerSandbox, SandboxError, restrictKeeper } from './keeper/sandbox';
+import { WorkerSandbox, SandboxError, restrictKeeper, openShareDir } from './keeper/sandbox';
 import * as nodepath from 'node:path';
 
 function fsOptions(cfg: Config): FsOptions {
@@ -153,20 +153,19 @@ async function setUpSandbox(cfg: Config, native: NativeBinding, log: Logger, h?:
   if (cfg.sandbox === 'none') {
     log.warn({ seccomp: cfg.seccomp }, '--sandbox=none: the worker runs in the host\'s namespaces with the host\'s root (only its capabilities, no_new_privs and seccomp restrict it)');
   }
-  let shareTreeFd: number | undefined;
+  let shareFd: number | undefined;
   if (h && cfg.sandbox !== 'none') {
-    shareTreeFd = h.v === 2 ? h.shareTreeFd : undefined;
-    if (shareTreeFd === undefined) {
+    shareFd = h.v === 2 ? h.shareFd : undefined;
+    if (shareFd === undefined) {
       // From a release without the sandbox: its workers' records carry the host's mount ids, so
       // ours must reach the share through the host's mounts too, not a tree of new ones. Then a
       // worker that is taken over could walk ".." out of the share: until the daemon restarts.
-      shareTreeFd = native.openat(-100, toBinary(cfg.sharedDir), 0o10000000 | 0o200000 | 0o2000000, 0);
-      if (shareTreeFd < 0) throw new SandboxError('share', `cannot open ${cfg.sharedDir}: errno ${-shareTreeFd}`);
+      shareFd = openShareDir(native, cfg.sharedDir);
       log.warn('the keeper image before had no worker sandbox: workers reach the share through the host\'s mounts until the daemon restarts');
     }
   }
   const opts = {
-    mode: cfg.sandbox, seccomp: cfg.seccomp, sharedDir: cfg.sharedDir, shareTreeFd,
+    mode: cfg.sandbox, seccomp: cfg.seccomp, sharedDir: cfg.sharedDir, shareFd,
     caps: process.getuid?.() === 0 ? cfg.workerCaps : undefined,
   };
   const script = nodepath.join(__dirname, 'worker', 'worker.js');
@@ -176,9 +175,9 @@ async function setUpSandbox(cfg: Config, native: NativeBinding, log: Logger, h?:
 /**
  * What one keeper image hands the next through a memfd (--restore-fd). The device state itself
  * is in the vfsd-device region (deviceFd), which the keeper keeps current after every message.
- * shareTreeFd: the worker sandbox's share tree (images from before the sandbox leave it out).
+ * shareFd: the share as the worker sandbox reaches it (images from before the sandbox leave it out).
  */
-type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[]; shareTreeFd?: number }
+type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[]; shareFd?: number }
   /** Written by images before the vfsd-device region (read, never written, by this one). */
   | { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] };
 
@@ -208,9 +207,9 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   }
   const exported = plane.exportState();
   const connFd = backend.connectionFd;
-  const shareTreeFd = sandbox.shareTreeFd >= 0 ? sandbox.shareTreeFd : undefined;
-  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds, shareTreeFd ?? -1].filter((fd) => fd >= 0);
-  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds, shareTreeFd };
+  const shareFd = sandbox.shareFd >= 0 ? sandbox.shareFd : undefined;
+  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds, shareFd ?? -1].filter((fd) => fd >= 0);
+  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds, shareFd };
   const memfd = native.memfdCreate('vfsd-handover', 0);
   if (memfd >= 0) nodefs.writeSync(memfd, JSON.stringify(h));
   const all = [...fds, memfd];

@@ -14,6 +14,9 @@ ALLOW(__NR_capget)
 #ifdef __NR_capset
 ALLOW(__NR_capset)
 #endif
+#ifdef __NR_chroot
+ALLOW(__NR_chroot)
+#endif
 #ifdef __NR_clock_gettime
 ALLOW(__NR_clock_gettime)
 #endif

@@ -4,22 +4,24 @@
 // carries that out before Node starts and then execve()s the worker; nothing here runs in the
 // worker. Layout, choices and the comparison with the C and Rust virtiofsd: docs/security.md.
 //
-// Fail closed: setUpSandbox() creates the share tree and runs the whole thing once (a probe
-// worker that loads every module in its sandbox and reports what it got) before the keeper
-// accepts QEMU's connection; if any part cannot be set up, it throws a SandboxError naming it.
+// Fail closed: WorkerSandbox.setUp() opens the share (a tree of its mounts in namespace mode)
+// and runs the whole thing once (a probe worker that loads every module in its sandbox and
+// reports what it got) before the keeper accepts QEMU's connection; if any part cannot be set
+// up, it throws a SandboxError naming it.
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { NativeBinding } from '../native/binding';
+import { toBinary, type NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
 import { CAP_BY_NUMBER, type SandboxMode, type SeccompMode } from '../config';
 
 /** The launcher, built by node-gyp beside the addon (native/binding.gyp). */
 export const LAUNCHER = path.resolve(__dirname, '..', '..', '..', 'native', 'build', 'Release', 'vfsd-sandbox');
 
-/** The fd a sandboxed worker finds the share tree on (its channel is fd 3). */
-export const SHARE_TREE_FD = 4;
+/** The fd a sandboxed worker finds the share on (its channel is fd 3): the share tree in
+ *  namespace mode, the shared directory itself in chroot mode. */
+export const SHARE_FD = 4;
 
 /** Profiling (scripts/seccomp-profile.ts): run each launcher under strace, writing traces here. */
 const PROFILE_ENV = 'VFSD_SECCOMP_PROFILE';
@@ -32,6 +34,24 @@ export class SandboxError extends Error {
   constructor(readonly part: string, detail: string) {
     super(`sandbox: ${part}: ${detail}`);
   }
+
+  /** From the launcher's own JSON line (its msg already says "sandbox: <part>: <error>"). */
+  static fromLauncher(line: { part?: string; msg?: string }, fallback: string): SandboxError {
+    const e = new SandboxError(line.part ?? fallback, line.msg ?? 'failed');
+    if (line.msg) e.message = line.msg;
+    return e;
+  }
+}
+
+/** The launcher's JSON failure line in a stderr text, if there is one. */
+function launcherFailure(stderr: string): { part?: string; msg?: string } | undefined {
+  for (const l of stderr.split('\n')) {
+    try {
+      const j = JSON.parse(l) as { role?: string; part?: string; msg?: string };
+      if (j.role === 'sandbox' && j.part) return j;
+    } catch { /* not JSON */ }
+  }
+  return undefined;
 }
 
 /** How to start one worker: the launcher's command line, the worker's environment, and the fds
@@ -44,8 +64,8 @@ export interface SandboxOptions {
   sharedDir: string;
   /** Capabilities the worker keeps (names without CAP_); undefined when not root (nothing to drop). */
   caps?: string[];
-  /** A share tree an earlier keeper image made (re-exec); none: make one. */
-  shareTreeFd?: number;
+  /** The share fd an earlier keeper image made (re-exec); none: make one. */
+  shareFd?: number;
 }
 
 /** What the probe worker reports (src/worker/sandbox.ts, probeReport()). */
@@ -56,15 +76,15 @@ export class WorkerSandbox {
   private readonly profileDir = process.env[PROFILE_ENV];
   private traces = 0;
 
-  private constructor(readonly o: SandboxOptions, private readonly native: NativeBinding, readonly shareTreeFd: number) {}
+  private constructor(readonly o: SandboxOptions, private readonly native: NativeBinding, readonly shareFd: number) {}
 
   /**
-   * Everything set up and tried once: the share tree (namespace and chroot modes) and a probe
+   * Everything set up and tried once: the share fd (a tree of its mounts in namespace mode) and a probe
    * worker in the sandbox. Throws SandboxError naming the part that failed.
    */
   static async setUp(o: SandboxOptions, native: NativeBinding, log: Logger, script: string, { probe = true } = {}): Promise<WorkerSandbox> {
     if (!fs.existsSync(LAUNCHER)) throw new SandboxError('launcher', `${LAUNCHER} not found (npm ci builds it with the addon)`);
-    const tree = o.mode === 'none' ? -1 : o.shareTreeFd ?? makeShareTree(native, o.sharedDir);
+    const tree = o.mode === 'none' ? -1 : o.shareFd ?? (o.mode === 'namespace' ? makeShareTree(native, o.sharedDir) : openShareDir(native, o.sharedDir));
     const sb = new WorkerSandbox(o, native, tree);
     if (sb.profileDir) log.warn({ dir: sb.profileDir, seccomp: 'log' }, `${PROFILE_ENV}: workers run under strace, their filter in log mode`);
     if (probe) {
@@ -86,11 +106,11 @@ export class WorkerSandbox {
       for (const [src, dst] of this.binds) args.push('--ro', src, dst);
       args.push('--share', fs.realpathSync(o.sharedDir));
     }
-    const fds = this.shareTreeFd >= 0 ? [this.shareTreeFd] : [];
-    args.push('--fd', '3', ...fds.flatMap((_, i) => ['--fd', String(SHARE_TREE_FD + i)]));
+    const fds = this.shareFd >= 0 ? [this.shareFd] : [];
+    args.push('--fd', '3', ...fds.flatMap((_, i) => ['--fd', String(SHARE_FD + i)]));
     args.push('--', process.execPath, script);
     const env: NodeJS.ProcessEnv = { VFSD_SANDBOX: o.mode, VFSD_SECCOMP: seccomp, UV_USE_IO_URING: '0' };
-    if (this.shareTreeFd >= 0) env.VFSD_SHARE_FD = String(SHARE_TREE_FD);
+    if (this.shareFd >= 0) env.VFSD_SHARE_FD = String(SHARE_FD);
     if (this.profileDir) {
       // -D: strace runs as a detached grandchild, so the pid the keeper knows (and kills) is the
       // launcher's, as without it.
@@ -116,9 +136,8 @@ export class WorkerSandbox {
     });
     clearTimeout(timer);
     // The launcher names the part it could not set up in a JSON line of its own.
-    const line = err.split('\n').map((l) => { try { return JSON.parse(l) as { role?: string; part?: string; msg?: string }; } catch { return null; } })
-      .find((l) => l?.role === 'sandbox' && l.part);
-    if (line) throw new SandboxError(line.part!, line.msg ?? 'failed');
+    const line = launcherFailure(err);
+    if (line) throw SandboxError.fromLauncher(line, 'launcher');
     let report: ProbeReport | null = null;
     try { report = JSON.parse(out.trim().split('\n').at(-1) ?? '') as ProbeReport; } catch { /* below */ }
     if (code !== 0 || !report) {
@@ -127,7 +146,7 @@ export class WorkerSandbox {
     }
     if (report.noNewPrivs !== 1) throw new SandboxError('no_new_privs', 'the worker does not have it');
     if (this.o.seccomp !== 'none' && report.seccomp !== 2) throw new SandboxError('seccomp', `the worker is in seccomp mode ${report.seccomp}, not 2 (filter)`);
-    if (this.shareTreeFd >= 0 && !report.share) throw new SandboxError('share', 'the worker cannot open the share tree');
+    if (this.shareFd >= 0 && !report.share) throw new SandboxError('share', 'the worker cannot open the share through its fd');
     if (!report.proc) throw new SandboxError('/proc/self/fd', 'the worker cannot open it');
     if (this.o.mode === 'namespace' && (!report.root || report.root.includes('etc'))) throw new SandboxError('new root', `the worker's root holds ${JSON.stringify(report.root)}`);
     return report;
@@ -159,8 +178,9 @@ function makeShareTree(native: NativeBinding, sharedDir: string): number {
       stdio: ['ignore', 'ignore', 'pipe', theirs], encoding: 'utf8',
     });
     if (res.status !== 0) {
-      const line = res.stderr.split('\n').map((l) => { try { return JSON.parse(l) as { part?: string; msg?: string }; } catch { return null; } }).find((l) => l?.part);
-      throw new SandboxError(line?.part ?? 'share tree', line?.msg ?? `launcher exit ${res.status ?? res.signal}: ${res.stderr.trim()}`);
+      const line = launcherFailure(res.stderr);
+      if (line) throw SandboxError.fromLauncher(line, 'share tree');
+      throw new SandboxError('share tree', `launcher exit ${res.status ?? res.signal}: ${res.stderr.trim()}`);
     }
     const fds = new Int32Array(1);
     const n = native.recvmsg(mine, new Uint8Array(1), fds);
@@ -170,6 +190,17 @@ function makeShareTree(native: NativeBinding, sharedDir: string): number {
     native.close(mine);
     native.close(theirs);
   }
+}
+
+/**
+ * chroot mode: the share itself (host mounts, no namespace): the worker chroots into it, which
+ * stops ".." at its root, and its mount ids are the host's, the same for every worker. Making a
+ * tree would need CAP_SYS_ADMIN, which hosts that need chroot mode tend not to give.
+ */
+export function openShareDir(native: NativeBinding, sharedDir: string): number {
+  const fd = native.openat(-100 /* AT_FDCWD */, toBinary(sharedDir), 0o10000000 | 0o200000 | 0o2000000 /* O_PATH|O_DIRECTORY|O_CLOEXEC */, 0);
+  if (fd < 0) throw new SandboxError('share', `cannot open ${sharedDir}: errno ${-fd}`);
+  return fd;
 }
 
 /** The mapped files of this process (node, its libraries, our addon): what a worker maps too. */

@@ -19,7 +19,7 @@ export interface Daemon {
 export type Peer = 'ts' | 'c';
 
 /** Spawn a daemon and wait until its socket exists. */
-export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]; bin?: string } = {}): Promise<Daemon> {
+export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]; bin?: string; wrap?: string[] } = {}): Promise<Daemon> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `vfsd-${peer}-`));
   const dir = o.dir ?? path.join(work, 'share');
   fs.mkdirSync(dir, { recursive: true });
@@ -27,7 +27,9 @@ export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]
   const args = peer === 'ts'
     ? [o.bin ?? path.join(REPO, 'bin', 'virtiofsd-ts'), `--socket-path=${socket}`, `--shared-dir=${dir}`, ...(o.args ?? [])]
     : [`--socket-path=${socket}`, '-o', `source=${dir}`, ...(o.args ?? [])];
-  const proc = spawn(peer === 'ts' ? process.execPath : C_VIRTIOFSD, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // wrap: a command that runs the daemon (e.g. setpriv with fewer capabilities).
+  const cmd = [...(o.wrap ?? []), peer === 'ts' ? process.execPath : C_VIRTIOFSD, ...args];
+  const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));

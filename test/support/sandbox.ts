@@ -31,11 +31,12 @@ export function innerWorker(pid: number): number {
   return p;
 }
 
-/** Wait (up to ms) until the worker under pid has exec'd node; its pid. */
+/** Wait (up to ms) until the worker under pid has exec'd node and started its threads; its pid. */
 export async function waitInnerWorker(pid: number, ms = 10_000): Promise<number> {
+  const threads = (p: number): number => { try { return fs.readdirSync(`/proc/${p}/task`).length; } catch { return 0; } };
   for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) {
     const w = innerWorker(pid);
-    if (comm(w) !== 'vfsd-sandbox' && comm(w) !== '') return w;
+    if (comm(w) !== 'vfsd-sandbox' && comm(w) !== '' && threads(w) > 1) return w;
   }
   throw new Error(`no worker below pid ${pid}`);
 }
