@@ -10,7 +10,8 @@
 // of the same workload run on the host directly (no virtio-fs, no kills: the tree is
 // deterministic) and the host's digest of the share after the guest is gone; the st_ino the
 // guest recorded are the host's; the keeper (same pid throughout) logged a 'worker started'
-// line for every restart (>= 21 + 5).
+// line for every restart (>= 21 + 5); every worker that met an event ran sandboxed (default
+// flags), checked from outside right before the event (test/support/sandbox.ts).
 // Each event's guest-visible stall (the longest a guest operation waited after it) is reported
 // with t.diagnostic: the guest's churn logs CLOCK_MONOTONIC start/end of every
 // operation, and clock markers it creates in the share (seen on the host through inotify) map
@@ -30,6 +31,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO } from '../support/daemon';
+import { sandboxProblem, waitInnerWorker } from '../support/sandbox';
 
 
 
@@ -284,6 +286,7 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
       let run: ChildProcess | null = null;
       const events: Ev[] = [];
       const problems: string[] = [];
+      let sandboxChecked = 0;
       const seed = Number(process.env.VFSD_KILL_SEED ?? (Date.now() & 0x7fffffff));
       const rand = rng(seed);
       let guestSeconds = 0;
@@ -336,6 +339,11 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
             break;
           }
           const worker = pids.at(-1)!;
+          // Every worker that served (default flags: sandboxed), checked from outside before its event.
+          const up = await waitInnerWorker(worker, 15_000).then(() => true, () => false);
+          const notSandboxed = up ? sandboxProblem(worker, share) : `worker ${worker} did not come up within 15 s`;
+          if (notSandboxed) problems.push(notSandboxed);
+          else sandboxChecked++;
           try {
             if (kind === 'kill') process.kill(worker, 'SIGKILL');
             else process.kill(keeperPid, kind === 'hup' ? 'SIGHUP' : 'SIGUSR2');
@@ -347,7 +355,7 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
           events.push({ kind, n: counts[kind], hostMs: performance.now(), pid: kind === 'kill' ? worker : keeperPid });
           lastTarget = worker;
         }
-        t.diagnostic(`events sent: ${counts.kill} SIGKILL (worker), ${counts.hup} SIGHUP, ${counts.usr2} SIGUSR2 (keeper), over ${((Date.now() - g0) / 1000).toFixed(1)} s`);
+        t.diagnostic(`events sent: ${counts.kill} SIGKILL (worker), ${counts.hup} SIGHUP, ${counts.usr2} SIGUSR2 (keeper), over ${((Date.now() - g0) / 1000).toFixed(1)} s; sandbox checked for ${sandboxChecked} workers`);
         await runDone;
         clearTimeout(guard);
         guestSeconds = (Date.now() - g0) / 1000;
@@ -423,6 +431,7 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
       }
       assert.ok(started >= 1 + kills + hups, `keeper logged ${started} 'worker started' lines for ${kills} kills and ${hups} upgrades`);
       assert.ok(started >= 21, `keeper logged only ${started} 'worker started' lines`);
+      assert.equal(sandboxChecked, events.length, 'every worker that met an event was checked sandboxed (NoNewPrivs 1, Seccomp 2 on every thread, own mount namespace, a root with the share and no /etc)');
       ok = true;
     } finally {
       if (ok && !KEEP) fs.rmSync(workDir, { recursive: true, force: true });

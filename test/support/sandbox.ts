@@ -94,6 +94,50 @@ export function assertSandboxed(loggedPid: number, shareDir: string): SandboxVie
   assert.notEqual(v.netNs, fs.readlinkSync('/proc/self/ns/net'), 'a network namespace of its own');
   assert.ok(!v.root.includes('etc'), `no /etc in the worker's root: ${v.root.join(' ')}`);
   const real = fs.realpathSync(shareDir);
-  assert.deepEqual(fs.readdirSync(`/proc/${v.pid}/root${real}`).sort(), fs.readdirSync(real).sort(), 'the share, at its path');
+  const inside = fs.statSync(`/proc/${v.pid}/root${real}`);
+  const host = fs.statSync(real);
+  assert.deepEqual([inside.dev, inside.ino], [host.dev, host.ino], 'the share, at its path');
   return v;
+}
+
+/** assertSandboxed, as a message instead of a throw (for checks in the middle of a run); null: sandboxed. */
+export function sandboxProblem(loggedPid: number, shareDir: string): string | null {
+  try {
+    assertSandboxed(loggedPid, shareDir);
+    return null;
+  } catch (e) {
+    return `worker ${loggedPid}: ${(e as Error).message}`;
+  }
+}
+
+/**
+ * Check every worker a daemon's log names ("worker started", "spare worker loaded") once it is up,
+ * while a run goes on: stop() returns how many were checked and what was wrong.
+ */
+export function watchWorkerSandboxes(logFile: string, shareDir: string): { stop(): { checked: number[]; problems: string[] } } {
+  const checked: number[] = [];
+  const problems: string[] = [];
+  const seen = new Set<number>();
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    void (async () => {
+      let text = '';
+      try { text = fs.readFileSync(logFile, 'utf8'); } catch { return; }
+      for (const l of text.split('\n')) {
+        if (!l.includes('"msg":"worker started"') && !l.includes('"msg":"spare worker loaded"')) continue;
+        let pid: number;
+        try { pid = (JSON.parse(l) as { pid: number }).pid; } catch { continue; }
+        if (seen.has(pid)) continue;
+        seen.add(pid);
+        let inner: number;
+        try { inner = await waitInnerWorker(pid, 20_000); } catch { continue; /* gone before it was up */ }
+        const p = fs.existsSync(`/proc/${inner}`) ? sandboxProblem(pid, shareDir) : null;
+        if (p && fs.existsSync(`/proc/${inner}`)) problems.push(p);
+        else if (!p) checked.push(pid);
+      }
+    })().finally(() => { busy = false; });
+  }, 200);
+  return { stop: () => { clearInterval(timer); return { checked, problems }; } };
 }
