@@ -340,6 +340,10 @@ static void attach_bind(const char *root, const struct bind *b) {
   close(tree);
 }
 
+static int cmp_bind(const void *a, const void *b) {
+  return strcmp(((const struct bind *)a)->dst, ((const struct bind *)b)->dst);
+}
+
 /**
  * Build the worker's root and pivot into it: a tmpfs holding only the binds and /proc/self/fd
  * (bound from a proc instance of the new pid namespace, as the C virtiofsd exposes only
@@ -361,6 +365,9 @@ static void build_root(void) {
   }
   if (!root) fail(ENOENT, "new root: no directory to mount it on (/tmp, /mnt, /proc)");
   CHECK(mount("vfsd-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"), "new root: mount tmpfs on %s", root);
+  // Parents before what lies inside them (a share inside the package, or the other way round),
+  // so the inner bind ends up on top.
+  qsort(o.binds, (size_t)o.nbinds, sizeof o.binds[0], cmp_bind);
   for (int i = 0; i < o.nbinds; i++) attach_bind(root, &o.binds[i]);
 
   // /proc/self/fd of this process (pid 2), from a fresh proc of the new pid namespace mounted
@@ -590,7 +597,9 @@ static void parse(int argc, char **argv) {
       if (b->src[0] != '/' || b->dst[0] != '/') usage("bind paths must be absolute");
     } else if (strcmp(a, "--fd") == 0) {
       if (o.nkeep == MAX_FDS) usage("too many --fd");
-      o.keep[o.nkeep++] = atoi(v);
+      int fd = atoi(v);
+      if (fd < 3) usage("--fd takes a number above 2");
+      o.keep[o.nkeep++] = fd;
     } else if (strcmp(a, "--make-share-tree") == 0) {
       o.tree = v;
     } else if (strcmp(a, "--send-fd") == 0) {

@@ -86,7 +86,7 @@ export class WorkerSandbox {
     if (!fs.existsSync(LAUNCHER)) throw new SandboxError('launcher', `${LAUNCHER} not found (npm ci builds it with the addon)`);
     const tree = o.mode === 'none' ? -1 : o.shareFd ?? (o.mode === 'namespace' ? makeShareTree(native, o.sharedDir) : openShareDir(native, o.sharedDir));
     const sb = new WorkerSandbox(o, native, tree);
-    if (sb.profileDir) log.warn({ dir: sb.profileDir, seccomp: 'log' }, `${PROFILE_ENV}: workers run under strace, their filter in log mode`);
+    if (sb.profileDir) log.info({ dir: sb.profileDir }, `${PROFILE_ENV}: workers run under strace, their filter (if any) in log mode`);
     if (probe) {
       const report = await sb.probe(script);
       log.info({ sandbox: o.mode, seccomp: o.seccomp, probe: report }, 'worker sandbox probed');
@@ -97,7 +97,7 @@ export class WorkerSandbox {
   /** The command that starts a worker running script in this sandbox. */
   command(script: string): WorkerCommand {
     const o = this.o;
-    const seccomp = this.profileDir ? 'log' : o.seccomp;
+    const seccomp = this.profileDir && o.seccomp !== 'none' ? 'log' : o.seccomp;
     const args = ['--mode', o.mode, '--seccomp', seccomp];
     const caps = o.mode === 'chroot' && o.caps ? [...o.caps, 'sys_chroot'] : o.caps;
     if (caps) args.push('--caps', [...new Set(caps)].join(','));

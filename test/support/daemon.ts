@@ -33,11 +33,15 @@ export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]
   let err = '';
   proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) {
+  // Our start-up includes a probe worker in the sandbox (a second Node start): slow on a busy machine.
+  for (let i = 0; i < 600 && !fs.existsSync(socket); i++) {
     if (proc.exitCode !== null) throw new Error(`${peer} daemon exited early: ${err}`);
     await new Promise((r) => setTimeout(r, 25));
   }
-  if (!fs.existsSync(socket)) throw new Error(`${peer} daemon did not create its socket: ${err}`);
+  if (!fs.existsSync(socket)) {
+    proc.kill('SIGKILL');
+    throw new Error(`${peer} daemon did not create its socket: ${err}`);
+  }
   return {
     proc, socket, dir,
     stderr: () => err,
