@@ -76,16 +76,17 @@ export class WorkerSandbox {
   private readonly profileDir = process.env[PROFILE_ENV];
   private traces = 0;
 
-  private constructor(readonly o: SandboxOptions, private readonly native: NativeBinding, readonly shareFd: number) {}
+  /** shareFd: the share as workers get it at fd 4 (-1: none, --sandbox=none). */
+  private constructor(readonly o: SandboxOptions, readonly shareFd: number) {}
 
   /**
-   * Everything set up and tried once: the share fd (a tree of its mounts in namespace mode) and a probe
-   * worker in the sandbox. Throws SandboxError naming the part that failed.
+   * Everything set up and tried once: the share fd (a tree of its mounts in namespace mode) and
+   * a probe worker in the sandbox. Throws SandboxError naming the part that failed.
    */
   static async setUp(o: SandboxOptions, native: NativeBinding, log: Logger, script: string, { probe = true } = {}): Promise<WorkerSandbox> {
     if (!fs.existsSync(LAUNCHER)) throw new SandboxError('launcher', `${LAUNCHER} not found (npm ci builds it with the addon)`);
-    const tree = o.mode === 'none' ? -1 : o.shareFd ?? (o.mode === 'namespace' ? makeShareTree(native, o.sharedDir) : openShareDir(native, o.sharedDir));
-    const sb = new WorkerSandbox(o, native, tree);
+    const share = o.mode === 'none' ? -1 : o.shareFd ?? (o.mode === 'namespace' ? makeShareTree(native, o.sharedDir) : openShareDir(native, o.sharedDir));
+    const sb = new WorkerSandbox(o, share);
     if (sb.profileDir) log.info({ dir: sb.profileDir }, `${PROFILE_ENV}: workers run under strace, their filter (if any) in log mode`);
     if (probe) {
       const report = await sb.probe(script);
