@@ -16,6 +16,8 @@
 //     with the e2e workloads, as scripts/test.sh runs them); --merge adds to the checked-in
 //     profile instead of replacing it (a partial run); --keep leaves the traces in DIR.
 //   node dist/scripts/seccomp-profile.js --analyze DIR...   (traces from an earlier run)
+//   node dist/scripts/seccomp-profile.js --header   (the header again from the checked-in profile,
+//     after a change to the lists below)
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -44,6 +46,7 @@ const BY_HAND: Record<string, string> = {
   sched_yield: 'spin-waits in V8 and glibc',
   nanosleep: 'sleeps in libuv and glibc',
   clock_nanosleep: 'sleeps in libuv and glibc',
+  getcwd: 'process.cwd(), e.g. path.resolve() of a relative path (the worker\'s cwd is / or /proc/self/fd)',
   munmap: 'freeing memory',
   madvise: 'V8 returning memory',
   mremap: 'growing buffers',
@@ -125,9 +128,9 @@ function readProfile(): Map<string, number> {
   return m;
 }
 
-function writeOutputs(measured: Map<string, number>, how: string): void {
+function writeOutputs(measured: Map<string, number>, how: string | null): void {
   const names = [...measured.keys()].sort();
-  fs.writeFileSync(PROFILE, [
+  if (how !== null) fs.writeFileSync(PROFILE, [
     '# The worker\'s measured syscall profile: syscall, calls seen under the filter. Written by',
     `# scripts/seccomp-profile.ts (${how}); native/sandbox/seccomp-allow.h is built from it.`,
     ...names.map((n) => `${n} ${measured.get(n)}`), '',
@@ -142,10 +145,14 @@ function writeOutputs(measured: Map<string, number>, how: string): void {
     ...allow.map((n) => entry('ALLOW', n, measured.has(n) ? undefined : `by hand: ${BY_HAND[n]}`)),
     ...Object.entries(ENOSYS).map(([n, why]) => entry('FAIL_ENOSYS', n, why)), '',
   ].join('\n'));
-  console.log(`seccomp-profile: ${names.length} syscalls measured, ${allow.length} allowed; wrote ${path.relative(REPO, PROFILE)} and ${path.relative(REPO, HEADER)}`);
+  console.log(`seccomp-profile: ${names.length} syscalls measured, ${allow.length} allowed; wrote ${how === null ? '' : `${path.relative(REPO, PROFILE)} and `}${path.relative(REPO, HEADER)}`);
 }
 
 function main(argv: string[]): void {
+  if (argv[0] === '--header') {
+    writeOutputs(readProfile(), null);
+    return;
+  }
   if (argv[0] === '--analyze') {
     writeOutputs(analyzeDirs(argv.slice(1)), `from ${argv.slice(1).join(' ')}`);
     return;

@@ -85,6 +85,9 @@ ALLOW(__NR_ftruncate)
 #ifdef __NR_futex
 ALLOW(__NR_futex)
 #endif
+#ifdef __NR_getcwd
+ALLOW(__NR_getcwd) /* by hand: process.cwd(), e.g. path.resolve() of a relative path (the worker's cwd is / or /proc/self/fd) */
+#endif
 #ifdef __NR_getdents64
 ALLOW(__NR_getdents64)
 #endif

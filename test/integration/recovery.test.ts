@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
-import { REPO, startDaemon, type Daemon } from '../support/daemon';
+import { REPO, withDaemon, type Daemon } from '../support/daemon';
 import { checkState, formatReport } from '../../src/state/check-state';
 import { DEFAULT_WORKER_CAPS } from '../../src/config';
 import { waitInnerWorker } from '../support/sandbox';
@@ -31,19 +31,6 @@ function keeperPathFds(pid: number): number {
     } catch { /* closed meanwhile */ }
   }
   return n;
-}
-
-async function withDaemon(args: string[], fn: (d: Daemon, c: FuseClient) => Promise<void>, dir?: string): Promise<void> {
-  const d = await startDaemon('ts', { args: ['--log-level=info', ...args], dir });
-  const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
-  try {
-    const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
-    assert.equal((await c.init()).error, 0);
-    await fn(d, c);
-  } finally {
-    fe.close();
-    await d.stop();
-  }
 }
 
 /** SIGKILL the current worker and wait until its successor has logged that it started. */

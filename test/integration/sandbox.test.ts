@@ -9,10 +9,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { loadNative } from '../../src/native/binding';
-import { VhostUserFrontend } from '../support/frontend';
-import { FuseClient } from '../support/fuse-client';
-import { REPO, startDaemon, type Daemon } from '../support/daemon';
+import type { FuseClient } from '../support/fuse-client';
+import { REPO, startDaemon, withDaemon as withServingDaemon, type Daemon } from '../support/daemon';
 import { assertSandboxed, innerWorker, sandboxView, waitInnerWorker } from '../support/sandbox';
 
 const root = process.getuid?.() === 0;
@@ -27,17 +25,9 @@ function servingPid(stderr: string): number {
   return workerPids(stderr).at(-1)!;
 }
 
-async function withDaemon(args: string[], fn: (d: Daemon, c: FuseClient) => Promise<void>): Promise<void> {
-  const d = await startDaemon('ts', { args: ['--log-level=info', '--xattr', ...args] });
-  const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
-  try {
-    const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
-    assert.equal((await c.init()).error, 0);
-    await fn(d, c);
-  } finally {
-    fe.close();
-    await d.stop();
-  }
+/** Our daemon with --xattr (someOps sets one). */
+function withDaemon(args: string[], fn: (d: Daemon, c: FuseClient) => Promise<void>): Promise<void> {
+  return withServingDaemon(['--xattr', ...args], fn);
 }
 
 async function waitFor(what: string, cond: () => boolean, c: FuseClient): Promise<void> {

@@ -3,6 +3,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import assert from 'node:assert/strict';
+import { loadNative } from '../../src/native/binding';
+import { VhostUserFrontend } from './frontend';
+import { FuseClient } from './fuse-client';
 
 export const C_VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 export const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -51,4 +55,18 @@ export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]
       fs.rmSync(work, { recursive: true, force: true });
     },
   };
+}
+
+/** Run fn against our daemon (--log-level=info and args), connected and past FUSE_INIT; stop it after. */
+export async function withDaemon(args: string[], fn: (d: Daemon, c: FuseClient) => Promise<void>, dir?: string): Promise<void> {
+  const d = await startDaemon('ts', { args: ['--log-level=info', ...args], dir });
+  const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
+  try {
+    const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
+    assert.equal((await c.init()).error, 0);
+    await fn(d, c);
+  } finally {
+    fe.close();
+    await d.stop();
+  }
 }
