@@ -29,10 +29,15 @@ const HEADER = path.join(REPO, 'native', 'sandbox', 'seccomp-allow.h');
 const PROFILE = path.join(REPO, 'native', 'sandbox', 'seccomp-profile.txt');
 
 /**
- * Allowed although a run may not see them: ways out and signal paths every process can take.
- * Each with the reason.
+ * Allowed although a run may not see them: ways out and signal paths every process can take,
+ * and paths that depend on timing rather than on the request. Each with the reason.
  */
+const POOL_IO = 'READ/WRITE on libuv\'s thread pool (uv_fs_read/uv_fs_write: one buffer or several), taken only when RWF_NOWAIT cannot be served (a page-cache miss, a slow write): timing, not the request, decides';
 const BY_HAND: Record<string, string> = {
+  pread64: POOL_IO,
+  preadv: POOL_IO,
+  pwrite64: POOL_IO,
+  pwritev: POOL_IO,
   exit: 'a thread ending',
   exit_group: 'the process ending',
   rt_sigreturn: 'returning from a signal handler',

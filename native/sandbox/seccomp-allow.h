@@ -187,11 +187,20 @@ ALLOW(__NR_prctl)
 #ifdef __NR_pread64
 ALLOW(__NR_pread64)
 #endif
+#ifdef __NR_preadv
+ALLOW(__NR_preadv) /* by hand: READ/WRITE on libuv's thread pool (uv_fs_read/uv_fs_write: one buffer or several), taken only when RWF_NOWAIT cannot be served (a page-cache miss, a slow write): timing, not the request, decides */
+#endif
 #ifdef __NR_preadv2
 ALLOW(__NR_preadv2)
 #endif
 #ifdef __NR_prlimit64
 ALLOW(__NR_prlimit64)
+#endif
+#ifdef __NR_pwrite64
+ALLOW(__NR_pwrite64) /* by hand: READ/WRITE on libuv's thread pool (uv_fs_read/uv_fs_write: one buffer or several), taken only when RWF_NOWAIT cannot be served (a page-cache miss, a slow write): timing, not the request, decides */
+#endif
+#ifdef __NR_pwritev
+ALLOW(__NR_pwritev) /* by hand: READ/WRITE on libuv's thread pool (uv_fs_read/uv_fs_write: one buffer or several), taken only when RWF_NOWAIT cannot be served (a page-cache miss, a slow write): timing, not the request, decides */
 #endif
 #ifdef __NR_pwritev2
 ALLOW(__NR_pwritev2)

@@ -191,6 +191,10 @@ async function runBackend(t: TestContext, backend: Backend, label: string): Prom
       res.sandboxed = checked;
       res.failures.push(...problems);
       t.diagnostic(`${label}: sandbox checked for workers ${checked.join(', ') || 'none'}`);
+      // Nothing kills a worker here: one that died (e.g. SIGSYS from its seccomp filter) is a
+      // failure even though its successor hid it from the guest.
+      const exits = fs.readFileSync(path.join(workDir, 'backend.log'), 'utf8').split('\n').filter((l) => l.includes('"msg":"worker exited; starting a new one"'));
+      if (exits.length > 0) res.failures.push(`${label}: ${exits.length} workers died during the run, first: ${exits[0]}`);
     }
     // The C virtiofsd exits by itself when QEMU disconnects; ours may not.
     if (!(await waitExit(child, 3000))) await stopChild(child);

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { VhostUserFrontend } from './frontend';
 import type { Transport } from './fuse-client';
-import { REPO } from './daemon';
+import { REPO, assertNoSeccompKill } from './daemon';
 
 export interface CrashDaemon {
   proc: ChildProcess;
@@ -82,6 +82,7 @@ export async function startCrashDaemon(o: { args?: string[]; crashpoint?: string
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
       await exited;
       fs.rmSync(work, { recursive: true, force: true });
+      assertNoSeccompKill(err);
     },
   };
 }

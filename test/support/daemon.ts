@@ -53,8 +53,18 @@ export async function startDaemon(peer: Peer, o: { dir?: string; args?: string[]
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
       await exited;
       fs.rmSync(work, { recursive: true, force: true });
+      assertNoSeccompKill(err);
     },
   };
+}
+
+/**
+ * No worker of the daemon (stderr) was killed by its seccomp filter: a syscall missing from the
+ * allowlist, which the next worker may hide from the test (docs/security.md).
+ */
+export function assertNoSeccompKill(stderr: string): void {
+  const line = stderr.split('\n').find((l) => l.includes('"signal":"SIGSYS"'));
+  if (line) throw new Error(`a worker was killed by SIGSYS (a syscall outside the seccomp allowlist; the kernel's audit log names it): ${line}`);
 }
 
 /** Run fn against our daemon (--log-level=info and args), connected and past FUSE_INIT; stop it after. */
