@@ -87,6 +87,8 @@ export class WorkerSandbox {
     if (!fs.existsSync(LAUNCHER)) throw new SandboxError('launcher', `${LAUNCHER} not found (npm ci builds it with the addon)`);
     const share = o.mode === 'none' ? -1 : o.shareFd ?? (o.mode === 'namespace' ? makeShareTree(native, o.sharedDir) : openShareDir(native, o.sharedDir));
     const sb = new WorkerSandbox(o, share);
+    // Computed now, not on the first worker's start (after a re-exec, that is an upgrade's).
+    if (o.mode === 'namespace') sb.binds = roBinds(script);
     if (sb.profileDir) log.info({ dir: sb.profileDir }, `${PROFILE_ENV}: workers run under strace, their filter (if any) in log mode`);
     if (probe) {
       const report = await sb.probe(script);
@@ -217,7 +219,10 @@ function mappedFiles(): string[] {
 
 /** PT_INTERP of an ELF64 little-endian executable (the dynamic loader's path), or null. */
 export function elfInterpreter(file: string): string | null {
-  const b = fs.readFileSync(file).subarray(0, 64 * 1024);
+  // The program headers are near the start; node is a large file.
+  const b = Buffer.alloc(64 * 1024);
+  const fd = fs.openSync(file, 'r');
+  try { fs.readSync(fd, b, 0, b.length, 0); } finally { fs.closeSync(fd); }
   if (b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2 || b[5] !== 1) return null;
   const phoff = Number(b.readBigUInt64LE(0x20));
   const phentsize = b.readUInt16LE(0x36);
@@ -266,13 +271,16 @@ export function roBinds(script: string): Array<[string, string]> {
   const files = new Map<string, string>();
   const mapped = [fs.realpathSync(process.execPath), ...mappedFiles()].filter((f) => !dirs.some((d) => under(f, d)));
   for (const f of mapped) files.set(f, f);
-  // Libraries are found by their sonames, which are links to the mapped files.
+  // Libraries are found by their sonames, which are links to the mapped files beside them
+  // (libstdc++.so.6 -> libstdc++.so.6.0.30): look at the links named like a mapped file.
   const targets = new Set(mapped);
-  for (const dir of new Set(mapped.map((f) => path.dirname(f)))) {
+  const libs = mapped.filter((f) => /\.so(\.|$)/.test(path.basename(f)));
+  for (const dir of new Set(libs.map((f) => path.dirname(f)))) {
+    const stems = libs.filter((f) => path.dirname(f) === dir).map((f) => path.basename(f).replace(/\.so(\..*)?$/, '.so'));
     let ents: fs.Dirent[] = [];
     try { ents = fs.readdirSync(dir, { withFileTypes: true }); } catch { continue; }
     for (const e of ents) {
-      if (!e.isSymbolicLink()) continue;
+      if (!e.isSymbolicLink() || !stems.some((st) => e.name.startsWith(st))) continue;
       const link = path.join(dir, e.name);
       try {
         const real = fs.realpathSync(link);

@@ -112,6 +112,11 @@ function logLines(file: string): LogLine[] {
 function workerPids(file: string): number[] {
   return logLines(file).filter((l) => l.msg === 'worker started' && typeof l.pid === 'number').map((l) => l.pid as number);
 }
+/** The workers that served, in order: the last one is the current worker. (A worker logged as
+ *  started may still be loading for a planned upgrade, not serving yet.) */
+function servingPids(file: string): number[] {
+  return logLines(file).filter((l) => l.msg === 'worker serving' && typeof l.pid === 'number').map((l) => l.pid as number);
+}
 
 function pct(sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
@@ -327,12 +332,12 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
           }
           if (daemonExit) { problems.push(`the keeper exited (${daemonExit}) during the run`); break; }
           const kind: Kind = counts.kill < KILLS_FIRST ? 'kill' : counts.hup < HUPS ? 'hup' : counts.usr2 < USR2S ? 'usr2' : 'kill';
-          // the current worker: the last one the keeper logged; a new one after each event
-          let pids = workerPids(blogPath);
+          // the current worker: the last one the keeper fed; a new one after each event
+          let pids = servingPids(blogPath);
           const waitStart = performance.now();
           while ((pids.length === 0 || pids.at(-1) === lastTarget) && performance.now() - waitStart < 15_000) {
             await sleep(10);
-            pids = workerPids(blogPath);
+            pids = servingPids(blogPath);
           }
           if (pids.length === 0 || pids.at(-1) === lastTarget) {
             problems.push(`no new worker was logged within 15 s after event ${events.length} (${events.at(-1)?.kind ?? 'start'})`);
