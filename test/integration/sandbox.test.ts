@@ -1,16 +1,18 @@
 // The worker sandbox of a running daemon, seen from outside through /proc: on by default
 // (namespaces, a root with the share and without the host's /etc, no_new_privs and a seccomp
 // filter on every thread), kept by every worker that follows a SIGKILL, an upgrade or a keeper
-// re-exec; the chroot and none modes; and fail closed: a daemon that cannot set up its sandbox
-// exits before it listens, naming the part.
+// re-exec; the chroot and none modes; a daemon started as a user; and fail closed: a daemon
+// that cannot set up its sandbox exits before it listens, naming the part.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
-import type { FuseClient } from '../support/fuse-client';
-import { REPO, startDaemon, withDaemon as withServingDaemon, type Daemon } from '../support/daemon';
+import { spawn, spawnSync } from 'node:child_process';
+import { loadNative } from '../../src/native/binding';
+import { VhostUserFrontend } from '../support/frontend';
+import { FuseClient } from '../support/fuse-client';
+import { REPO, assertNoSeccompKill, startDaemon, withDaemon as withServingDaemon, type Daemon } from '../support/daemon';
 import { assertSandboxed, innerWorker, sandboxView, waitInnerWorker } from '../support/sandbox';
 
 const root = process.getuid?.() === 0;
@@ -178,5 +180,49 @@ test('fail closed: a keeper without CAP_SYS_ADMIN cannot make namespaces: it exi
     } finally {
       await d.stop();
     }
+  }
+});
+
+test('started as a user, the daemon serves with its worker in a user namespace (no_new_privs, seccomp); file handles fall back to the keeper\'s fds, and a SIGKILL keeps node ids', { skip: !root && 'needs root to switch to nobody' }, async () => {
+  if (spawnSync('setpriv', ['--version']).status !== 0) return;
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-user-'));
+  fs.chmodSync(work, 0o777);
+  const share = path.join(work, 'share');
+  fs.mkdirSync(share);
+  fs.chmodSync(share, 0o777);
+  const sock = path.join(work, 's');
+  const p = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', process.execPath, path.join(REPO, 'bin', 'virtiofsd-ts'),
+    `--socket-path=${sock}`, `--shared-dir=${share}`, '--log-level=info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  try {
+    for (let i = 0; i < 600 && !fs.existsSync(sock) && p.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(fs.existsSync(sock), err);
+    const fe = await VhostUserFrontend.connect(loadNative(), sock, {});
+    try {
+      const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
+      assert.equal((await c.init()).error, 0);
+      const cr = await c.create(1, 'mine', 0o102 /* O_RDWR|O_CREAT */);
+      assert.equal(cr.error, 0);
+      assert.equal(fs.statSync(path.join(share, 'mine')).uid, 65534, 'made as the user');
+      const first = servingPid(err);
+      const w = await waitInnerWorker(first);
+      assert.notEqual(fs.readlinkSync(`/proc/${w}/ns/user`), fs.readlinkSync('/proc/self/ns/user'), 'a user namespace');
+      const v = sandboxView(w);
+      for (const t of v.threads) assert.deepEqual([t.noNewPrivs, t.seccomp], [1, 2], `thread ${t.tid}`);
+      assert.ok(!v.root.includes('etc'));
+      assert.match(err, /file handles do not work on the shared directory \(errno 1: needs CAP_DAC_READ_SEARCH\); the keeper holds an O_PATH fd per inode instead/);
+      process.kill(first, 'SIGKILL');
+      await waitFor('the next worker serves', () => servingPid(err) !== first, c);
+      assert.equal((await c.lookup(1, 'mine')).entry?.nodeid, cr.entry!.nodeid, 'the same node id after the restart');
+    } finally {
+      fe.close();
+    }
+    assertNoSeccompKill(err);
+  } finally {
+    p.kill('SIGTERM');
+    await exited;
+    fs.rmSync(work, { recursive: true, force: true });
   }
 });
