@@ -10,13 +10,20 @@
         "src/path.cc",
         "src/fd.cc",
         "src/xattr.cc",
-        "src/misc.cc"
+        "src/misc.cc",
+        "src/sandbox.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags": ["-Wall", "-Wextra"],
       "cflags_cc": ["-std=gnu++20", "-Wall", "-Wextra"],
       "cflags_cc!": ["-std=gnu++17"]
+    },
+    {
+      "target_name": "vfsd-sandbox",
+      "type": "executable",
+      "sources": ["sandbox/vfsd-sandbox.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
     }
   ]
 }

@@ -7,6 +7,8 @@
 //          thread serves its requests inline)
 //   ts     ./bin/virtiofsd-ts with default flags (thread pool 4)
 //   ts-p0  ./bin/virtiofsd-ts --thread-pool-size=0 (READ/WRITE on the event loop)
+//   ts-nosb ./bin/virtiofsd-ts --sandbox=none --seccomp=none (not by default: --sandbox-cost
+//          runs ts beside it and adds a table of what the worker sandbox and its seccomp cost)
 //
 // Workloads, each at 1 and at 32 requests in flight on request queue 1 (queue size 128):
 //   getattr  GETATTR of a file
@@ -20,7 +22,8 @@
 //
 // Arguments: --duration SECONDS (default 3), --warmup SECONDS (default 0.5),
 //   --only getattr,read4k,... , --json FILE,
-//   --rounds N (median of N interleaved rounds), --depths 1,32, --peers c,ts,ts-p0,
+//   --rounds N (median of N interleaved rounds), --depths 1,32, --peers c,ts,ts-p0,ts-nosb,
+//   --sandbox-cost (= --peers ts,ts-nosb, and the cost table),
 //   --profile DIR (run our daemons under node --cpu-prof, profiles written to DIR on exit),
 //   --node-flags '...' (more node flags for our daemons, e.g. --perf-basic-prof for perf(1)).
 
@@ -52,7 +55,9 @@ const COLUMNS: Column[] = [
   { name: 'c', peer: 'c', args: ['-o', 'cache=auto'], label: 'C virtiofsd (-o cache=auto)' },
   { name: 'ts', peer: 'ts', args: [], label: 'virtiofsd-ts (defaults: thread pool 4)' },
   { name: 'ts-p0', peer: 'ts', args: ['--thread-pool-size=0'], label: 'virtiofsd-ts --thread-pool-size=0' },
+  { name: 'ts-nosb', peer: 'ts', args: ['--sandbox=none', '--seccomp=none'], label: 'virtiofsd-ts --sandbox=none --seccomp=none' },
 ];
+const DEFAULT_PEERS = ['c', 'ts', 'ts-p0'];
 
 interface Cell {
   workload: Workload; depth: number; column: string;
@@ -69,7 +74,7 @@ interface Opts { duration: number; warmup: number; rounds: number; only: Workloa
 class UsageError extends Error {}
 
 function parseOpts(argv: string[]): Opts {
-  const o: Opts = { duration: 3, warmup: 0.5, rounds: 1, only: [...WORKLOADS], depths: [1, 32], peers: COLUMNS.map((c) => c.name), nodeFlags: [] };
+  const o: Opts = { duration: 3, warmup: 0.5, rounds: 1, only: [...WORKLOADS], depths: [1, 32], peers: [...DEFAULT_PEERS], nodeFlags: [] };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
     let v: string | undefined;
@@ -89,11 +94,12 @@ function parseOpts(argv: string[]): Opts {
       case '--only': o.only = list() as Workload[]; break;
       case '--depths': o.depths = list().map(Number); break;
       case '--peers': o.peers = list(); break;
+      case '--sandbox-cost': o.peers = ['ts', 'ts-nosb']; break;
       case '--json': o.json = val(); break;
       case '--profile': o.profile = path.resolve(val()); break;
       case '--node-flags': o.nodeFlags = val().split(/\s+/).filter(Boolean); break;
       case '-h': case '--help':
-        process.stdout.write('usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only getattr,lookup,read4k,write4k,read1m] [--depths 1,32] [--peers c,ts,ts-p0] [--json FILE] [--profile DIR] [--node-flags "--perf-basic-prof ..."]\n');
+        process.stdout.write('usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only getattr,lookup,read4k,write4k,read1m] [--depths 1,32] [--peers c,ts,ts-p0,ts-nosb] [--sandbox-cost] [--json FILE] [--profile DIR] [--node-flags "--perf-basic-prof ..."]\n');
         process.exit(0);
         break;
       default: throw new UsageError(`unknown argument ${a}`);
@@ -447,6 +453,22 @@ function markdown(cells: Cell[], o: Opts): string {
       row.push(cols.map((col) => fmt(get(w, depth, col.name)?.frontendCpuUsPerOp ?? NaN, 1)).join(' / '));
       lines.push(`| ${row.join(' | ')} |`);
     }
+  }
+  if (cols.some((c) => c.name === 'ts') && cols.some((c) => c.name === 'ts-nosb')) {
+    // What the sandbox costs: the default daemon against the same with no sandbox and no filter.
+    lines.push('');
+    lines.push('| workload | depth | ts ops/s | ts-nosb ops/s | time/op cost | ts CPU µs/op | ts-nosb CPU µs/op | CPU/op cost |');
+    lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+    const pctCost = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${((a / b - 1) * 100).toFixed(1)}%` : '–');
+    for (const w of o.only) {
+      for (const depth of o.depths) {
+        const sb = get(w, depth, 'ts');
+        const none = get(w, depth, 'ts-nosb');
+        lines.push(`| ${w} | ${depth} | ${fmt(sb?.opsPerSec ?? NaN, 0)} | ${fmt(none?.opsPerSec ?? NaN, 0)} | ${pctCost(none?.opsPerSec ?? NaN, sb?.opsPerSec ?? NaN)} | ${fmt(sb?.daemonCpuUsPerOp ?? NaN, 1)} | ${fmt(none?.daemonCpuUsPerOp ?? NaN, 1)} | ${pctCost(sb?.daemonCpuUsPerOp ?? NaN, none?.daemonCpuUsPerOp ?? NaN)} |`);
+      }
+    }
+    lines.push('');
+    lines.push('time/op cost = ts-nosb ops/s ÷ ts ops/s − 1; CPU/op cost = ts CPU/op ÷ ts-nosb CPU/op − 1 (keeper, launchers and worker).');
   }
   if (noisy.length) {
     lines.push('');

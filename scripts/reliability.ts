@@ -37,7 +37,9 @@
 //
 // Arguments: --kills N --hups M --usr2 K (stall part) --duration S (per overhead cell, default
 //   0.6) --warmup S (default 0.15) --rounds R (default 20) --workloads a,b --only stall,overhead,parts
-//   --seed N --md FILE (also write the markdown report to FILE).
+//   --seed N --md FILE (also write the markdown report to FILE) --daemon-args '...' (more flags
+//   for the stall part's daemon, e.g. '--sandbox=none --seccomp=none' to see what the sandbox
+//   adds to a restart).
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -68,12 +70,14 @@ type Workload = (typeof WORKLOADS)[number];
 interface Opts {
   kills: number; hups: number; usr2: number; upgradeKills: number; duration: number; warmup: number; rounds: number;
   only: Array<'stall' | 'overhead' | 'parts'>; workloads: Workload[]; seed: number; md?: string;
+  /** More flags for the stall part's daemon (e.g. '--sandbox=none --seccomp=none'). */
+  daemonArgs: string[];
 }
 
 class UsageError extends Error {}
 
 function parseOpts(argv: string[]): Opts {
-  const o: Opts = { kills: 30, hups: 10, usr2: 3, upgradeKills: 3, duration: 0.6, warmup: 0.15, rounds: 20, only: ['stall', 'overhead', 'parts'], workloads: [...WORKLOADS], seed: Date.now() & 0x7fffffff };
+  const o: Opts = { kills: 30, hups: 10, usr2: 3, upgradeKills: 3, duration: 0.6, warmup: 0.15, rounds: 20, only: ['stall', 'overhead', 'parts'], workloads: [...WORKLOADS], seed: Date.now() & 0x7fffffff, daemonArgs: [] };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]!;
     let v: string | undefined;
@@ -101,9 +105,10 @@ function parseOpts(argv: string[]): Opts {
       case '--warmup': o.warmup = Number(val()); break;
       case '--only': o.only = val().split(',').map((s) => s.trim()) as Opts['only']; break;
       case '--md': o.md = path.resolve(val()); break;
+      case '--daemon-args': o.daemonArgs = val().split(/\s+/).filter(Boolean); break;
       case '--workloads': o.workloads = val().split(',').map((s) => s.trim()) as Workload[]; break;
       case '-h': case '--help':
-        process.stdout.write('usage: npm run reliability -- [--kills 30] [--hups 10] [--usr2 3] [--upgrade-kills 3] [--duration 0.6] [--warmup 0.15] [--rounds 20] [--only stall,overhead,parts] [--workloads getattr,create,write4k,read4k] [--seed N] [--md FILE]\n');
+        process.stdout.write('usage: npm run reliability -- [--kills 30] [--hups 10] [--usr2 3] [--upgrade-kills 3] [--duration 0.6] [--warmup 0.15] [--rounds 20] [--only stall,overhead,parts] [--workloads getattr,create,write4k,read4k] [--seed N] [--md FILE] [--daemon-args "--sandbox=none ..."]\n');
         process.exit(0);
         break;
       default: throw new UsageError(`unknown argument ${a}`);
@@ -211,7 +216,7 @@ const KINDS: readonly Kind[] = ['kill', 'hup', 'usr2', ...UPGRADE_KILLS];
 interface StallRow { kind: Kind; stallMs: number; longestMs: number; spare: boolean }
 
 async function stallPart(native: NativeBinding, o: Opts, log: (s: string) => void): Promise<{ rows: StallRow[]; baseline: { p50: number; p99: number; max: number; n: number }; errors: number; ops: number; workers: number }> {
-  const s = await open(native, []);
+  const s = await open(native, o.daemonArgs);
   const rand = rng(o.seed);
   const t0s = new Float64Array(MAX_SAMPLES);
   const t1s = new Float64Array(MAX_SAMPLES);

@@ -14,7 +14,10 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   threadPoolSize: number;
   logLevel: string;
   printCapabilities: boolean;
-  sandbox: string;
+  /** How the worker is isolated (the Rust virtiofsd's --sandbox; see src/keeper/sandbox.ts). */
+  sandbox: SandboxMode;
+  /** What a syscall outside the worker's allowlist gets (the Rust virtiofsd's --seccomp). */
+  seccomp: SeccompMode;
   rlimitNofile?: number;
   numRequestQueues: number;
   /**
@@ -34,12 +37,24 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
 
 export class ConfigError extends Error {}
 
+export const SANDBOX_MODES = ['namespace', 'chroot', 'none'] as const;
+export type SandboxMode = typeof SANDBOX_MODES[number];
+export const SECCOMP_MODES = ['kill', 'log', 'trap', 'none'] as const;
+export type SeccompMode = typeof SECCOMP_MODES[number];
+
+function oneOf<T extends string>(flag: string, modes: readonly T[], v: string): T {
+  const m = modes.find((x) => x === v);
+  if (!m) throw new ConfigError(`invalid ${flag} '${v}' (want ${modes.join(', ')})`);
+  return m;
+}
+
 const CACHE: Record<string, CacheMode> = { never: 'never', none: 'never', metadata: 'metadata', auto: 'auto', always: 'always' };
 const HANDLE_MODES = ['never', 'prefer', 'mandatory'] as const;
 const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'trace', 'off'];
 
-/** Apply the C virtiofsd's -o options on top of the long ones. */
-function applyDashO(cfg: Config, opts: string[]): void {
+/** Apply the C virtiofsd's -o options on top of the long ones; true if one set the sandbox. */
+function applyDashO(cfg: Config, opts: string[]): boolean {
+  let sandboxGiven = false;
   for (const group of opts) {
     for (const item of group.split(',')) {
       if (!item) continue;
@@ -68,7 +83,7 @@ function applyDashO(cfg: Config, opts: string[]): void {
         case 'killpriv_v2': cfg.killprivV2 = true; break;
         case 'no_killpriv_v2': cfg.killprivV2 = false; break;
         case 'log_level': cfg.logLevel = v === 'err' ? 'error' : v; break;
-        case 'sandbox': cfg.sandbox = v; break;
+        case 'sandbox': cfg.sandbox = oneOf('-o sandbox', SANDBOX_MODES, v); sandboxGiven = true; break;
         case 'modcaps': cfg.workerCaps = modcaps(cfg.workerCaps, v); break;
         // Locks are always served (OFD locks); accepted for compatibility.
         case 'flock': case 'no_flock': case 'posix_lock': case 'no_posix_lock':
@@ -78,6 +93,7 @@ function applyDashO(cfg: Config, opts: string[]): void {
       }
     }
   }
+  return sandboxGiven;
 }
 
 /**
@@ -86,14 +102,16 @@ function applyDashO(cfg: Config, opts: string[]): void {
  * SYS_PTRACE, ...) goes: the worker is the process that parses guest input.
  */
 export const DEFAULT_WORKER_CAPS = ['chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'setgid', 'setuid', 'mknod', 'setfcap'];
-const CAP_NAMES = new Set([
+/** Capability names in the kernel's numbering (linux/capability.h): CAP_BY_NUMBER[n] is cap n. */
+export const CAP_BY_NUMBER: readonly string[] = [
   'chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
   'linux_immutable', 'net_bind_service', 'net_broadcast', 'net_admin', 'net_raw', 'ipc_lock', 'ipc_owner',
   'sys_module', 'sys_rawio', 'sys_chroot', 'sys_ptrace', 'sys_pacct', 'sys_admin', 'sys_boot', 'sys_nice',
   'sys_resource', 'sys_time', 'sys_tty_config', 'mknod', 'lease', 'audit_write', 'audit_control', 'setfcap',
   'mac_override', 'mac_admin', 'syslog', 'wake_alarm', 'block_suspend', 'audit_read', 'perfmon', 'bpf',
   'checkpoint_restore',
-]);
+];
+const CAP_NAMES = new Set(CAP_BY_NUMBER);
 
 /** Apply a --modcaps list ("+sys_admin:-mknod", as the Rust virtiofsd takes it) to caps. */
 function modcaps(caps: string[], spec: string): string[] {
@@ -129,8 +147,8 @@ export function parseArgs(argv: string[]): Config {
     .option('thread-pool-size', { type: 'number', default: 4, describe: 'I/O threads for READ/WRITE/FSYNC (0 = do them on the event loop)' })
     .option('log-level', { type: 'string', default: 'info', describe: 'error|warn|info|debug|trace|off' })
     .option('print-capabilities', { type: 'boolean', default: false, describe: 'Print vhost-user capabilities (JSON) and exit' })
-    .option('sandbox', { type: 'string', default: 'none', describe: 'Sandbox mode (namespace|chroot|none); only none is implemented' })
-    .option('seccomp', { type: 'string', describe: 'Accepted for compatibility; no seccomp filter is installed' })
+    .option('sandbox', { type: 'string', describe: 'How the worker is isolated: namespace (default), chroot or none (see docs/security.md)' })
+    .option('seccomp', { type: 'string', describe: 'What a syscall outside the worker\'s allowlist gets: kill (default), log, trap or none' })
     .option('modcaps', { type: 'string', describe: 'Capabilities the worker keeps, changed from the default set: +name or -name, colon-separated (e.g. +sys_admin:-mknod)' })
     .option('inode-file-handles', {
       type: 'string', default: 'prefer',
@@ -179,7 +197,8 @@ export function parseArgs(argv: string[]): Config {
     threadPoolSize: a.threadPoolSize,
     logLevel: a.d ? 'debug' : a.logLevel,
     printCapabilities: a.printCapabilities,
-    sandbox: a.sandbox,
+    sandbox: a.sandbox === undefined ? 'namespace' : oneOf('--sandbox', SANDBOX_MODES, a.sandbox),
+    seccomp: a.seccomp === undefined ? 'kill' : oneOf('--seccomp', SECCOMP_MODES, a.seccomp),
     inodeFileHandles: HANDLE_MODES.find((m) => m === a.inodeFileHandles) ?? ((): never => { throw new ConfigError(`invalid --inode-file-handles ${a.inodeFileHandles}`); })(),
     rlimitNofile: a.rlimitNofile,
     limits: { ...DEFAULT_GUEST_LIMITS, inodes: a.maxInodes, handles: a.maxOpenFiles, lockOwners: a.maxLockOwners },
@@ -190,8 +209,16 @@ export function parseArgs(argv: string[]): Config {
     workerTimeoutS: a.workerTimeout,
     restoreFd: a.restoreFd,
   };
-  applyDashO(cfg, a.o ?? []);
+  const sandboxGiven = applyDashO(cfg, a.o ?? []) || a.sandbox !== undefined;
   if (cfg.printCapabilities) return cfg;
+  if (!cfg.keeper) {
+    // One Node process cannot enter namespaces (it is multithreaded from its start): the sandbox
+    // is the worker's. --no-keeper is a comparison mode and runs without one.
+    if (sandboxGiven && cfg.sandbox !== 'none') throw new ConfigError(`--sandbox=${cfg.sandbox} needs the keeper (the sandbox is the worker's); --no-keeper runs with --sandbox=none`);
+    if (a.seccomp !== undefined && cfg.seccomp !== 'none') throw new ConfigError('--seccomp needs the keeper (the filter is the worker\'s); --no-keeper runs with --seccomp=none');
+    cfg.sandbox = 'none';
+    cfg.seccomp = 'none';
+  }
   if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`invalid log level ${cfg.logLevel}`);
   if (!cfg.sharedDir) throw new ConfigError('--shared-dir (or -o source=DIR) is required');
   if (cfg.socketPath === undefined && cfg.fd === undefined && cfg.restoreFd === undefined) throw new ConfigError('--socket-path or --fd is required');

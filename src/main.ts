@@ -21,6 +21,8 @@ import * as nodefs from 'node:fs';
 import type { FsOptions } from './passthrough/passthrough-fs';
 import { checkStateMain } from './tools/check-state-cli';
 import { DeviceRegion } from './state/device-region';
+import { WorkerSandbox, SandboxError, restrictKeeper, openShareDir } from './keeper/sandbox';
+import * as nodepath from 'node:path';
 
 /** plan: RLIMIT_NOFILE of the worker and the fds the guest may make it hold (planFds). */
 function fsOptions(cfg: Config, plan: { worker: number; guestFds: number }): FsOptions {
@@ -32,11 +34,8 @@ function fsOptions(cfg: Config, plan: { worker: number; guestFds: number }): FsO
   };
 }
 
-function planeOptions(cfg: Config, native: NativeBinding, log: Logger, fs: FsOptions): WorkerDataPlaneOptions {
-  return {
-    native, log, fs, logLevel: cfg.logLevel, spare: cfg.spareWorker, caps: cfg.workerCaps,
-    timeoutMs: cfg.workerTimeoutS * 1000,
-  };
+function planeOptions(cfg: Config, native: NativeBinding, log: Logger, fs: FsOptions, sandbox: WorkerSandbox): WorkerDataPlaneOptions {
+  return { native, log, fs, logLevel: cfg.logLevel, spare: cfg.spareWorker, sandbox, timeoutMs: cfg.workerTimeoutS * 1000 };
 }
 
 /** RLIMIT_NOFILE when --rlimit-nofile does not say. */
@@ -121,11 +120,9 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   if (typeof plan === 'string') throw new Error(plan);
   const fsOpts = fsOptions(cfg, plan);
   log.info({ nofile, limits: fsOpts.limits }, 'file descriptor budget');
-  if (cfg.sandbox !== 'none') {
-    log.warn({ sandbox: cfg.sandbox }, 'no namespace or chroot sandbox is set up (only the worker\'s reduced capability set, see --modcaps)');
-  }
 
   if (!cfg.keeper) {
+    log.warn('--no-keeper: one process, no sandbox and no seccomp filter (the sandbox is the worker\'s)');
     const fs = new PassthroughFs(native, fsOpts, log);
     const session = new FuseSession(fs, log, { probes: fs, rangeIo: fs });
     const backend = new VhostUserFsBackend({
@@ -144,6 +141,15 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   if (probe < 0) throw new Error(`cannot open shared directory ${cfg.sharedDir}: errno ${-probe}`);
   native.close(probe);
 
+  // A new image of the keeper (re-exec) carries on with what the old one left.
+  let h: Handover | undefined;
+  if (cfg.restoreFd !== undefined) {
+    h = JSON.parse(nodefs.readFileSync(`/proc/self/fd/${cfg.restoreFd}`, 'utf8')) as Handover;
+    native.close(cfg.restoreFd);
+    for (const fd of h.fds) native.setCloexec(fd, true);
+  }
+  const sandbox = await setUpSandbox(cfg, native, log, h);
+
   let plane: WorkerDataPlane;
   let backend: VhostUserFsBackend;
   let conn: number;
@@ -153,11 +159,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   const publish = (state: Readonly<DeviceState>): void => {
     if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
   };
-  if (cfg.restoreFd !== undefined) {
-    // A new image of the keeper (re-exec): carry on with the device and maps the old one left.
-    const h = JSON.parse(nodefs.readFileSync(`/proc/self/fd/${cfg.restoreFd}`, 'utf8')) as Handover;
-    native.close(cfg.restoreFd);
-    for (const fd of h.fds) native.setCloexec(fd, true);
+  if (h) {
     let state: DeviceState | null;
     if (h.v === 1) {
       // From an image that carried the device state in the hand-over itself (no vfsd-device).
@@ -180,7 +182,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
         log.warn({ err: e }, 'keeper re-exec: could not lock the pid file');
       }
     }
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts), h.plane);
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox), h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
@@ -192,7 +194,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   } else {
     ({ conn, pidFd } = await acceptFrontend(cfg, native, log));
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts));
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox));
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();
@@ -205,7 +207,7 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
   process.on('SIGUSR2', () => {
     if (reexecuting) return;
     reexecuting = true;
-    void reexec(native, log, backend, plane, device, pidFd).finally(() => { reexecuting = false; });
+    void reexec(native, log, backend, plane, device, pidFd, sandbox).finally(() => { reexecuting = false; });
   });
   // Signals the launcher held while we loaded (bin/virtiofsd-ts) are acted on now.
   early?.release();
@@ -215,10 +217,41 @@ export async function serve(cfg: Config, native: NativeBinding, log: Logger, ear
 }
 
 /**
+ * The keeper's own restrictions, then the worker's sandbox, set up and tried once (a fresh start:
+ * before QEMU's connection is accepted, so a host that cannot run it fails at once; a re-exec
+ * keeps the share tree of the image before).
+ */
+async function setUpSandbox(cfg: Config, native: NativeBinding, log: Logger, h?: Handover): Promise<WorkerSandbox> {
+  const dropped = restrictKeeper(native, cfg.workerCaps, log);
+  log.debug({ dropped }, 'keeper: no_new_privs; capabilities dropped from the bounding set');
+  if (cfg.sandbox === 'none') {
+    log.warn({ seccomp: cfg.seccomp }, '--sandbox=none: the worker runs in the host\'s namespaces with the host\'s root (only its capabilities, no_new_privs and seccomp restrict it)');
+  }
+  let shareFd: number | undefined;
+  if (h && cfg.sandbox !== 'none') {
+    shareFd = h.v === 2 ? h.shareFd : undefined;
+    if (shareFd === undefined) {
+      // From a release without the sandbox: its workers' records carry the host's mount ids, so
+      // ours must reach the share through the host's mounts too, not a tree of new ones. Then a
+      // worker that is taken over could walk ".." out of the share: until the daemon restarts.
+      shareFd = openShareDir(native, cfg.sharedDir);
+      log.warn('the keeper image before had no worker sandbox: workers reach the share through the host\'s mounts until the daemon restarts');
+    }
+  }
+  const opts = {
+    mode: cfg.sandbox, seccomp: cfg.seccomp, sharedDir: cfg.sharedDir, shareFd,
+    caps: process.getuid?.() === 0 ? cfg.workerCaps : undefined,
+  };
+  const script = nodepath.join(__dirname, 'worker', 'worker.js');
+  return WorkerSandbox.setUp(opts, native, log, script, { probe: !h });
+}
+
+/**
  * What one keeper image hands the next through a memfd (--restore-fd). The device state itself
  * is in the vfsd-device region (deviceFd), which the keeper keeps current after every message.
+ * shareFd: the share as the worker sandbox reaches it (images from before the sandbox leave it out).
  */
-type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[]; pidFd?: number }
+type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds: number[]; pidFd?: number; shareFd?: number }
   /** Written by images before the vfsd-device region (read, never written, by this one). */
   | { v: 1; connFd: number; device: DeviceState; plane: PlaneState; fds: number[] };
 
@@ -228,7 +261,7 @@ type Handover = { v: 2; connFd: number; deviceFd: number; plane: PlaneState; fds
  * on every fd that matters and execve the code now on disk with --restore-fd. The pid, QEMU's
  * connection and the worker stay.
  */
-async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion, pidFd: number): Promise<void> {
+async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBackend, plane: WorkerDataPlane, region: DeviceRegion, pidFd: number, sandbox: WorkerSandbox): Promise<void> {
   log.info('SIGUSR2: re-executing the keeper');
   await backend.quiesce();
   log.debug('re-exec: vhost-user connection quiet');
@@ -245,9 +278,11 @@ async function reexec(native: NativeBinding, log: Logger, backend: VhostUserFsBa
   }
   const exported = plane.exportState();
   const connFd = backend.connectionFd;
-  // The pid file lock lives as long as its open file description: hand the fd on.
-  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds, pidFd].filter((fd) => fd >= 0);
-  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds, ...(pidFd >= 0 ? { pidFd } : {}) };
+  // The pid file lock lives as long as its open file description, and every worker's share tree
+  // is the one made at start: hand both fds on.
+  const shareFd = sandbox.shareFd >= 0 ? sandbox.shareFd : undefined;
+  const fds = [connFd, region.fd, ...device.fds.map((f) => f.fd), ...exported.fds, pidFd, shareFd ?? -1].filter((fd) => fd >= 0);
+  const h: Handover = { v: 2, connFd, deviceFd: region.fd, plane: exported.state, fds, ...(pidFd >= 0 ? { pidFd } : {}), shareFd };
   const memfd = native.memfdCreate('vfsd-handover', 0);
   if (memfd >= 0) nodefs.writeSync(memfd, JSON.stringify(h));
   const all = [...fds, memfd];
@@ -289,7 +324,9 @@ export function main(argv: string[], early?: HeldSignals): void {
   serve(cfg, loadNative(), log, early).then(
     () => process.exit(0),
     (e: unknown) => {
-      log.fatal({ err: e }, 'fatal error');
+      // A sandbox that cannot be set up: one line naming the part (fail closed).
+      if (e instanceof SandboxError) log.fatal({ part: e.part }, e.message);
+      else log.fatal({ err: e }, 'fatal error');
       process.exit(1);
     },
   );

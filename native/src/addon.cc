@@ -17,7 +17,7 @@ void PinSelf() {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   PinSelf();
   for (vfs::Exporter init : {vfs::InitSock, vfs::InitPoll, vfs::InitMem, vfs::InitPath, vfs::InitFd,
-                             vfs::InitXattr, vfs::InitMisc})
+                             vfs::InitXattr, vfs::InitMisc, vfs::InitSandbox})
     init(env, exports);
   return exports;
 }

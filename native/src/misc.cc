@@ -1,8 +1,6 @@
 // Credentials and process limits.
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <grp.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -33,15 +31,6 @@ Napi::Value Setfsgid(const Napi::CallbackInfo& info) {
   uint32_t id = a.Id(0);
   VFS_CHECK(a);
   return Num(a.Env(), static_cast<uint32_t>(setfsgid(id)));
-}
-
-// A worker must not outlive its keeper: a hung one would never see its channel close.
-// Returns the parent's pid after arming, so the caller can tell whether it already died.
-Napi::Value DieWithParent(const Napi::CallbackInfo& info) {
-  Args a(info, "dieWithParent");
-  VFS_CHECK(a);
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) return Num(a.Env(), -errno);
-  return Num(a.Env(), getppid());
 }
 
 Napi::Value RaiseNofile(const Napi::CallbackInfo& info) {
@@ -191,7 +180,6 @@ void InitMisc(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "setfsuid", Setfsuid);
   Export(env, exports, "setfsgid", Setfsgid);
   Export(env, exports, "raiseNofile", RaiseNofile);
-  Export(env, exports, "dieWithParent", DieWithParent);
   Export(env, exports, "setNofile", SetNofile);
   Export(env, exports, "getgrnam", Getgrnam);
   Export(env, exports, "cloexecFrom", CloexecFrom);

@@ -17,6 +17,7 @@ import type { FsOptions } from '../passthrough/passthrough-fs';
 import { MAX_FDS_PER_PACKET, type ChannelMessage } from './channel';
 import { FdStore } from './fd-store';
 import { sealedMemfd } from '../state/memfd';
+import { workerEnv, type WorkerCommand, type WorkerSandbox } from './sandbox';
 import { InflightRegion } from '../state/inflight';
 import { Journal } from '../state/journal';
 import type { FuseInitRecord } from '../worker/worker';
@@ -37,16 +38,12 @@ export interface WorkerDataPlaneOptions {
    * instead of waiting for a Node start-up (default true). Costs one idle process.
    */
   spare?: boolean;
-  /**
-   * Start workers with only these capabilities (names without CAP_), through setpriv(1), when
-   * this process runs as root; undefined: as this process.
-   */
-  caps?: string[];
+  /** Start workers in this sandbox (src/keeper/sandbox.ts); undefined: plain node, as this process. */
+  sandbox?: WorkerSandbox;
   /** How long a worker may take to load, recover or retire, or stay silent (ms; default 20 s). */
   timeoutMs?: number;
 }
 
-const SETPRIV = '/usr/bin/setpriv';
 export const DEFAULT_WORKER_TIMEOUT_MS = 20_000;
 
 interface Stop { index: number; resolve: (base: number) => void }
@@ -77,8 +74,6 @@ export class WorkerDataPlane implements DataPlane {
   private fuseInit: FuseInitRecord | null = null;
   /** Workers the image before us left running (re-exec), to adopt at start(). */
   private adoptable: { worker?: Adoptable; spare?: Adoptable } = {};
-  private setprivChecked = false;
-  private setpriv = false;
   /** Test holds (VFSD_HOLD=role:point) still to be handed to a worker of that role. */
   private hold: { role: string; spec: string } | null = null;
   private readonly sup: Supervisor;
@@ -244,23 +239,13 @@ export class WorkerDataPlane implements DataPlane {
       env.VFSD_HOLD = this.hold.spec;
       this.hold = null;
     }
-    const [cmd, args] = this.workerCommand(script);
-    return WorkerProcess.spawn(this.o.native, this.o.log, cmd, args, env);
+    const c = this.workerCommand(script);
+    return WorkerProcess.spawn(this.o.native, this.o.log, c, workerEnv({ ...env, ...c.env }));
   }
 
-  /** The command that starts a worker: node itself, or node under setpriv with fewer capabilities. */
-  private workerCommand(script: string): [string, string[]] {
-    const caps = this.o.caps;
-    if (!caps || process.getuid?.() !== 0) return [process.execPath, [script]];
-    if (!this.setprivChecked) {
-      this.setprivChecked = true;
-      this.setpriv = fs.existsSync(SETPRIV);
-      if (!this.setpriv) this.o.log.warn(`${SETPRIV} not found: workers keep every capability of the keeper`);
-    }
-    if (!this.setpriv) return [process.execPath, [script]];
-    // The bounding set bounds what root's execve of node gets; no inheritable or ambient ones.
-    const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',');
-    return [SETPRIV, ['--bounding-set', bounding, '--inh-caps', '-all', '--ambient-caps', '-all', '--', process.execPath, script]];
+  /** The command that starts a worker: in its sandbox, or node itself without one. */
+  private workerCommand(script: string): WorkerCommand {
+    return this.o.sandbox?.command(script) ?? { file: process.execPath, args: [script], env: {}, fds: [] };
   }
 
   /** Make w the serving worker: hand it the maps, the fds, the memory table and the rings. */

@@ -26,6 +26,8 @@ export type Phase = 'loading' | 'idle' | 'recovering' | 'serving' | 'retiring' |
 
 export interface Exit { code: number | null; signal: string | null }
 
+/** How long a process may live on after its worker's channel closed before it is killed. */
+const EXIT_GRACE_MS = 2000;
 /** How often an adopted worker is looked for with waitpid once its channel has closed. */
 const REAP_POLL_MS = 5;
 
@@ -64,8 +66,9 @@ export class WorkerProcess {
     this.gone = new Promise((resolve) => { this.settle = resolve; });
     channel.once('close', () => {
       this.closed = true;
-      // A worker that closed its channel but lives on is of no use: make sure it goes.
-      if (!this.reaped) this.sigkill();
+      // Its launcher exits right after it (in a sandbox the process we reap is the launcher); a
+      // process that closed its channel but lives on is of no use: make sure it goes.
+      if (!this.reaped) setTimeout(() => { if (!this.reaped) this.sigkill(); }, EXIT_GRACE_MS).unref();
       this.maybeGone();
     });
   }
@@ -78,8 +81,11 @@ export class WorkerProcess {
     this.phaseSince = performance.now();
   }
 
-  /** Start `cmd args` with the worker's end of a new channel as fd 3. Null: it could not start. */
-  static spawn(native: NativeBinding, log: Logger, cmd: string, args: string[], env: NodeJS.ProcessEnv): WorkerProcess | null {
+  /**
+   * Start c with the worker's end of a new channel as fd 3 (and c.fds from fd 4 on). Null: it
+   * could not start.
+   */
+  static spawn(native: NativeBinding, log: Logger, c: { file: string; args: string[]; fds: readonly number[] }, env: NodeJS.ProcessEnv): WorkerProcess | null {
     const pair = new Int32Array(2);
     const r = native.socketpair(pair, true);
     if (r < 0) {
@@ -89,7 +95,7 @@ export class WorkerProcess {
     const [mine, theirs] = [pair[0]!, pair[1]!];
     let child;
     try {
-      child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', theirs], env });
+      child = spawn(c.file, c.args, { stdio: ['ignore', 'inherit', 'inherit', theirs, ...c.fds], env });
     } catch (e) {
       native.close(mine);
       native.close(theirs);

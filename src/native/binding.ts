@@ -183,8 +183,18 @@ export interface NativeBinding {
   setCloexec(fd: number, on: boolean): number;
   /** waitpid(pid, WNOHANG): pid once it has exited (reaped), 0 while it runs, or -errno. */
   reap(pid: number): number;
-  /** prctl(PR_SET_PDEATHSIG, SIGKILL); then the parent's pid (1: it is gone already), or -errno. */
-  dieWithParent(): number;
+
+  // ---- sandbox (native/src/sandbox.cc; the launcher does the rest before Node starts) ----
+  /** prctl PR_GET_NO_NEW_PRIVS and PR_GET_SECCOMP (2 = filter) of the calling thread. */
+  sandboxStatus(): { noNewPrivs: number; seccomp: number };
+  /** chroot into the directory rootFd, then fchdir(cwdFd). 0 or -errno. */
+  chrootAt(rootFd: number, cwdFd: number): number;
+  /** On every thread (TSYNC): execve, execveat and chroot fail with EPERM from now on. 0 or -errno. */
+  lockdown(): number;
+  /** prctl(PR_SET_NO_NEW_PRIVS) for the calling thread. 0 or -errno. */
+  noNewPrivs(): number;
+  /** prctl(PR_CAPBSET_DROP, cap) for the calling thread. 0 or -errno. */
+  capbsetDrop(cap: number): number;
 }
 
 /** pollStart that throws (with the errno) where a watch cannot be set up. */

@@ -76,6 +76,12 @@ export interface FsState {
   registry?: FdRegistry;
   /** Fds the keeper kept for the previous worker, by registry key; consumed. */
   recovered?: Map<string, number>;
+  /** The shared directory as an fd (a sandboxed worker's share tree), reopened through
+   *  /proc/self/fd instead of opening opts.sharedDir by path. */
+  shareFd?: number;
+  /** /proc/self/fd opened before a chroot (owned from now on), and the prefix that names an fd
+   *  through it in a path ('' when it is the working directory). */
+  proc?: { fd: number; prefix: string };
 }
 
 export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
@@ -119,6 +125,9 @@ export class PassthroughFs implements FileSystem, ReplayProbes, RangeIo {
   entryTimeout: number;
   attrTimeout: number;
   private readonly procFd: number;
+  /** How a path names an fd through /proc/self/fd (see FsState.proc). */
+  private readonly procPrefix: string;
+  private readonly shareFd: number | undefined;
   /** The mounts file handles are made on (null without file handles). */
   private readonly mounts: MountFds | null;
   private readonly dentBuf = new Uint8Array(DIRENT_BUF);
@@ -158,9 +167,11 @@ export class PassthroughFs implements FileSystem, ReplayProbes, RangeIo {
     this.entryTimeout = t;
     this.attrTimeout = t;
 
-    this.procFd = native.openat(K.AT_FDCWD, '/proc/self/fd', K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    this.procFd = state.proc?.fd ?? native.openat(K.AT_FDCWD, '/proc/self/fd', K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
     if (this.procFd < 0) throw new Error(`cannot open /proc/self/fd: errno ${-this.procFd}`);
-    const rootFd = native.openat(K.AT_FDCWD, toBinary(opts.sharedDir), K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    this.procPrefix = state.proc?.prefix ?? '/proc/self/fd/';
+    this.shareFd = state.shareFd;
+    const rootFd = this.openShare(K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC);
     if (rootFd < 0) throw new Error(`cannot open shared directory ${opts.sharedDir}: errno ${-rootFd}`);
     const st = this.tmpSt;
     const r = native.stat(rootFd, '', K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW, st);
@@ -245,7 +256,7 @@ export class PassthroughFs implements FileSystem, ReplayProbes, RangeIo {
     if (mode === 'never') return null;
     const n = this.native;
     const mounts = new MountFds(n, registry, this.procFd);
-    const rootFd = n.openat(K.AT_FDCWD, toBinary(this.opts.sharedDir), K.O_RDONLY | K.O_DIRECTORY | K.O_CLOEXEC, 0);
+    const rootFd = this.openShare(K.O_RDONLY | K.O_DIRECTORY | K.O_CLOEXEC);
     const why = rootFd < 0 ? rootFd : mounts.probe(rootFd);
     if (why === 0) {
       mounts.setRoot(mntId, rootFd);
@@ -274,6 +285,12 @@ export class PassthroughFs implements FileSystem, ReplayProbes, RangeIo {
   }
 
   // ---- helpers ----
+
+  /** Open the shared directory: through the share tree's fd if the worker has one, else by path. */
+  private openShare(flags: number): number {
+    if (this.shareFd !== undefined) return this.native.openat(this.procFd, String(this.shareFd), flags, 0);
+    return this.native.openat(K.AT_FDCWD, toBinary(this.opts.sharedDir), flags, 0);
+  }
 
   private inode(nodeid: number): Inode | undefined {
     return this.inodes.get(nodeid);
@@ -305,7 +322,7 @@ export class PassthroughFs implements FileSystem, ReplayProbes, RangeIo {
   }
 
   private procPath(ino: Inode): string {
-    return `/proc/self/fd/${ino.fd}`;
+    return `${this.procPrefix}${ino.fd}`;
   }
 
   /** Run a creating syscall with the caller's fs ids (new files belong to the guest user) and umask. */

@@ -30,6 +30,7 @@ import { BatchingFdRegistry, type FdOp } from '../state/fd-registry';
 import { MAX_FDS_PER_PACKET } from '../keeper/channel';
 import { holdAt } from './hold';
 import { DEFAULT_GUEST_LIMITS } from '../passthrough/budget';
+import { enterSandbox, probeReport, workerPid, type WorkerSandboxState } from './sandbox';
 
 /** Longest a lazy fd registration waits before it is sent to the keeper. */
 const FD_FLUSH_MS = 20;
@@ -59,7 +60,8 @@ export class Worker {
   /** Fds the keeper kept for our predecessors, by registry key, until the maps claim them. */
   private readonly recovered = new Map<string, number>();
 
-  constructor(private readonly native: NativeBinding, private readonly channel: ControlChannel, private log: Logger) {
+  constructor(private readonly native: NativeBinding, private readonly channel: ControlChannel, private log: Logger,
+    private readonly sandbox: WorkerSandboxState = {}) {
     this.mem = new GuestMemory(native);
   }
 
@@ -85,7 +87,7 @@ export class Worker {
     });
     holdAt('loading');
     // Loaded and listening: a keeper upgrading workers retires the old one now.
-    this.channel.send({ t: 'hello', pid: process.pid, pings: true });
+    this.channel.send({ t: 'hello', pid: workerPid(), pings: true });
   }
 
   private onMessage(m: ChannelMessage, fds: number[]): void {
@@ -95,7 +97,7 @@ export class Worker {
         // A keeper from before the guest budget sends none: the defaults.
         this.init = init.fs.limits ? init : { ...init, fs: { ...init.fs, limits: DEFAULT_GUEST_LIMITS } };
         this.stateFds = fds;
-        this.log = createLogger(this.init.logLevel, { role: 'worker', pid: process.pid });
+        this.log = createLogger(this.init.logLevel, logBase());
         limitFds(this.native, this.log, this.init.fs.limits.workerNofile);
         return;
       }
@@ -120,7 +122,9 @@ export class Worker {
           (fn) => { setTimeout(fn, FD_FLUSH_MS); },
         );
         this.registry = registry;
-        this.fs = new PassthroughFs(this.native, this.init.fs, this.log, { fds: { inodes, files, dirs }, registry, recovered: this.recovered });
+        this.fs = new PassthroughFs(this.native, this.init.fs, this.log, {
+          fds: { inodes, files, dirs }, registry, recovered: this.recovered, shareFd: this.sandbox.shareFd, proc: this.sandbox.proc,
+        });
         const session = new FuseSession(this.fs, this.log, { probes: this.fs, rangeIo: this.fs });
         this.session = session;
         const fuseInit = this.init.fuseInit;
@@ -134,7 +138,7 @@ export class Worker {
           makeHandler: (q, journal) => session.handlerFor(q, journal),
           onRingStopping: () => fs.cancelWaits(),
         });
-        this.channel.send({ t: 'ready', pid: process.pid });
+        this.channel.send({ t: 'ready', pid: workerPid() });
         setImmediate(() => holdAt('serving'));
         return;
       }
@@ -240,13 +244,29 @@ export function sendFdOps(channel: ControlChannel, ops: FdOp[], batched = true):
   }
 }
 
+/** Log fields on every line: the pid the keeper knows, and ours where a pid namespace differs. */
+function logBase(): Record<string, unknown> {
+  const pid = workerPid();
+  return pid === process.pid ? { role: 'worker', pid } : { role: 'worker', pid, nsPid: process.pid };
+}
+
 export function workerMain(): void {
   const native = loadNative();
-  // Die with the keeper: a worker that hangs would never see its channel close.
-  if (native.dieWithParent() === 1) process.exit(0);
-  const log = createLogger(process.env.VFSD_LOG_LEVEL ?? 'info', { role: 'worker', pid: process.pid });
+  const log = createLogger(process.env.VFSD_LOG_LEVEL ?? 'info', logBase());
+  // Every module is loaded by now (the imports above): the sandbox may close over our code.
+  let sandbox: WorkerSandboxState;
+  try {
+    sandbox = enterSandbox(native);
+  } catch (e) {
+    log.fatal({ err: e, part: 'worker' }, `sandbox: ${(e as Error).message}`);
+    process.exit(125);
+  }
+  if (process.env.VFSD_SANDBOX_PROBE) {
+    process.stdout.write(`${JSON.stringify(probeReport(native, sandbox))}\n`);
+    process.exit(0);
+  }
   const channel = new ControlChannel(native, WORKER_CHANNEL_FD, log);
-  new Worker(native, channel, log).start();
+  new Worker(native, channel, log, sandbox).start();
 }
 
 if (require.main === module) workerMain();

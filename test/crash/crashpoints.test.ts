@@ -360,7 +360,7 @@ async function run(stream: Step[], crashpoint?: string): Promise<RunResult> {
       }
       if (crashedDuring === null && !alive(first)) crashedDuring = s.label;
     }
-    if (crashpoint && !(await d.waitWorkers(2, 2000))) problems.push(`the worker did not crash at ${crashpoint}`);
+    if (crashpoint && !(await d.waitWorkers(2))) problems.push(`the worker did not crash at ${crashpoint}`);
     await new Promise((r) => setTimeout(r, 20)); // a late duplicate used entry would show up now
     problems.push(...usedEntryProblems(fe, posted), ...x.t.problems);
     const report = checkState(d.pid);

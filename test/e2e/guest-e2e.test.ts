@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO } from '../support/daemon';
+import { watchWorkerSandboxes } from '../support/sandbox';
 
 
 
@@ -54,6 +55,8 @@ interface RunResult {
   logs: Map<string, string>;
   hostDigests: Map<string, string>;
   failures: string[];
+  /** ts: the workers whose sandbox was checked while the guest ran. */
+  sandboxed: number[];
 }
 
 function backendCommand(b: Backend, sock: string, share: string): { cmd: string; args: string[] } {
@@ -143,7 +146,7 @@ async function runBackend(t: TestContext, backend: Backend, label: string): Prom
   fs.mkdirSync(out);
   const res: RunResult = {
     backend, label, workDir, exitCode: null, wallSeconds: 0, bootMarks: {}, workloads: [],
-    digests: new Map(), logs: new Map(), hostDigests: new Map(), failures: [],
+    digests: new Map(), logs: new Map(), hostDigests: new Map(), failures: [], sandboxed: [],
   };
 
   const { cmd, args } = backendCommand(backend, sock, share);
@@ -155,6 +158,8 @@ async function runBackend(t: TestContext, backend: Backend, label: string): Prom
   const t0 = Date.now();
   const child = spawn(cmd, args, { cwd: REPO, stdio: ['ignore', blog, blog], detached: true });
   fs.closeSync(blog);
+  // Our workers run sandboxed (default flags): every one the keeper starts is checked from outside.
+  const sandboxes = backend === 'ts' ? watchWorkerSandboxes(path.join(workDir, 'backend.log'), share) : null;
   let spawnError: Error | null = null;
   child.on('error', (e) => { spawnError = e; });
   try {
@@ -184,6 +189,16 @@ async function runBackend(t: TestContext, backend: Backend, label: string): Prom
   } catch (e: unknown) {
     res.failures.push(`${label}: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
+    if (sandboxes) {
+      const { checked, problems } = sandboxes.stop();
+      res.sandboxed = checked;
+      res.failures.push(...problems);
+      t.diagnostic(`${label}: sandbox checked for workers ${checked.join(', ') || 'none'}`);
+      // Nothing kills a worker here: one that died (e.g. SIGSYS from its seccomp filter) is a
+      // failure even though its successor hid it from the guest.
+      const exits = fs.readFileSync(path.join(workDir, 'backend.log'), 'utf8').split('\n').filter((l) => l.includes('"msg":"worker exited; starting a new one"'));
+      if (exits.length > 0) res.failures.push(`${label}: ${exits.length} workers died during the run, first: ${exits[0]}`);
+    }
     // The C virtiofsd exits by itself when QEMU disconnects; ours may not.
     if (!(await waitExit(child, 3000))) await stopChild(child);
   }
@@ -229,6 +244,7 @@ function assertRun(res: RunResult): void {
   assert.deepEqual(res.failures, [], res.failures.join('\n') + ctx());
   assert.equal(res.exitCode, 0, `${label}: guest run failed (run.sh exit ${res.exitCode}; 124 = timeout, 125 = no exit code)` + ctx());
   assert.ok(res.workloads.length > 0, `${label}: no workload results` + ctx());
+  if (res.backend === 'ts') assert.ok(res.sandboxed.length >= 1, `${label}: no worker's sandbox was checked` + ctx());
   for (const w of res.workloads) {
     assert.equal(w.rc, 0, `${label}: workload ${w.name} exited ${w.rc}:\n${tail(path.join(workDir, 'out', `${w.name}.log`), 30)}`);
   }

@@ -10,7 +10,8 @@
 // of the same workload run on the host directly (no virtio-fs, no kills: the tree is
 // deterministic) and the host's digest of the share after the guest is gone; the st_ino the
 // guest recorded are the host's; the keeper (same pid throughout) logged a 'worker started'
-// line for every restart (>= 21 + 5).
+// line for every restart (>= 21 + 5); every worker that met an event ran sandboxed (default
+// flags), checked from outside right before the event (test/support/sandbox.ts).
 // Each event's guest-visible stall (the longest a guest operation waited after it) is reported
 // with t.diagnostic: the guest's churn logs CLOCK_MONOTONIC start/end of every
 // operation, and clock markers it creates in the share (seen on the host through inotify) map
@@ -29,7 +30,8 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { REPO } from '../support/daemon';
+import { REPO, isLive } from '../support/daemon';
+import { sandboxProblem, waitInnerWorker } from '../support/sandbox';
 
 
 
@@ -109,6 +111,12 @@ function logLines(file: string): LogLine[] {
 }
 function workerPids(file: string): number[] {
   return logLines(file).filter((l) => l.msg === 'worker started' && typeof l.pid === 'number').map((l) => l.pid as number);
+}
+/** The newest worker the keeper logged as started that is still alive: the serving one, or one
+ *  still loading for an upgrade (killing that one is a case of its own: the keeper must notice
+ *  at once and start another). */
+function newestWorker(file: string): number | undefined {
+  return workerPids(file).reverse().find(isLive);
 }
 
 function pct(sorted: number[], p: number): number {
@@ -284,6 +292,7 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
       let run: ChildProcess | null = null;
       const events: Ev[] = [];
       const problems: string[] = [];
+      let sandboxChecked = 0;
       const seed = Number(process.env.VFSD_KILL_SEED ?? (Date.now() & 0x7fffffff));
       const rand = rng(seed);
       let guestSeconds = 0;
@@ -324,18 +333,23 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
           }
           if (daemonExit) { problems.push(`the keeper exited (${daemonExit}) during the run`); break; }
           const kind: Kind = counts.kill < KILLS_FIRST ? 'kill' : counts.hup < HUPS ? 'hup' : counts.usr2 < USR2S ? 'usr2' : 'kill';
-          // the current worker: the last one the keeper logged; a new one after each event
-          let pids = workerPids(blogPath);
+          // the newest worker the keeper started; a new one after each event
+          let target = newestWorker(blogPath);
           const waitStart = performance.now();
-          while ((pids.length === 0 || pids.at(-1) === lastTarget) && performance.now() - waitStart < 15_000) {
+          while ((target === undefined || target === lastTarget) && performance.now() - waitStart < 15_000) {
             await sleep(10);
-            pids = workerPids(blogPath);
+            target = newestWorker(blogPath);
           }
-          if (pids.length === 0 || pids.at(-1) === lastTarget) {
+          if (target === undefined || target === lastTarget) {
             problems.push(`no new worker was logged within 15 s after event ${events.length} (${events.at(-1)?.kind ?? 'start'})`);
             break;
           }
-          const worker = pids.at(-1)!;
+          const worker = target;
+          // Every worker that served (default flags: sandboxed), checked from outside before its event.
+          const up = await waitInnerWorker(worker, 15_000).then(() => true, () => false);
+          const notSandboxed = up ? sandboxProblem(worker, share) : `worker ${worker} did not come up within 15 s`;
+          if (notSandboxed) problems.push(notSandboxed);
+          else sandboxChecked++;
           try {
             if (kind === 'kill') process.kill(worker, 'SIGKILL');
             else process.kill(keeperPid, kind === 'hup' ? 'SIGHUP' : 'SIGUSR2');
@@ -347,7 +361,7 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
           events.push({ kind, n: counts[kind], hostMs: performance.now(), pid: kind === 'kill' ? worker : keeperPid });
           lastTarget = worker;
         }
-        t.diagnostic(`events sent: ${counts.kill} SIGKILL (worker), ${counts.hup} SIGHUP, ${counts.usr2} SIGUSR2 (keeper), over ${((Date.now() - g0) / 1000).toFixed(1)} s`);
+        t.diagnostic(`events sent: ${counts.kill} SIGKILL (worker), ${counts.hup} SIGHUP, ${counts.usr2} SIGUSR2 (keeper), over ${((Date.now() - g0) / 1000).toFixed(1)} s; sandbox checked for ${sandboxChecked} workers`);
         await runDone;
         clearTimeout(guard);
         guestSeconds = (Date.now() - g0) / 1000;
@@ -370,9 +384,13 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
       const badSummary = new Map<string, number>();
       for (const l of bad) badSummary.set(`${l.level >= 50 ? 'error' : 'warn'}: ${l.msg}`, (badSummary.get(`${l.level >= 50 ? 'error' : 'warn'}: ${l.msg}`) ?? 0) + 1);
       t.diagnostic(`keeper logged ${started} 'worker started' lines; warn/error lines: ${[...badSummary].map(([k, v]) => `${v}× ${k}`).join('; ') || 'none'}`);
-      // A kill is expected to be logged; anything else at warn or above (e.g. an open file a
-      // restarted worker could not get back) is a failure even when the guest did not notice.
-      const unexpected = bad.filter((l) => l.msg !== 'worker exited; starting a new one');
+      // Our kills are expected to be logged (of the serving worker, or of one loading for an
+      // upgrade); anything else at warn or above (e.g. an open file a restarted worker could not
+      // get back, or a worker that died of anything but our SIGKILL, such as SIGSYS from its
+      // seccomp filter) is a failure even when the guest did not notice.
+      const ours = (l: LogLine): boolean => (l.msg === 'worker exited; starting a new one' && l.signal === 'SIGKILL')
+        || (/^incoming worker lost/.test(l.msg) && l.why === 'killed by SIGKILL');
+      const unexpected = bad.filter((l) => !ours(l));
       if (unexpected.length > 0) problems.push(`the daemon logged ${unexpected.length} unexpected warn/error lines, first: ${JSON.stringify(unexpected[0]).slice(0, 400)}`);
 
       // --- the guest's stalls (host-side times kept beside the trace, for a second look)
@@ -423,6 +441,7 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
       }
       assert.ok(started >= 1 + kills + hups, `keeper logged ${started} 'worker started' lines for ${kills} kills and ${hups} upgrades`);
       assert.ok(started >= 21, `keeper logged only ${started} 'worker started' lines`);
+      assert.equal(sandboxChecked, events.length, 'every worker that met an event was checked sandboxed (NoNewPrivs 1, Seccomp 2 on every thread, own mount namespace, a root with the share and no /etc)');
       ok = true;
     } finally {
       if (ok && !KEEP) fs.rmSync(workDir, { recursive: true, force: true });

@@ -31,4 +31,6 @@ function suite(peer: Peer, name: string, args: string[], xattr: boolean): void {
 
 suite('ts', 'FUSE ops over vhost-user against virtiofsd-ts (--xattr)', ['--xattr', '--log-level=warn'], true);
 suite('ts', 'FUSE ops over vhost-user against virtiofsd-ts (--cache=never, --thread-pool-size=0)', ['--cache=never', '--thread-pool-size=0', '--log-level=warn'], false);
+// chroot mode reaches the share tree as its root and /proc/self/fd only through a saved fd.
+suite('ts', 'FUSE ops over vhost-user against virtiofsd-ts (--sandbox=chroot, --xattr)', ['--sandbox=chroot', '--xattr', '--log-level=warn'], true);
 suite('c', 'FUSE ops over vhost-user against the C virtiofsd (-o xattr)', ['-o', 'xattr', '-o', 'cache=auto'], true);

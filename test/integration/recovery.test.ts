@@ -9,9 +9,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
-import { REPO, isLive, startDaemon, workerPids, type Daemon } from '../support/daemon';
+import { REPO, isLive, startDaemon, workerPids, withDaemon, type Daemon } from '../support/daemon';
 import { checkState, formatReport } from '../../src/tools/check-state';
 import { DEFAULT_WORKER_CAPS } from '../../src/config';
+import { waitInnerWorker } from '../support/sandbox';
 
 const O_RDWR = 0o2, O_CREAT = 0o100, O_TRUNC = 0o1000;
 const EBADF = 9, ENOENT = 2;
@@ -27,19 +28,6 @@ function keeperPathFds(pid: number): number {
     } catch { /* closed meanwhile */ }
   }
   return n;
-}
-
-async function withDaemon(args: string[], fn: (d: Daemon, c: FuseClient) => Promise<void>): Promise<void> {
-  const d = await startDaemon('ts', { args: ['--log-level=info', ...args] });
-  const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
-  try {
-    const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
-    assert.equal((await c.init()).error, 0);
-    await fn(d, c);
-  } finally {
-    fe.close();
-    await d.stop();
-  }
 }
 
 /** SIGKILL the current worker and wait until its successor has logged that it started. */
@@ -205,17 +193,20 @@ test('a loaded spare worker takes over after a SIGKILL; an upgrade replaces the 
 });
 
 test('submounts: inodes on a tmpfs under the share come back by handle through its mount fd; on a mount without handles (proc) by the keeper\'s fds', async (t) => {
-  await withDaemon([], async (d, c) => {
-    const tmp = `${d.dir}/tmpfs`, proc = `${d.dir}/proc`;
-    fs.mkdirSync(tmp);
-    fs.mkdirSync(proc);
-    const mounted: string[] = [];
-    try {
-      for (const [type, at] of [['tmpfs', tmp], ['proc', proc]] as const) {
-        const r = spawnSync('mount', ['-t', type, 'none', at]);
-        if (r.status !== 0) return t.skip(`cannot mount ${type} here: ${String(r.stderr).trim()}`);
-        mounted.push(at);
-      }
+  // Mounted before the daemon starts: the sandboxed worker sees the share's mounts as they were
+  // then (its share tree is a copy of them; docs/security.md).
+  const share = fs.mkdtempSync('/tmp/vfsd-submounts-');
+  const tmp = `${share}/tmpfs`, proc = `${share}/proc`;
+  fs.mkdirSync(tmp);
+  fs.mkdirSync(proc);
+  const mounted: string[] = [];
+  try {
+    for (const [type, at] of [['tmpfs', tmp], ['proc', proc]] as const) {
+      const r = spawnSync('mount', ['-t', type, 'none', at]);
+      if (r.status !== 0) return t.skip(`cannot mount ${type} here: ${String(r.stderr).trim()}`);
+      mounted.push(at);
+    }
+    await withDaemon([], async (d, c) => {
       for (let i = 0; i < 20; i++) fs.writeFileSync(`${tmp}/f${i}`, `tmpfs ${i}`);
       const tm = await c.lookup(1, 'tmpfs');
       const pm = await c.lookup(1, 'proc');
@@ -242,10 +233,11 @@ test('submounts: inodes on a tmpfs under the share come back by handle through i
       assert.ok(r.clean, formatReport(r));
       assert.equal(r.tables[0]!.handlesOpened, r.tables[0]!.byHandle, `every handle opens through its mount's fd:\n${formatReport(r)}`);
       assert.equal((await c.release(ids[7]!, o.fh!)).error, 0);
-    } finally {
-      for (const at of mounted.reverse()) spawnSync('umount', ['-l', at]);
-    }
-  });
+    }, share);
+  } finally {
+    for (const at of mounted.reverse()) spawnSync('umount', ['-l', at]);
+    fs.rmSync(share, { recursive: true, force: true });
+  }
 });
 
 test('a keeper re-exec (SIGUSR2) leaves the worker serving; the new image adopts it, upgrades it, and reaps it', async () => {
@@ -310,7 +302,7 @@ test('the worker runs with the reduced capability set (SYS_ADMIN dropped: truste
   const bits = (names: string[]): bigint => names.reduce((m, n) => m | (1n << BigInt(CAP_BITS[n]!)), 0n);
   for (const [args, want] of [[[], DEFAULT_WORKER_CAPS], [['--modcaps=+sys_admin'], [...DEFAULT_WORKER_CAPS, 'sys_admin']]] as const) {
     await withDaemon(['--xattr', ...args], async (d, c) => {
-      const w = workerPids(d.stderr()).at(-1)!;
+      const w = await waitInnerWorker(workerPids(d.stderr()).at(-1)!);
       const status = fs.readFileSync(`/proc/${w}/status`, 'latin1');
       const bnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(status)![1]}`);
       const eff = BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(status)![1]}`);
@@ -322,7 +314,7 @@ test('the worker runs with the reduced capability set (SYS_ADMIN dropped: truste
       assert.equal((await c.setxattr(cr.entry!.nodeid, 'trusted.k', Buffer.from('v'))).error, want.includes('sys_admin') ? 0 : -1 /* EPERM */);
       // The spare starts the same way.
       await killWorker(d);
-      const w2 = workerPids(d.stderr()).at(-1)!;
+      const w2 = await waitInnerWorker(workerPids(d.stderr()).at(-1)!);
       assert.equal(BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${w2}/status`, 'latin1'))![1]}`), bnd);
     });
   }

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { VhostUserFrontend } from './frontend';
 import type { Transport } from './fuse-client';
-import { REPO } from './daemon';
+import { REPO, assertNoSeccompKill } from './daemon';
 
 export interface CrashDaemon {
   proc: ChildProcess;
@@ -41,11 +41,16 @@ export async function startCrashDaemon(o: { args?: string[]; crashpoint?: string
     for (const f of changed.splice(0)) f();
   });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) {
+  // Start-up includes a probe worker in the sandbox (a second Node start): slow on a busy machine.
+  for (let i = 0; i < 1500 && !fs.existsSync(socket); i++) {
     if (proc.exitCode !== null) throw new Error(`daemon exited early: ${err}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-  if (!fs.existsSync(socket)) throw new Error(`daemon did not create its socket: ${err}`);
+  if (!fs.existsSync(socket)) {
+    // Not left running (it would keep the test process alive).
+    proc.kill('SIGKILL');
+    throw new Error(`daemon did not create its socket: ${err}`);
+  }
   const workerPids = (): number[] => {
     const pids: number[] = [];
     for (const line of err.split('\n')) {
@@ -61,7 +66,7 @@ export async function startCrashDaemon(o: { args?: string[]; crashpoint?: string
     proc, pid: proc.pid!, socket, dir,
     stderr: () => err,
     workerPids,
-    async waitWorkers(n, timeoutMs = 3000) {
+    async waitWorkers(n, timeoutMs = 15_000) {
       const deadline = Date.now() + timeoutMs;
       while (workerPids().length < n) {
         const left = deadline - Date.now();
@@ -77,6 +82,7 @@ export async function startCrashDaemon(o: { args?: string[]; crashpoint?: string
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
       await exited;
       fs.rmSync(work, { recursive: true, force: true });
+      assertNoSeccompKill(err);
     },
   };
 }

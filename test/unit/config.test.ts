@@ -66,3 +66,23 @@ test('--socket-group is taken with --socket-path, and refused with --fd (whoever
   assert.throws(() => parseArgs(['--fd=3', '--shared-dir=/tmp', '--socket-group=kvm']), ConfigError);
   assert.throws(() => parseArgs(['--socket-path=/tmp/s', '--shared-dir=/tmp', '--socket-group=']), ConfigError);
 });
+
+test('--sandbox and --seccomp: the Rust virtiofsd\'s modes and defaults (namespace, kill); anything else is an error', () => {
+  const base = ['--socket-path=/s', '--shared-dir=/srv'];
+  const d = parseArgs(base);
+  assert.deepEqual([d.sandbox, d.seccomp], ['namespace', 'kill']);
+  for (const m of ['namespace', 'chroot', 'none'] as const) assert.equal(parseArgs([...base, `--sandbox=${m}`]).sandbox, m);
+  for (const m of ['kill', 'log', 'trap', 'none'] as const) assert.equal(parseArgs([...base, `--seccomp=${m}`]).seccomp, m);
+  assert.equal(parseArgs(['--socket-path=/s', '-o', 'source=/srv,sandbox=chroot']).sandbox, 'chroot');
+  for (const bad of ['--sandbox=jail', '--seccomp=strict', '--sandbox=']) assert.throws(() => parseArgs([...base, bad]), ConfigError, bad);
+  assert.throws(() => parseArgs(['--socket-path=/s', '-o', 'source=/srv,sandbox=jail']), ConfigError);
+});
+
+test('--no-keeper runs without a sandbox or filter, and refuses to be asked for one', () => {
+  const base = ['--socket-path=/s', '--shared-dir=/srv', '--no-keeper'];
+  const c = parseArgs(base);
+  assert.deepEqual([c.sandbox, c.seccomp], ['none', 'none']);
+  assert.deepEqual([parseArgs([...base, '--sandbox=none', '--seccomp=none']).sandbox], ['none']);
+  assert.throws(() => parseArgs([...base, '--sandbox=namespace']), ConfigError);
+  assert.throws(() => parseArgs([...base, '--seccomp=kill']), ConfigError);
+});
