@@ -5,7 +5,7 @@
 // of fds before the worker does, whatever the guest makes the worker hold.
 
 import { MAX_MEM_SLOTS } from '../vhost/backend';
-import { MAX_FDS_PER_PACKET } from './channel';
+import { MAX_FDS_PER_PACKET } from '../protocol/channel';
 
 /** Node's own fds, one-off ones (a SYNCFS, a truncate, a GETLK question), the maps, mount fds. */
 const OWN_FDS = 256;

@@ -24,7 +24,7 @@
 
 import type { Logger } from '../log';
 import type { NativeBinding } from '../native/binding';
-import type { ChannelMessage } from './channel';
+import type { ToKeeper } from '../protocol/worker-channel';
 import { WorkerProcess, type Exit, type Phase } from './worker-process';
 import { wallMs32 } from '../state/inflight';
 
@@ -39,7 +39,7 @@ export interface SupervisorHooks {
   feed(w: WorkerProcess, recover: boolean, stuckBefore?: number): void;
   /** A packet from a worker that is not about its life (fd registrations, ring-stopped, ...);
    *  fdsLost: fds sent with it did not arrive (MSG_CTRUNC). */
-  message(w: WorkerProcess, m: ChannelMessage, fds: number[], fdsLost: boolean): void;
+  message(w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void;
 }
 
 /** A worker an earlier image of this keeper left running: its pid and our end of its channel. */
@@ -226,7 +226,7 @@ export class Supervisor {
     });
   }
 
-  private onMessage(w: WorkerProcess, m: ChannelMessage, fds: number[], fdsLost: boolean): void {
+  private onMessage(w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void {
     switch (m.t) {
       case 'hello':
         // Workers before the watchdog do not answer pings: they are not pinged.

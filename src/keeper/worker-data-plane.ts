@@ -14,13 +14,13 @@ import type { NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
 import type { DataPlane, MemoryTable, RingConfig } from '../vhost/data-plane';
 import type { FsOptions } from '../passthrough/passthrough-fs';
-import { MAX_FDS_PER_PACKET, type ChannelMessage } from './channel';
+import { MAX_FDS_PER_PACKET } from '../protocol/channel';
+import type { FuseInitRecord, ToKeeper, WireFdOp } from '../protocol/worker-channel';
 import { FdStore } from './fd-store';
 import { sealedMemfd } from '../state/memfd';
 import { workerEnv, type WorkerCommand, type WorkerSandbox } from './sandbox';
 import { InflightRegion } from '../state/inflight';
 import { Journal } from '../state/journal';
-import type { FuseInitRecord } from '../worker/worker';
 import { Supervisor, type Adoptable, type Role } from './supervisor';
 import { WorkerProcess } from './worker-process';
 
@@ -308,53 +308,58 @@ export class WorkerDataPlane implements DataPlane {
    * more). A restarted worker opens such files again from their records; an inode without a file
    * handle or a lock owner is lost to it. The fd plan (fd-plan.ts) keeps us from getting here.
    */
-  private applyFdOps(m: ChannelMessage, fds: number[], fdsLost: boolean): void {
-    const ops = m.ops;
+  private applyFdOps(ops: readonly WireFdOp[], fds: number[], fdsLost: boolean): void {
     let next = 0;
     let lost = 0;
-    if (Array.isArray(ops)) {
-      for (const op of ops as unknown[]) {
-        if (!Array.isArray(op) || typeof op[0] !== 'string') continue;
-        if (op[1] === 1) {
-          const fd = fds[next++];
-          if (fd === undefined) {
-            if (!fdsLost) break;
-            this.fds.del(op[0]);
-            lost++;
-            continue;
-          }
-          this.fds.put(op[0], fd);
-        } else {
-          this.fds.del(op[0]);
-        }
+    for (const [key, put] of ops) {
+      if (put === 0) {
+        this.fds.del(key);
+        continue;
       }
+      const fd = fds[next++];
+      if (fd === undefined) {
+        if (!fdsLost) break;
+        this.fds.del(key);
+        lost++;
+        continue;
+      }
+      this.fds.put(key, fd);
     }
     if (fdsLost) this.o.log.error({ lost, got: fds.length }, 'fd-ops: fds did not arrive (MSG_CTRUNC: the keeper\'s fd table is full); a restarted worker will lack them');
     else if (next !== fds.length) this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
     for (const fd of fds.slice(next)) this.o.native.close(fd);
   }
 
-  private onMessage(_w: WorkerProcess, m: ChannelMessage, fds: number[], fdsLost: boolean): void {
-    if (m.t === 'fd-ops') {
-      this.applyFdOps(m, fds, fdsLost);
-      return;
+  private onMessage(_w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void {
+    switch (m.t) {
+      case 'fd-ops':
+        this.applyFdOps(m.ops, fds, fdsLost);
+        return;
+      // A worker of release 1 registers one fd per message (see worker-channel.ts).
+      case 'fd-put':
+        this.applyFdOps([[m.k, 1]], fds, fdsLost);
+        return;
+      case 'fd-del':
+        this.applyFdOps([[m.k, 0]], fds, fdsLost);
+        return;
+      default:
     }
     for (const fd of fds) this.o.native.close(fd);
     switch (m.t) {
       case 'fuse-init':
-        this.fuseInit = (m as unknown as { req: FuseInitRecord | null }).req;
+        this.fuseInit = m.req;
         return;
       case 'ring-stopped': {
-        const { seq, base, index } = m as unknown as { seq: number; base: number; index: number };
-        const s = this.stops.get(seq);
+        const s = this.stops.get(m.seq);
         if (!s) return;
-        this.stops.delete(seq);
-        this.rings.delete(index);
-        s.resolve(base);
+        this.stops.delete(m.seq);
+        // The ring the stop was asked for, whatever index the worker names.
+        this.rings.delete(s.index);
+        s.resolve(m.base);
         return;
       }
       default:
-        this.o.log.warn({ t: m.t }, 'unknown message from worker');
+        this.o.log.warn({ t: m.t }, 'unexpected message from worker');
     }
   }
 }

@@ -11,7 +11,11 @@
 import { spawn } from 'node:child_process';
 import type { NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
-import { ControlChannel, type ChannelHandler, type ChannelMessage } from './channel';
+import { ControlChannel, type ChannelHandler } from '../protocol/channel';
+import { decodeToKeeper, type ToKeeper, type ToWorker } from '../protocol/worker-channel';
+
+/** The keeper's end of a worker's channel. */
+export type WorkerChannel = ControlChannel<ToKeeper, ToWorker>;
 
 /**
  * Where a worker is in its life:
@@ -56,11 +60,11 @@ export class WorkerProcess {
   private closed = false;
   private reaped: Exit | null = null;
   private settle!: (e: Exit) => void;
-  private handler: ChannelHandler | null = null;
+  private handler: ChannelHandler<ToKeeper> | null = null;
 
   private constructor(
     readonly pid: number,
-    readonly channel: ControlChannel,
+    readonly channel: WorkerChannel,
     private readonly signal: (sig: NodeJS.Signals) => void,
   ) {
     this.gone = new Promise((resolve) => { this.settle = resolve; });
@@ -109,7 +113,7 @@ export class WorkerProcess {
       native.close(mine);
       return null;
     }
-    const w = new WorkerProcess(child.pid, new ControlChannel(native, mine, log), (sig) => { child.kill(sig); });
+    const w = new WorkerProcess(child.pid, new ControlChannel(native, mine, log, decodeToKeeper), (sig) => { child.kill(sig); });
     child.once('exit', (code, signal) => w.onReaped({ code, signal }));
     return w;
   }
@@ -120,7 +124,7 @@ export class WorkerProcess {
    * channel has closed.
    */
   static adopt(native: NativeBinding, log: Logger, pid: number, channelFd: number, phase: Phase): WorkerProcess {
-    const w = new WorkerProcess(pid, new ControlChannel(native, channelFd, log), (sig) => {
+    const w = new WorkerProcess(pid, new ControlChannel(native, channelFd, log, decodeToKeeper), (sig) => {
       try { process.kill(pid, sig); } catch { /* already gone */ }
     });
     w.phase = phase;
@@ -136,7 +140,7 @@ export class WorkerProcess {
   }
 
   /** Deliver its packets to handler; every packet also counts as a sign of life. */
-  listen(handler: ChannelHandler): void {
+  listen(handler: ChannelHandler<ToKeeper>): void {
     this.handler = handler;
     this.relisten();
   }
@@ -152,7 +156,7 @@ export class WorkerProcess {
     });
   }
 
-  send(m: ChannelMessage, fds: readonly number[] = []): boolean {
+  send(m: ToWorker, fds: readonly number[] = []): boolean {
     return this.channel.send(m, fds);
   }
 

@@ -2,34 +2,20 @@
 // (memory table, ring addresses, kick/call fds) with the FUSE session over the passthrough
 // file system. It owns nothing that must outlive it: when it dies, the keeper starts another.
 //
-// Protocol (keeper -> worker; see keeper/worker-data-plane.ts for the other side):
-//   init {fs, logLevel} + [inodes, files, dirs memfds]   the maps' shared memory
-//   fds {keys} + fds                         fds kept for earlier workers (any number of these)
-//   go                                       adopt the maps, open the share, build the session
-//   mem {regions} + one fd per region        replace the memory table (rings are stopped)
-//   ring-start {cfg} + [kick, call?]         serve a ring
-//   ring-stopping {index}                    finish requests that could wait forever
-//   ring-stop {index, seq}                   stop; answer ring-stopped {index, seq, base}
-//   call-fd {index} + [fd]?                  the guest's interrupt fd changed
-//   shutdown                                 planned upgrade: finish what was popped, exit 0
-//   ping {n}                                 the keeper's watchdog: answer pong {n}
-// The worker sends: hello {pings} (loaded; pings: it answers pings), ready (after go),
-// ring-stopped, fd-ops {ops} + fds (puts and dels of registered fds, in order; one fd per put),
-// fuse-init, pong, bye.
+// What the keeper and the worker say to each other is src/protocol/worker-channel.ts.
 
 import type { Logger } from '../log';
 import { createLogger } from '../log';
 import { loadNative, type NativeBinding } from '../native/binding';
-import { ControlChannel, type ChannelMessage } from '../keeper/channel';
+import { ControlChannel, MAX_FDS_PER_PACKET } from '../protocol/channel';
+import { decodeToWorker, type ToKeeper, type ToWorker, type WireFdOp } from '../protocol/worker-channel';
 import { GuestMemory } from '../virtio/guest-memory';
-import { LocalDataPlane, type RingConfig } from '../vhost/data-plane';
+import { LocalDataPlane } from '../vhost/data-plane';
 import type { MemRegion } from '../vhost/message';
-import { PassthroughFs, type FsOptions } from '../passthrough/passthrough-fs';
+import { PassthroughFs } from '../passthrough/passthrough-fs';
 import { FuseSession } from '../fuse/session';
 import { BatchingFdRegistry, type FdOp } from '../state/fd-registry';
-import { MAX_FDS_PER_PACKET } from '../keeper/channel';
 import { holdAt } from './hold';
-import { DEFAULT_GUEST_LIMITS } from '../passthrough/budget';
 import { enterSandbox, probeReport, workerPid, type WorkerSandboxState } from './sandbox';
 
 /** Longest a lazy fd registration waits before it is sent to the keeper. */
@@ -37,11 +23,11 @@ const FD_FLUSH_MS = 20;
 /** Most ops per fd-ops packet (keeps the JSON well under the packet size). */
 const FD_OPS_PER_PACKET = Math.min(MAX_FDS_PER_PACKET, 500);
 
-/** The FUSE_INIT a guest sent, in JSON-safe form (flags as a decimal string). */
-export interface FuseInitRecord { major: number; minor: number; maxReadahead: number; flags: string }
+/** What the keeper's init said (fdOps: it takes batched fd-ops; keepers before take fd-put / fd-del). */
+type WorkerInit = Extract<ToWorker, { t: 'init' }>;
 
-/** fdOps: the keeper takes batched fd-ops packets (keepers before it take fd-put / fd-del). */
-interface WorkerInit { fs: FsOptions; logLevel: string; fuseInit: FuseInitRecord | null; fdOps?: boolean }
+/** The worker's end of its channel to the keeper. */
+export type WorkerEnd = ControlChannel<ToWorker, ToKeeper>;
 
 /** The fd a worker finds its control channel on. */
 export const WORKER_CHANNEL_FD = 3;
@@ -60,7 +46,7 @@ export class Worker {
   /** Fds the keeper kept for our predecessors, by registry key, until the maps claim them. */
   private readonly recovered = new Map<string, number>();
 
-  constructor(private readonly native: NativeBinding, private readonly channel: ControlChannel, private log: Logger,
+  constructor(private readonly native: NativeBinding, private readonly channel: WorkerEnd, private log: Logger,
     private readonly sandbox: WorkerSandboxState = {}) {
     this.mem = new GuestMemory(native);
   }
@@ -90,19 +76,18 @@ export class Worker {
     this.channel.send({ t: 'hello', pid: workerPid(), pings: true });
   }
 
-  private onMessage(m: ChannelMessage, fds: number[]): void {
+  private onMessage(m: ToWorker, fds: number[]): void {
     switch (m.t) {
       case 'init': {
-        const init = m as unknown as WorkerInit;
-        // A keeper from before the guest budget sends none: the defaults.
-        this.init = init.fs.limits ? init : { ...init, fs: { ...init.fs, limits: DEFAULT_GUEST_LIMITS } };
+        // (decodeToWorker gave what a keeper from before sent no value for its default.)
+        this.init = m;
         this.stateFds = fds;
         this.log = createLogger(this.init.logLevel, logBase());
         limitFds(this.native, this.log, this.init.fs.limits.workerNofile);
         return;
       }
       case 'fds': {
-        const keys = (m as unknown as { keys: string[] }).keys;
+        const keys = m.keys;
         if (keys.length !== fds.length) throw new Error(`fds: ${keys.length} keys, ${fds.length} fds`);
         keys.forEach((k, i) => this.recovered.set(k, fds[i]!));
         return;
@@ -130,7 +115,7 @@ export class Worker {
         const fuseInit = this.init.fuseInit;
         if (fuseInit && !session.restoreInit({ ...fuseInit, flags: BigInt(fuseInit.flags) })) throw new Error('cannot resume the FUSE session');
         session.onInit = (req) => {
-          this.channel.send({ t: 'fuse-init', req: req ? { ...req, flags: req.flags.toString() } : null });
+          this.channel.send({ t: 'fuse-init', req: req ? { major: req.major, minor: req.minor, maxReadahead: req.maxReadahead, flags: req.flags.toString() } : null });
         };
         const fs = this.fs;
         this.plane = new LocalDataPlane({
@@ -143,7 +128,7 @@ export class Worker {
         return;
       }
       case 'mem': {
-        const regions = (m as unknown as { regions: MemRegion[] }).regions;
+        const regions = m.regions;
         if (fds.length !== regions.length) throw new Error(`mem: ${regions.length} regions, ${fds.length} fds`);
         this.mem.clear();
         for (const r of this.regions) this.native.close(r.fd);
@@ -155,17 +140,17 @@ export class Worker {
         return;
       }
       case 'ring-start': {
-        const { cfg, recover, hasCall } = m as unknown as { cfg: RingConfig; recover: boolean; hasCall: boolean };
+        const { cfg, recover, hasCall } = m;
         const [kick, inflightFd, journalFd, call] = [fds[0] ?? -1, fds[1] ?? -1, fds[2] ?? -1, hasCall ? fds[3] ?? -1 : -1];
         this.ringFds.set(cfg.index, { kick, call, inflight: inflightFd, journal: journalFd });
         this.plane!.startRing({ ...cfg, kickFd: kick, callFd: call, inflightFd, journalFd, recover }, { regions: this.regions, mem: this.mem });
         return;
       }
       case 'ring-stopping':
-        this.plane!.ringStopping((m as unknown as { index: number }).index);
+        this.plane!.ringStopping(m.index);
         return;
       case 'ring-stop': {
-        const { index, seq } = m as unknown as { index: number; seq: number };
+        const { index, seq } = m;
         void this.plane!.stopRing(index).then((base) => {
           const f = this.ringFds.get(index);
           this.ringFds.delete(index);
@@ -175,7 +160,7 @@ export class Worker {
         return;
       }
       case 'call-fd': {
-        const index = (m as unknown as { index: number }).index;
+        const index = m.index;
         const fd = fds[0] ?? -1;
         const f = this.ringFds.get(index);
         this.plane!.setCallFd(index, fd);
@@ -205,9 +190,11 @@ export class Worker {
         check();
         return;
       }
-      default:
+      default: {
+        const never: never = m;
         for (const fd of fds) this.native.close(fd);
-        this.log.warn({ t: m.t }, 'unknown control message');
+        this.log.warn({ m: never }, 'unknown control message');
+      }
     }
   }
 }
@@ -227,7 +214,7 @@ function limitFds(native: NativeBinding, log: Logger, nofile: number): void {
  * Send fd registry ops in order: [key, fd] pairs; the fds of puts ride along in op order. Without
  * `batched`, one fd-put or fd-del message per op, as keepers before fd-ops understand.
  */
-export function sendFdOps(channel: ControlChannel, ops: FdOp[], batched = true): void {
+export function sendFdOps(channel: WorkerEnd, ops: FdOp[], batched = true): void {
   if (!batched) {
     for (const [k, fd] of ops) channel.send(fd >= 0 ? { t: 'fd-put', k } : { t: 'fd-del', k }, fd >= 0 ? [fd] : []);
     return;
@@ -235,7 +222,7 @@ export function sendFdOps(channel: ControlChannel, ops: FdOp[], batched = true):
   for (let i = 0; i < ops.length; i += FD_OPS_PER_PACKET) {
     const part = ops.slice(i, i + FD_OPS_PER_PACKET);
     const fds: number[] = [];
-    const wire: Array<[string, 0 | 1]> = [];
+    const wire: WireFdOp[] = [];
     for (const [k, fd] of part) {
       wire.push([k, fd >= 0 ? 1 : 0]);
       if (fd >= 0) fds.push(fd);
@@ -265,7 +252,7 @@ export function workerMain(): void {
     process.stdout.write(`${JSON.stringify(probeReport(native, sandbox))}\n`);
     process.exit(0);
   }
-  const channel = new ControlChannel(native, WORKER_CHANNEL_FD, log);
+  const channel: WorkerEnd = new ControlChannel(native, WORKER_CHANNEL_FD, log, decodeToWorker);
   new Worker(native, channel, log, sandbox).start();
 }
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keeperHeadroom, planFds, workerReserve, MIN_GUEST_FDS } from '../../../src/keeper/fd-plan';
 import { MAX_MEM_SLOTS } from '../../../src/vhost/backend';
-import { MAX_FDS_PER_PACKET } from '../../../src/keeper/channel';
+import { MAX_FDS_PER_PACKET } from '../../../src/protocol/channel';
 
 test('the keeper\'s headroom covers the worker\'s own fds, one control packet of fds, and more', () => {
   for (const queues of [2, 65]) {

@@ -1,7 +1,8 @@
 // The keeper <-> worker control channel: a SOCK_SEQPACKET socketpair carrying one JSON object
 // per packet, with the packet's file descriptors (SCM_RIGHTS) attached to it. Packets keep
 // their boundaries, so a message and its fds always arrive together and in order.
-// Control traffic only: guest data never crosses this channel.
+// Control traffic only: guest data never crosses this channel. What the messages are is
+// worker-channel.ts's; each side's channel sends its own union and decodes the other's.
 
 import { EventEmitter } from 'node:events';
 import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
@@ -14,32 +15,32 @@ export const MAX_PACKET = 64 * 1024;
 /** Most fds one packet carries (the kernel's SCM_MAX_FD is 253). */
 export const MAX_FDS_PER_PACKET = 250;
 
-export interface ChannelMessage {
-  readonly t: string;
-  readonly [k: string]: unknown;
-}
+/** Any message: an object whose `t` names it. */
+export interface Message { readonly t: string }
 
 /**
  * fdsLost: the packet came with fewer fds than were sent (MSG_CTRUNC: our fd table was full);
  * the kernel installs a packet's fds in order, so the ones in fds are the first ones sent.
  */
-export type ChannelHandler = (msg: ChannelMessage, fds: number[], fdsLost: boolean) => void;
+export type ChannelHandler<In> = (msg: In, fds: number[], fdsLost: boolean) => void;
 
-export class ControlChannel extends EventEmitter {
+/** A channel end that sends Out and receives In (decode refuses what is not an In: null). */
+export class ControlChannel<In extends Message, Out extends Message> extends EventEmitter {
   private poll: PollHandle | null = null;
   private readonly buf = new Uint8Array(MAX_PACKET);
   private readonly fdBuf = new Int32Array(MAX_FDS_PER_PACKET + 3);
   private readonly flags = new Int32Array(1);
   private closed = false;
 
-  constructor(private readonly native: NativeBinding, readonly fd: number, private readonly log: Logger) {
+  constructor(private readonly native: NativeBinding, readonly fd: number, private readonly log: Logger,
+    private readonly decode: (raw: unknown) => In | null) {
     super();
   }
 
-  private handler: ChannelHandler | null = null;
+  private handler: ChannelHandler<In> | null = null;
 
   /** Start delivering messages to handler (synchronously, in order). 'close' is emitted at EOF. */
-  start(handler: ChannelHandler): void {
+  start(handler: ChannelHandler<In>): void {
     this.handler = handler;
     this.native.setNonblocking(this.fd, true);
     this.poll = watchFd(this.native, this.fd, 1, (status) => {
@@ -63,11 +64,16 @@ export class ControlChannel extends EventEmitter {
         const fds: number[] = [];
         for (const f of this.fdBuf) if (f >= 0) fds.push(f);
         const fdsLost = (this.flags[0]! & MSG_CTRUNC) !== 0;
-        let msg: ChannelMessage;
+        let raw: unknown;
         try {
-          msg = JSON.parse(Buffer.from(this.buf.buffer, 0, n).toString('utf8')) as ChannelMessage;
+          raw = JSON.parse(Buffer.from(this.buf.buffer, 0, n).toString('utf8'));
         } catch {
-          this.log.error({ bytes: n }, 'control channel: unparsable packet; dropped');
+          raw = undefined;
+        }
+        const msg = this.decode(raw);
+        if (msg === null) {
+          const t = typeof raw === 'object' && raw !== null ? String((raw as { t?: unknown }).t).slice(0, 40) : undefined;
+          this.log.error({ bytes: n, t, fds: fds.length }, 'control channel: a packet that is no message of this protocol; dropped');
           for (const f of fds) this.native.close(f);
           continue;
         }
@@ -78,7 +84,7 @@ export class ControlChannel extends EventEmitter {
   }
 
   /** Send one message with fds (the fds stay ours: the receiver gets duplicates). */
-  send(msg: ChannelMessage, fds: readonly number[] = []): boolean {
+  send(msg: Out, fds: readonly number[] = []): boolean {
     if (this.closed) return false;
     const bytes = Buffer.from(JSON.stringify(msg), 'utf8');
     if (bytes.length > MAX_PACKET || fds.length > MAX_FDS_PER_PACKET) throw new Error(`control message ${msg.t} too large`);
