@@ -17,6 +17,13 @@
       "cflags": ["-Wall", "-Wextra"],
       "cflags_cc": ["-std=gnu++20", "-Wall", "-Wextra"],
       "cflags_cc!": ["-std=gnu++17"]
+    },
+    {
+      "target_name": "vfsd-bench",
+      "type": "executable",
+      "sources": ["bench/main.cc", "bench/vu.cc", "bench/frontend.cc", "bench/null_backend.cc"],
+      "cflags_cc": ["-std=gnu++20", "-O2", "-Wall", "-Wextra"],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"]
     }
   ]
 }
