@@ -803,7 +803,7 @@ uint32_t Frontend::roundtrip(Slot& s) {
 
 void Frontend::begin_measure() {
   phase_ = MEASURE;
-  tree_cpu(pid_, r_.d0);
+  if (pid_ > 0) tree_cpu(pid_, r_.d0);
   r_.fe_cpu = self_cpu();
   r_.seconds = now();
   pass_now_ = r_.seconds;
@@ -876,9 +876,11 @@ void Frontend::print(unsigned depth) {
   printf("{\"ok\":true,\"workload\":\"%s\",\"depth\":%u,\"ops\":%" PRIu64 ",\"requests\":%" PRIu64 ",\"entries\":%" PRIu64
          ",\"seconds\":%.6f,\"p50us\":%.2f,\"p99us\":%.2f,\"frontendCpuS\":%.6f,\"daemonCpuNs\":%" PRIu64
          ",\"daemonCpuTicks\":%" PRIu64 ",\"daemonProcs\":%u,\"daemonThreads\":%u,\"posted\":%" PRIu64 ",\"kicks\":%" PRIu64
-         ",\"wakeups\":%" PRIu64 ",\"forgets\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"firstError\":\"%s\"}\n",
+         ",\"wakeups\":%" PRIu64 ",\"forgets\":%" PRIu64 ",\"entriesPerScan\":%" PRIu64 ",\"errors\":%" PRIu64
+         ",\"firstError\":\"%s\"}\n",
          W_NAMES[int(w_)], depth, r_.ops, r_.requests, r_.entries, r_.seconds, p50, p99, r_.fe_cpu, r_.d1.ns - r_.d0.ns,
-         r_.d1.ticks - r_.d0.ticks, r_.d1.procs, r_.d1.threads, r_.posted, r_.kicks, r_.wakeups, r_.forgets, r_.errors, err.c_str());
+         r_.d1.ticks - r_.d0.ticks, r_.d1.procs, r_.d1.threads, r_.posted, r_.kicks, r_.wakeups, r_.forgets, expect_entries_,
+         r_.errors, err.c_str());
   fflush(stdout);
 }
 
