@@ -21,6 +21,8 @@
 //   write1m      1 MiB WRITE (256 readable 4 KiB buffers)
 //   readdirplus  OPENDIR, READDIRPLUS (4 KiB each) to the end of a --dir-entries directory,
 //                RELEASEDIR; an op is one READDIRPLUS; the entries' lookups go back in BATCH_FORGETs
+//   readdir      the same with READDIR (what a guest sends when READDIRPLUS is not negotiated, as
+//                the C virtiofsd does with cache=none)
 //   create       CREATE + WRITE 4 KiB + RELEASE + UNLINK of a new file (one op, four requests),
 //                the node ids given back in BATCH_FORGETs
 // Per cell: ops/s, latency p50/p99 per op (post to used entry), CPU µs per op of the daemon's
@@ -328,12 +330,15 @@ function markdown(cells: Cell[], cols: Column[], o: Opts): string {
       cols.map((c) => fmt(get(w, depth, c.name)?.requestsPerKick ?? NaN, 1)).join(' / ')]);
   });
 
-  if (o.only.includes('readdirplus')) {
+  const dirRows = o.only.filter((w) => w === 'readdirplus' || w === 'readdir');
+  if (dirRows.length) {
     lines.push('');
-    header(['readdirplus', 'depth', ...cols.map((c) => `${c.name} entries/s`), ...pairs.map((c) => `${c.name}/${c.vs} entries/s`)]);
-    for (const depth of o.depths) {
-      const g = (c: string): number => get('readdirplus', depth, c)?.entriesPerSec ?? NaN;
-      row([`${o.dirEntries} entries`, String(depth), ...cols.map((c) => fmt(g(c.name), 0)), ...pairs.map((c) => ratio(g(c.name), g(c.vs!)))]);
+    header(['directory rows', 'depth', ...cols.map((c) => `${c.name} entries/s`), ...pairs.map((c) => `${c.name}/${c.vs} entries/s`)]);
+    for (const w of dirRows) {
+      for (const depth of o.depths) {
+        const g = (c: string): number => get(w, depth, c)?.entriesPerSec ?? NaN;
+        row([`${w}, ${o.dirEntries} entries`, String(depth), ...cols.map((c) => fmt(g(c.name), 0)), ...pairs.map((c) => ratio(g(c.name), g(c.vs!)))]);
+      }
     }
   }
   if (noisy.length) {

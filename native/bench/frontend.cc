@@ -19,7 +19,7 @@
 // Commands on stdin, one JSON line per answer on stdout:
 //   run WORKLOAD DEPTH WARMUP_S DURATION_S [MAX_OPS] [verify]
 //   quit
-// WORKLOAD: getattr lookup read4k write4k read1m write1m readdirplus create.
+// WORKLOAD: getattr lookup read4k write4k read1m write1m readdirplus readdir create.
 #include "vu.h"
 
 #include <algorithm>
@@ -68,8 +68,9 @@ constexpr uint32_t INIT_FLAGS = FUSE_ASYNC_READ | FUSE_POSIX_LOCKS | FUSE_ATOMIC
     FUSE_ABORT_ERROR | FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS | FUSE_NO_OPENDIR_SUPPORT | FUSE_EXPLICIT_INVAL_DATA |
     FUSE_HANDLE_KILLPRIV_V2 | FUSE_SETXATTR_EXT;
 
-enum class W { getattr, lookup, read4k, write4k, read1m, write1m, readdirplus, create };
-const char* const W_NAMES[] = {"getattr", "lookup", "read4k", "write4k", "read1m", "write1m", "readdirplus", "create"};
+enum class W { getattr, lookup, read4k, write4k, read1m, write1m, readdirplus, readdir, create };
+const char* const W_NAMES[] = {"getattr", "lookup", "read4k", "write4k", "read1m", "write1m", "readdirplus", "readdir", "create"};
+constexpr int NUM_W = 9;
 
 struct Ring {
   unsigned num = QSIZE;
@@ -527,7 +528,7 @@ bool Frontend::start(Slot& s) {
       expect(s, sizeof(fuse_write_out));
       break;
     }
-    case W::readdirplus: {
+    case W::readdirplus: case W::readdir: {
       s.step = 0;
       s.entries = 0;
       s.off = 0;
@@ -582,7 +583,7 @@ void Frontend::done(Slot& s, uint32_t used_len) {
   else
     ok = true;
   switch (w_) {
-    case W::readdirplus: return next_readdir(s, ok, used_len);
+    case W::readdirplus: case W::readdir: return next_readdir(s, ok, used_len);
     case W::create: return next_create(s, ok, body);
     case W::getattr:
       if (ok && (used_len != sizeof *oh + sizeof(fuse_attr_out) || reinterpret_cast<const fuse_attr_out*>(body)->attr.ino == 0))
@@ -617,8 +618,8 @@ void Frontend::done(Slot& s, uint32_t used_len) {
   start(s);
 }
 
-// OPENDIR, then READDIRPLUS from offset 0 until an empty reply, then RELEASEDIR; each
-// READDIRPLUS is one op. Every entry with a node id counts as a lookup, given back by FORGET.
+// OPENDIR, then READDIRPLUS (or READDIR) from offset 0 until an empty reply, then RELEASEDIR;
+// each READDIRPLUS is one op. Every entry with a node id counts as a lookup, given back by FORGET.
 void Frontend::next_readdir(Slot& s, bool ok, uint32_t used_len) {
   if (s.step == 0) {  // OPENDIR answered
     if (!ok) return void(start(s));
@@ -629,19 +630,21 @@ void Frontend::next_readdir(Slot& s, bool ok, uint32_t used_len) {
     const uint8_t* p = s.data;
     const uint8_t* end = s.data + bytes;
     uint32_t n = 0;
-    while (p + FUSE_NAME_OFFSET_DIRENTPLUS <= end) {
-      auto* e = reinterpret_cast<const fuse_direntplus*>(p);
-      size_t rec = FUSE_DIRENTPLUS_SIZE(e);
-      if (e->dirent.namelen == 0 || e->dirent.namelen > 255 || p + rec > end) {
-        error(s, "bad direntplus at byte %zu", size_t(p - s.data));
+    const bool plus = w_ == W::readdirplus;
+    while (p + (plus ? FUSE_NAME_OFFSET_DIRENTPLUS : FUSE_NAME_OFFSET) <= end) {
+      auto* ep = reinterpret_cast<const fuse_direntplus*>(p);
+      const fuse_dirent* e = plus ? &ep->dirent : reinterpret_cast<const fuse_dirent*>(p);
+      size_t rec = plus ? FUSE_DIRENTPLUS_SIZE(ep) : FUSE_DIRENT_SIZE(e);
+      if (e->namelen == 0 || e->namelen > 255 || p + rec > end) {
+        error(s, "bad dirent at byte %zu", size_t(p - s.data));
         ok = false;
         break;
       }
-      const char* nm = e->dirent.name;
-      bool dot = (e->dirent.namelen == 1 && nm[0] == '.') || (e->dirent.namelen == 2 && nm[0] == '.' && nm[1] == '.');
+      const char* nm = e->name;
+      bool dot = (e->namelen == 1 && nm[0] == '.') || (e->namelen == 2 && nm[0] == '.' && nm[1] == '.');
       if (!dot) n++;
-      if (e->entry_out.nodeid) forget(e->entry_out.nodeid, 1);
-      s.off = e->dirent.off;
+      if (plus && ep->entry_out.nodeid) forget(ep->entry_out.nodeid, 1);
+      s.off = e->off;
       p += rec;
     }
     s.entries += n;
@@ -659,7 +662,7 @@ void Frontend::next_readdir(Slot& s, bool ok, uint32_t used_len) {
     return void(start(s));
   }
   if (s.step == 1) {
-    begin(s, FUSE_READDIRPLUS, dir_node_);
+    begin(s, w_ == W::readdirplus ? FUSE_READDIRPLUS : FUSE_READDIR, dir_node_);
     auto* in = reinterpret_cast<fuse_read_in*>(arg(s, sizeof(fuse_read_in)));
     *in = {};
     in->fh = s.fh;
@@ -829,7 +832,7 @@ void Frontend::run(W w, unsigned depth, double warmup, double duration, uint64_t
     slots_[i].lookups = 0;
   }
   bool needs_file = w == W::getattr || w == W::lookup || w == W::read4k || w == W::read1m;
-  if ((needs_file && !file_node_) || ((w == W::write4k || w == W::write1m) && !wfile_node_) || (w == W::readdirplus && !dir_node_)) {
+  if ((needs_file && !file_node_) || ((w == W::write4k || w == W::write1m) && !wfile_node_) || ((w == W::readdirplus || w == W::readdir) && !dir_node_)) {
     printf("{\"ok\":false,\"error\":\"%s needs a file or directory the front-end was not given\"}\n", W_NAMES[int(w)]);
     fflush(stdout);
     return;
@@ -909,7 +912,7 @@ void Frontend::finish() {
 }
 
 bool parse_workload(const char* s, W& w) {
-  for (int i = 0; i < 8; i++)
+  for (int i = 0; i < NUM_W; i++)
     if (!strcmp(s, W_NAMES[i])) { w = W(i); return true; }
   return false;
 }

@@ -5,8 +5,8 @@
 // It speaks just enough vhost-user (QEMU docs/interop/vhost-user.rst) for the front-end in this
 // program and for QEMU's start sequence: features, protocol features MQ + REPLY_ACK, the memory
 // table, and split rings with indirect descriptors and EVENT_IDX (virtio 1.2 section 2.7).
-// Replies: INIT, GETATTR, LOOKUP, OPEN/OPENDIR, CREATE, WRITE and READDIRPLUS get well-formed
-// bodies (a READDIRPLUS directory of --dir-entries names); READ claims the requested size without
+// Replies: INIT, GETATTR, LOOKUP, OPEN/OPENDIR, CREATE, WRITE, READDIR and READDIRPLUS get
+// well-formed bodies (a directory of --dir-entries names); READ claims the requested size without
 // writing the data (no copy: the point is the front-end's cost); FORGETs are returned unanswered;
 // everything else gets an empty success.
 #include "vu.h"
@@ -73,7 +73,7 @@ class NullBackend {
   void serve(Queue& q);
   bool walk(Queue& q, uint16_t head);
   uint32_t answer();
-  uint32_t readdirplus(const fuse_read_in& in, uint8_t* out);
+  uint32_t readdir(const fuse_read_in& in, uint8_t* out, bool plus);
   void reply_u64(uint32_t request, uint64_t v) { send_msg(sock_, request, VERSION | FLAG_REPLY, &v, sizeof v); }
 };
 
@@ -207,22 +207,26 @@ static void fill_attr(fuse_attr& a, uint64_t ino, uint32_t mode, uint64_t size) 
   a.blksize = 4096;
 }
 
-uint32_t NullBackend::readdirplus(const fuse_read_in& in, uint8_t* out) {
+uint32_t NullBackend::readdir(const fuse_read_in& in, uint8_t* out, bool plus) {
   uint32_t used = 0;
   for (uint64_t i = in.offset; i < dir_entries_; i++) {
     char name[32];
     int nl = snprintf(name, sizeof name, "f%06llu", static_cast<unsigned long long>(i));
-    size_t reclen = FUSE_DIRENT_ALIGN(offsetof(fuse_direntplus, dirent.name) + nl);
+    size_t head = plus ? offsetof(fuse_direntplus, dirent) : 0;
+    size_t reclen = FUSE_DIRENT_ALIGN(head + FUSE_NAME_OFFSET + size_t(nl));
     if (used + reclen > in.size || sizeof(fuse_out_header) + used + reclen > sizeof rep_) break;
-    auto* e = reinterpret_cast<fuse_direntplus*>(out + used);
-    memset(e, 0, reclen);
-    e->entry_out.nodeid = 1000 + i;
-    fill_attr(e->entry_out.attr, 1000 + i, S_IFREG | 0644, 0);
-    e->dirent.ino = 1000 + i;
-    e->dirent.off = i + 1;
-    e->dirent.namelen = uint32_t(nl);
-    e->dirent.type = DT_REG;
-    memcpy(e->dirent.name, name, size_t(nl));
+    memset(out + used, 0, reclen);
+    if (plus) {
+      auto* e = reinterpret_cast<fuse_direntplus*>(out + used);
+      e->entry_out.nodeid = 1000 + i;
+      fill_attr(e->entry_out.attr, 1000 + i, S_IFREG | 0644, 0);
+    }
+    auto* d = reinterpret_cast<fuse_dirent*>(out + used + head);
+    d->ino = 1000 + i;
+    d->off = i + 1;
+    d->namelen = uint32_t(nl);
+    d->type = DT_REG;
+    memcpy(d->name, name, size_t(nl));
     used += uint32_t(reclen);
   }
   return used;
@@ -288,8 +292,8 @@ uint32_t NullBackend::answer() {
       oh->unique = ih->unique;
       return sizeof *oh;
     }
-    case FUSE_READDIRPLUS:
-      len = readdirplus(*reinterpret_cast<const fuse_read_in*>(arg), body);
+    case FUSE_READDIRPLUS: case FUSE_READDIR:
+      len = readdir(*reinterpret_cast<const fuse_read_in*>(arg), body, ih->opcode == FUSE_READDIRPLUS);
       break;
     case FUSE_WRITE: {
       auto* o = reinterpret_cast<fuse_write_out*>(body);

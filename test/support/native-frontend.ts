@@ -10,7 +10,7 @@ import { REPO } from './daemon';
 
 export const VFSD_BENCH = path.join(REPO, 'native', 'build', 'Release', 'vfsd-bench');
 
-export const NATIVE_WORKLOADS = ['getattr', 'lookup', 'read4k', 'write4k', 'read1m', 'write1m', 'readdirplus', 'create'] as const;
+export const NATIVE_WORKLOADS = ['getattr', 'lookup', 'read4k', 'write4k', 'read1m', 'write1m', 'readdirplus', 'readdir', 'create'] as const;
 export type NativeWorkload = (typeof NATIVE_WORKLOADS)[number];
 
 /** The front-end's first line: what was negotiated. */
@@ -27,13 +27,13 @@ export interface NativeCell {
   ok: true;
   workload: NativeWorkload;
   depth: number;
-  /** Completed ops: one request, or for create one CREATE+WRITE+RELEASE+UNLINK, for readdirplus one READDIRPLUS. */
+  /** Completed ops: one request, or for create one CREATE+WRITE+RELEASE+UNLINK, for readdir(plus) one READDIR(PLUS). */
   ops: number;
   /** Completed FUSE requests on the request queue (FORGETs not counted). */
   requests: number;
-  /** readdirplus: directory entries returned (without . and ..). */
+  /** readdir(plus): directory entries returned (without . and ..). */
   entries: number;
-  /** readdirplus: entries one full scan returned (every scan must agree). */
+  /** readdir(plus): entries one full scan returned (every scan must agree). */
   entriesPerScan: number;
   seconds: number;
   p50us: number;
