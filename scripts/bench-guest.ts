@@ -15,6 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { startDaemon, C_VIRTIOFSD, REPO } from '../test/support/daemon';
+import { UsageError, list, median, parseArgs, ratio, runMain } from './bench/common';
 
 interface Column { name: string; kind: 'c' | 'ts'; args: string[]; label: string; vs?: string }
 const COLUMNS: Column[] = [
@@ -42,24 +43,12 @@ const ROWS: Row[] = [
 
 interface Opts { rounds: number; peers: string[]; runtime: number; files: number; dirEntries: number; timeout: number; json?: string; markdown?: string }
 
-class UsageError extends Error {}
-
 function parseOpts(argv: string[]): Opts {
   const o: Opts = { rounds: 2, peers: ['c', 'ts'], runtime: 10, files: 2000, dirEntries: 1500, timeout: 900 };
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i];
-    let v: string | undefined;
-    const eq = a.indexOf('=');
-    if (a.startsWith('--') && eq > 0) { v = a.slice(eq + 1); a = a.slice(0, eq); }
-    const val = (): string => {
-      if (v !== undefined) return v;
-      const n = argv[++i];
-      if (n === undefined) throw new UsageError(`${a} needs a value`);
-      return n;
-    };
+  parseArgs(argv, (a, val) => {
     switch (a) {
       case '--rounds': o.rounds = Number(val()); break;
-      case '--peers': o.peers = val().split(',').map((s) => s.trim()).filter(Boolean); break;
+      case '--peers': o.peers = list(val()); break;
       case '--runtime': o.runtime = Number(val()); break;
       case '--files': o.files = Number(val()); break;
       case '--dir-entries': o.dirEntries = Number(val()); break;
@@ -70,9 +59,10 @@ function parseOpts(argv: string[]): Opts {
         process.stdout.write('usage: npm run bench:guest -- [--rounds N] [--peers c,ts,c-auto,ts-auto] [--runtime S] [--files N] [--dir-entries N] [--timeout S] [--json FILE] [--markdown FILE]\n');
         process.exit(0);
         break;
-      default: throw new UsageError(`unknown argument ${a}`);
+      default: return false;
     }
-  }
+    return true;
+  });
   if (!(Number.isInteger(o.rounds) && o.rounds >= 1 && o.rounds <= 10)) throw new UsageError('--rounds must be in [1, 10]');
   if (!(o.runtime >= 1 && o.runtime <= 600)) throw new UsageError('--runtime must be in [1, 600]');
   if (!(Number.isInteger(o.files) && o.files >= 1)) throw new UsageError('--files must be a positive integer');
@@ -123,13 +113,6 @@ async function boot(col: Column, o: Opts): Promise<{ results: GuestResults; seco
   }
 }
 
-function median(xs: number[]): number {
-  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (v.length === 0) return NaN;
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
 function fmt(v: number): string {
   if (!Number.isFinite(v)) return '–';
   return v.toLocaleString('en-US', { maximumFractionDigits: v < 100 ? 1 : 0 });
@@ -163,11 +146,7 @@ async function main(): Promise<void> {
     '',
     `| row | unit | ${cols.map((c) => c.name).join(' | ')} | ${pairs.map((c) => `${c.name}/${c.vs}`).join(' | ')} |`,
     `|---|---|${cols.map(() => '---:').join('|')}|${pairs.map(() => '---:').join('|')}|`,
-    ...ROWS.map((r) => `| ${r.label.replace('DIR_ENTRIES', thousands(o.dirEntries))} | ${r.unit} | ${cols.map((c) => fmt(med(c.name, r.key))).join(' | ')} | ${pairs.map((c) => {
-      const a = med(c.name, r.key);
-      const b = med(c.vs!, r.key);
-      return Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
-    }).join(' | ')} |`),
+    ...ROWS.map((r) => `| ${r.label.replace('DIR_ENTRIES', thousands(o.dirEntries))} | ${r.unit} | ${cols.map((c) => fmt(med(c.name, r.key))).join(' | ')} | ${pairs.map((c) => ratio(med(c.name, r.key), med(c.vs!, r.key))).join(' | ')} |`),
     '',
   ];
   const text = lines.join('\n');
@@ -176,11 +155,4 @@ async function main(): Promise<void> {
   if (o.json) fs.writeFileSync(o.json, JSON.stringify({ started, options: o, columns: cols, raw }, null, 2) + '\n');
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    if (e instanceof UsageError) process.stderr.write(`bench:guest: ${e.message} (--help for usage)\n`);
-    else process.stderr.write(`bench:guest failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
-    process.exit(1);
-  },
-);
+runMain('bench:guest', main);

@@ -44,6 +44,7 @@ import { startDaemon, C_VIRTIOFSD } from '../test/support/daemon';
 import { NATIVE_WORKLOADS, NativeFrontend, VFSD_BENCH, prepareShare, startNullBackend, type NativeWorkload } from '../test/support/native-frontend';
 import { TS_DRIVER_WORKLOADS, openTsSession } from './bench/ts-driver';
 import type { DriverCell, DriverSession } from './bench/types';
+import { UsageError, list, median, parseArgs, ratio, runMain } from './bench/common';
 
 interface Column { name: string; kind: 'c' | 'ts' | 'null'; args: string[]; label: string; vs?: string }
 const COLUMNS: Column[] = [
@@ -75,30 +76,17 @@ interface Opts {
   peers: string[]; dirEntries: number; json?: string; markdown?: string; profile?: string; nodeFlags: string[];
 }
 
-class UsageError extends Error {}
-
 function parseOpts(argv: string[]): Opts {
   const o: Opts = { driver: 'native', duration: 2, warmup: 0.5, rounds: 3, only: [], depths: [1, 32, 128], peers: [], dirEntries: 10_000, nodeFlags: [] };
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i];
-    let v: string | undefined;
-    const eq = a.indexOf('=');
-    if (a.startsWith('--') && eq > 0) { v = a.slice(eq + 1); a = a.slice(0, eq); }
-    const val = (): string => {
-      if (v !== undefined) return v;
-      const n = argv[++i];
-      if (n === undefined) throw new UsageError(`${a} needs a value`);
-      return n;
-    };
-    const list = (): string[] => val().split(',').map((s) => s.trim()).filter(Boolean);
+  parseArgs(argv, (a, val) => {
     switch (a) {
       case '--driver': o.driver = val() as Opts['driver']; break;
       case '--duration': o.duration = Number(val()); break;
       case '--warmup': o.warmup = Number(val()); break;
       case '--rounds': o.rounds = Number(val()); break;
-      case '--only': o.only = list(); break;
-      case '--depths': o.depths = list().map(Number); break;
-      case '--peers': o.peers = list(); break;
+      case '--only': o.only = list(val()); break;
+      case '--depths': o.depths = list(val()).map(Number); break;
+      case '--peers': o.peers = list(val()); break;
       case '--dir-entries': o.dirEntries = Number(val()); break;
       case '--json': o.json = val(); break;
       case '--markdown': o.markdown = val(); break;
@@ -108,9 +96,10 @@ function parseOpts(argv: string[]): Opts {
         process.stdout.write(`usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only ${NATIVE_WORKLOADS.join(',')}] [--depths 1,32,128] [--peers ${COLUMNS.map((c) => c.name).join(',')}] [--dir-entries N] [--json FILE] [--markdown FILE] [--driver native|ts] [--profile DIR] [--node-flags "..."]\n`);
         process.exit(0);
         break;
-      default: throw new UsageError(`unknown argument ${a}`);
+      default: return false;
     }
-  }
+    return true;
+  });
   if (o.driver !== 'native' && o.driver !== 'ts') throw new UsageError('--driver is native or ts');
   const rows = o.driver === 'native' ? [...NATIVE_WORKLOADS] as string[] : TS_DRIVER_WORKLOADS;
   if (o.only.length === 0) o.only = rows;
@@ -223,13 +212,6 @@ function toCell(w: string, depth: number, column: string, r: DriverCell): Omit<C
   };
 }
 
-function median(xs: number[]): number {
-  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (v.length === 0) return NaN;
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
 /** Median of each rate over rounds (counts summed; the rounds kept for the JSON). */
 function combine(rs: Array<Omit<Cell, 'rounds'>>): Cell {
   const med = (f: (c: Omit<Cell, 'rounds'>) => number): number => median(rs.map(f));
@@ -285,10 +267,6 @@ async function runAll(cols: Column[], o: Opts): Promise<Cell[]> {
 }
 
 // ---------------------------------------------------------------- output
-
-function ratio(a: number, b: number): string {
-  return Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
-}
 
 function markdown(cells: Cell[], cols: Column[], o: Opts): string {
   const get = (w: string, depth: number, col: string): Cell | undefined => cells.find((c) => c.workload === w && c.depth === depth && c.column === col);
@@ -383,11 +361,4 @@ async function main(): Promise<void> {
   if (o.json) fs.writeFileSync(o.json, JSON.stringify({ machine, options: o, columns: cols, cells }, null, 2) + '\n');
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    if (e instanceof UsageError) process.stderr.write(`bench: ${e.message} (--help for usage)\n`);
-    else process.stderr.write(`bench failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
-    process.exit(1);
-  },
-);
+runMain('bench', main);

@@ -476,6 +476,16 @@ void Frontend::error(const Slot& s, const char* fmt, ...) {
   r_.first_error = std::string(W_NAMES[int(w_)]) + " opcode " + std::to_string(s.opcode) + ": " + buf;
 }
 
+// fuse_read_in and fuse_write_in (also READDIR's) as the bench fills them.
+template <class In>
+void io_in(In* in, uint64_t fh, uint64_t offset, uint32_t size, uint32_t flags) {
+  *in = {};
+  in->fh = fh;
+  in->offset = offset;
+  in->size = size;
+  in->flags = flags;
+}
+
 static uint32_t xorshift(uint32_t& x) {
   x ^= x << 13;
   x ^= x >> 17;
@@ -500,32 +510,20 @@ bool Frontend::start(Slot& s) {
       expect(s, sizeof(fuse_entry_out));
       break;
     }
-    case W::read4k: case W::read1m: {
-      uint32_t size = w_ == W::read4k ? PAGE : MIB;
+    case W::read4k: case W::read1m: case W::write4k: case W::write1m: {
+      const uint32_t size = w_ == W::read4k || w_ == W::write4k ? PAGE : MIB;
       s.off = uint64_t(xorshift(s.rng) % (FILE_SIZE / size)) * size;
-      begin(s, FUSE_READ, file_node_);
-      auto* in = reinterpret_cast<fuse_read_in*>(arg(s, sizeof(fuse_read_in)));
-      *in = {};
-      in->fh = file_fh_;
-      in->offset = s.off;
-      in->size = size;
-      in->flags = O_RDWR;
-      expect(s, 0);
-      pages(s, size, true);
-      break;
-    }
-    case W::write4k: case W::write1m: {
-      uint32_t size = w_ == W::write4k ? PAGE : MIB;
-      s.off = uint64_t(xorshift(s.rng) % (FILE_SIZE / size)) * size;
-      begin(s, FUSE_WRITE, wfile_node_);
-      auto* in = reinterpret_cast<fuse_write_in*>(arg(s, sizeof(fuse_write_in)));
-      *in = {};
-      in->fh = wfile_fh_;
-      in->offset = s.off;
-      in->size = size;
-      in->flags = O_RDWR;
-      pages(s, size, false);
-      expect(s, sizeof(fuse_write_out));
+      if (w_ == W::read4k || w_ == W::read1m) {  // data comes back in the slot's pages
+        begin(s, FUSE_READ, file_node_);
+        io_in(reinterpret_cast<fuse_read_in*>(arg(s, sizeof(fuse_read_in))), file_fh_, s.off, size, O_RDWR);
+        expect(s, 0);
+        pages(s, size, true);
+      } else {  // data goes out from the slot's pages
+        begin(s, FUSE_WRITE, wfile_node_);
+        io_in(reinterpret_cast<fuse_write_in*>(arg(s, sizeof(fuse_write_in))), wfile_fh_, s.off, size, O_RDWR);
+        pages(s, size, false);
+        expect(s, sizeof(fuse_write_out));
+      }
       break;
     }
     case W::readdirplus: case W::readdir: {
@@ -663,12 +661,8 @@ void Frontend::next_readdir(Slot& s, bool ok, uint32_t used_len) {
   }
   if (s.step == 1) {
     begin(s, w_ == W::readdirplus ? FUSE_READDIRPLUS : FUSE_READDIR, dir_node_);
-    auto* in = reinterpret_cast<fuse_read_in*>(arg(s, sizeof(fuse_read_in)));
-    *in = {};
-    in->fh = s.fh;
-    in->offset = s.off;
-    in->size = PAGE;  // one page per request, as Linux 6.1's fuse_readdir_uncached asks
-    in->flags = O_RDONLY | O_DIRECTORY;
+    // One page per request, as Linux 6.1's fuse_readdir_uncached asks.
+    io_in(reinterpret_cast<fuse_read_in*>(arg(s, sizeof(fuse_read_in))), s.fh, s.off, PAGE, O_RDONLY | O_DIRECTORY);
     expect(s, 0);
     pages(s, PAGE, true);
   } else {
@@ -689,11 +683,7 @@ void Frontend::next_create(Slot& s, bool ok, const uint8_t* body) {
     s.nodeid = reinterpret_cast<const fuse_entry_out*>(body)->nodeid;
     s.fh = reinterpret_cast<const fuse_open_out*>(body + sizeof(fuse_entry_out))->fh;
     begin(s, FUSE_WRITE, s.nodeid);
-    auto* in = reinterpret_cast<fuse_write_in*>(arg(s, sizeof(fuse_write_in)));
-    *in = {};
-    in->fh = s.fh;
-    in->size = PAGE;
-    in->flags = O_RDWR;
+    io_in(reinterpret_cast<fuse_write_in*>(arg(s, sizeof(fuse_write_in))), s.fh, 0, PAGE, O_RDWR);
     pages(s, PAGE, false);
     expect(s, sizeof(fuse_write_out));
   } else if (s.step == 1) {  // WRITE answered: release
