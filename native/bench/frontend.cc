@@ -747,31 +747,32 @@ void Frontend::flush_forgets() {
   }
 }
 
-unsigned Frontend::reap_requests() {
-  uint16_t idx = load_acquire(&rq_.used->idx);
+// Take every used entry the device has published, oldest first.
+template <class F>
+unsigned reap(Ring& r, F&& each) {
+  const uint16_t idx = load_acquire(&r.used->idx);
   unsigned n = 0;
-  while (rq_.last_used != idx) {
-    const vring_used_elem e = rq_.used->ring[rq_.last_used % rq_.num];
-    rq_.last_used++;
-    n++;
-    if (e.id >= MAX_DEPTH || !slots_[e.id].busy) die("used entry for a descriptor not in flight: " + std::to_string(e.id));
-    done(slots_[e.id], e.len);
+  for (; r.last_used != idx; n++) {
+    const vring_used_elem e = r.used->ring[r.last_used % r.num];
+    r.last_used++;
+    each(e);
   }
   return n;
 }
 
+unsigned Frontend::reap_requests() {
+  return reap(rq_, [&](const vring_used_elem& e) {
+    if (e.id >= MAX_DEPTH || !slots_[e.id].busy) die("used entry for a descriptor not in flight: " + std::to_string(e.id));
+    done(slots_[e.id], e.len);
+  });
+}
+
 unsigned Frontend::reap_hiprio() {
-  uint16_t idx = load_acquire(&hq_.used->idx);
-  unsigned n = 0;
-  while (hq_.last_used != idx) {
-    const vring_used_elem e = hq_.used->ring[hq_.last_used % hq_.num];
-    hq_.last_used++;
-    n++;
+  return reap(hq_, [&](const vring_used_elem& e) {
     if (e.id >= HIPRIO_SLOTS || !hi_[e.id].busy) die("hiprio used entry not in flight");
     hi_[e.id].busy = false;
     hq_.inflight--;
-  }
-  return n;
+  });
 }
 
 // One request on its own (start-up and clean-up), waiting for its reply.
@@ -780,18 +781,18 @@ uint32_t Frontend::roundtrip(Slot& s) {
   post(s);
   publish(rq_);
   double deadline = now() + STALL_S;
+  uint32_t len = 0;
   for (;;) {
-    uint16_t idx = load_acquire(&rq_.used->idx);
-    if (rq_.last_used != idx) {
-      const vring_used_elem e = rq_.used->ring[rq_.last_used % rq_.num];
-      rq_.last_used++;
+    unsigned n = reap(rq_, [&](const vring_used_elem& e) {
       if (e.id != s.idx) die("unexpected used entry");
-      s.busy = false;
-      rq_.inflight--;
-      return e.len;
-    }
+      len = e.len;
+    });
+    if (n) break;
     if (!wait(deadline)) die("no reply to opcode " + std::to_string(s.opcode) + " within 30 s");
   }
+  s.busy = false;
+  rq_.inflight--;
+  return len;
 }
 
 void Frontend::begin_measure() {
