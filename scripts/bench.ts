@@ -27,12 +27,14 @@
 //                the node ids given back in BATCH_FORGETs
 // Per cell: ops/s, latency p50/p99 per op (post to used entry), CPU µs per op of the daemon's
 // whole process tree (on-CPU time of every thread, /proc/<pid>/task/<tid>/schedstat), the
-// front-end's CPU µs per op, and requests per kick. With --rounds N, the median of N rounds.
+// front-end's CPU µs per op, and requests per kick. Rounds are many and short (5 x 1.2 s) so that
+// load from elsewhere, which comes and goes over seconds, lands on every column alike; each
+// number is the median over the rounds.
 //
 // --driver ts runs the older TypeScript front-end (scripts/bench/ts-driver.ts) instead: first five
 // rows only, no null column; it caps near 60,000-80,000 ops/s.
 //
-// Arguments: --duration S (2), --warmup S (0.5), --rounds N (3), --only ROWS, --depths 1,32,128,
+// Arguments: --duration S (1.2), --warmup S (0.3), --rounds N (5), --only ROWS, --depths 1,32,128,
 //   --peers c,ts,null, --dir-entries N (10000), --json FILE, --markdown FILE, --driver native|ts,
 //   --profile DIR (our daemons under node --cpu-prof), --node-flags '...' (more node flags for them).
 
@@ -77,7 +79,7 @@ interface Opts {
 }
 
 function parseOpts(argv: string[]): Opts {
-  const o: Opts = { driver: 'native', duration: 2, warmup: 0.5, rounds: 3, only: [], depths: [1, 32, 128], peers: [], dirEntries: 10_000, nodeFlags: [] };
+  const o: Opts = { driver: 'native', duration: 1.2, warmup: 0.3, rounds: 5, only: [], depths: [1, 32, 128], peers: [], dirEntries: 10_000, nodeFlags: [] };
   parseArgs(argv, (a, val) => {
     switch (a) {
       case '--driver': o.driver = val() as Opts['driver']; break;
