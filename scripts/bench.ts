@@ -286,11 +286,13 @@ function markdown(cells: Cell[], cols: Column[], o: Opts): string {
     ...cols.filter((c) => c.kind !== 'null').map((c) => `${c.name} CPU µs/op`), ...pairs.map((c) => `${c.name}/${c.vs} CPU/op`)]);
   const noisy: string[] = [];
   each((w, depth) => {
-    // Rounds of one cell that disagree by more than 1.5x: the machine changed under that cell.
-    // (The front-end's CPU per op is no such sign: it batches more against a faster daemon.)
+    // A daemon column whose middle rounds (quartiles) disagree by more than 1.5x: the machine
+    // changed under that cell. (The front-end's CPU per op is no such sign: it batches more
+    // against a daemon that notifies less.)
     const flag = o.rounds > 1 && cols.some((c) => {
-      const v = (get(w, depth, c.name)?.rounds ?? []).map((r) => r.opsPerSec).filter((x) => x > 0);
-      return v.length > 1 && Math.max(...v) > 1.5 * Math.min(...v);
+      if (c.kind === 'null') return false;
+      const v = (get(w, depth, c.name)?.rounds ?? []).map((r) => r.opsPerSec).filter((x) => x > 0).sort((a, b) => a - b);
+      return v.length > 1 && v[Math.ceil((3 * v.length) / 4) - 1] > 1.5 * v[Math.floor(v.length / 4)];
     });
     if (flag) noisy.push(`${w} depth ${depth}`);
     row([flag ? `${w} ⚠` : w, String(depth),
@@ -323,7 +325,7 @@ function markdown(cells: Cell[], cols: Column[], o: Opts): string {
   }
   if (noisy.length) {
     lines.push('');
-    lines.push(`⚠ ops/s of one column differ by more than 1.5× between rounds (other load on the machine): ${noisy.join(', ')}; rerun those with --only/--depths.`);
+    lines.push(`⚠ a daemon column's ops/s differ by more than 1.5× between its first and third quartile round (other load on the machine): ${noisy.join(', ')}; rerun those with --only/--depths.`);
   }
   const errs = cells.filter((c) => c.errors > 0);
   if (errs.length) {
