@@ -34,8 +34,14 @@
 // --driver ts runs the older TypeScript front-end (scripts/bench/ts-driver.ts) instead: first five
 // rows only, no null column; it caps near 60,000-80,000 ops/s.
 //
+// Calls (--calls): the front-end sleeps until the daemon signals its call eventfd, and tells it
+// when to (EVENT_IDX used_event). batch (default): once 3/4 of the requests in flight are used
+// (Linux's virtqueue_enable_cb_delayed), so a daemon pays no signal per reply and the front-end
+// wakes a few times per depth: each daemon's own cost. each: at the next used entry, as Linux's
+// virtio_fs asks: a daemon that signals after every reply (the C virtiofsd) pays for it.
+//
 // Arguments: --duration S (1.2), --warmup S (0.3), --rounds N (5), --only ROWS, --depths 1,32,128,
-//   --peers c,ts,null, --dir-entries N (10000), --json FILE, --markdown FILE, --driver native|ts,
+//   --peers c,ts,null, --dir-entries N (10000), --calls batch|each, --json FILE, --markdown FILE, --driver native|ts,
 //   --profile DIR (our daemons under node --cpu-prof), --node-flags '...' (more node flags for them).
 
 import * as fs from 'node:fs';
@@ -75,11 +81,11 @@ interface Cell {
 
 interface Opts {
   driver: 'native' | 'ts'; duration: number; warmup: number; rounds: number; only: string[]; depths: number[];
-  peers: string[]; dirEntries: number; json?: string; markdown?: string; profile?: string; nodeFlags: string[];
+  peers: string[]; dirEntries: number; calls: 'each' | 'batch'; json?: string; markdown?: string; profile?: string; nodeFlags: string[];
 }
 
 function parseOpts(argv: string[]): Opts {
-  const o: Opts = { driver: 'native', duration: 1.2, warmup: 0.3, rounds: 5, only: [], depths: [1, 32, 128], peers: [], dirEntries: 10_000, nodeFlags: [] };
+  const o: Opts = { driver: 'native', duration: 1.2, warmup: 0.3, rounds: 5, only: [], depths: [1, 32, 128], peers: [], dirEntries: 10_000, calls: 'batch', nodeFlags: [] };
   parseArgs(argv, (a, val) => {
     switch (a) {
       case '--driver': o.driver = val() as Opts['driver']; break;
@@ -90,12 +96,13 @@ function parseOpts(argv: string[]): Opts {
       case '--depths': o.depths = list(val()).map(Number); break;
       case '--peers': o.peers = list(val()); break;
       case '--dir-entries': o.dirEntries = Number(val()); break;
+      case '--calls': o.calls = val() as Opts['calls']; break;
       case '--json': o.json = val(); break;
       case '--markdown': o.markdown = val(); break;
       case '--profile': o.profile = path.resolve(val()); break;
       case '--node-flags': o.nodeFlags = val().split(/\s+/).filter(Boolean); break;
       case '-h': case '--help':
-        process.stdout.write(`usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only ${NATIVE_WORKLOADS.join(',')}] [--depths 1,32,128] [--peers ${COLUMNS.map((c) => c.name).join(',')}] [--dir-entries N] [--json FILE] [--markdown FILE] [--driver native|ts] [--profile DIR] [--node-flags "..."]\n`);
+        process.stdout.write(`usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only ${NATIVE_WORKLOADS.join(',')}] [--depths 1,32,128] [--peers ${COLUMNS.map((c) => c.name).join(',')}] [--dir-entries N] [--calls batch|each] [--json FILE] [--markdown FILE] [--driver native|ts] [--profile DIR] [--node-flags "..."]\n`);
         process.exit(0);
         break;
       default: return false;
@@ -103,6 +110,7 @@ function parseOpts(argv: string[]): Opts {
     return true;
   });
   if (o.driver !== 'native' && o.driver !== 'ts') throw new UsageError('--driver is native or ts');
+  if (o.calls !== 'each' && o.calls !== 'batch') throw new UsageError('--calls is each or batch');
   const rows = o.driver === 'native' ? [...NATIVE_WORKLOADS] as string[] : TS_DRIVER_WORKLOADS;
   if (o.only.length === 0) o.only = rows;
   if (o.peers.length === 0) o.peers = o.driver === 'native' ? ['c', 'ts', 'null'] : ['c', 'ts'];
@@ -250,7 +258,7 @@ async function runAll(cols: Column[], o: Opts): Promise<Cell[]> {
             const s = sessions[(k + turn) % sessions.length];
             let c: Omit<Cell, 'rounds'>;
             try {
-              c = toCell(w, depth, s.col.name, await s.driver!.run(w, depth, { warmup: o.warmup, duration: o.duration }));
+              c = toCell(w, depth, s.col.name, await s.driver!.run(w, depth, { warmup: o.warmup, duration: o.duration, calls: o.calls }));
             } catch (e) {
               throw withStderr(e, s);
             }
@@ -354,7 +362,7 @@ async function main(): Promise<void> {
     cVirtiofsd: cVersion, date: new Date().toISOString(), loadavgStart, loadavgEnd: os.loadavg(),
   };
   const out = [
-    `virtiofsd-ts bench (${o.driver} driver) — ${machine.date}; ${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, Linux ${machine.kernel}; ${o.warmup} s warm-up + ${o.duration} s per cell${o.rounds > 1 ? `, median of ${o.rounds} rounds` : ''}; total ${((Date.now() - started) / 1000).toFixed(0)} s; load average ${machine.loadavgStart.map((x) => x.toFixed(2)).join(' ')} at start, ${machine.loadavgEnd.map((x) => x.toFixed(2)).join(' ')} at end`,
+    `virtiofsd-ts bench (${o.driver} driver${o.driver === 'native' ? `, calls=${o.calls}` : ''}) — ${machine.date}; ${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, Linux ${machine.kernel}; ${o.warmup} s warm-up + ${o.duration} s per cell${o.rounds > 1 ? `, median of ${o.rounds} rounds` : ''}; total ${((Date.now() - started) / 1000).toFixed(0)} s; load average ${machine.loadavgStart.map((x) => x.toFixed(2)).join(' ')} at start, ${machine.loadavgEnd.map((x) => x.toFixed(2)).join(' ')} at end`,
     `columns: ${cols.map((c) => `${c.name} = ${c.label}`).join('; ')}`,
     '',
     markdown(cells, cols, o),

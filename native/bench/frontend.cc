@@ -13,11 +13,12 @@
 //
 // The loop: take every used entry there is, let each slot post its next request, publish the
 // avail index once and kick only if the device asked for it (EVENT_IDX); when nothing is used,
-// re-arm used_event and sleep in poll() on the call eventfds. So the requests completed between
-// two wake-ups go out with one kick.
+// re-arm used_event and sleep in epoll_wait() on the call eventfds. So the requests completed
+// between two wake-ups go out with one kick. How often the device is asked to call is the
+// calls= option (Frontend::wait).
 //
 // Commands on stdin, one JSON line per answer on stdout:
-//   run WORKLOAD DEPTH WARMUP_S DURATION_S [MAX_OPS] [verify]
+//   run WORKLOAD DEPTH WARMUP_S DURATION_S [MAX_OPS] [verify] [calls=each|batch]
 //   quit
 // WORKLOAD: getattr lookup read4k write4k read1m write1m readdirplus readdir create.
 #include "vu.h"
@@ -160,7 +161,8 @@ class Frontend {
  public:
   Frontend(int sock, int daemon_pid) : sock_(sock), pid_(daemon_pid) {}
   void setup(const char* file, const char* wfile, const char* dir);
-  void run(W w, unsigned depth, double warmup, double duration, uint64_t max_ops, bool verify);
+  struct RunOpts { double warmup = 0, duration = 0; uint64_t max_ops = 0; bool verify = false, call_each = false; };
+  void run(W w, unsigned depth, const RunOpts& o);
   void finish();
 
  private:
@@ -184,6 +186,7 @@ class Frontend {
   W w_ = W::getattr;
   enum Phase { WARMUP, MEASURE, DRAIN } phase_ = WARMUP;
   bool verify_ = false;
+  bool call_each_ = false;  // ask for a call after every used entry (virtio_fs) or after 3/4 in flight
   uint64_t max_ops_ = 0;
   double pass_now_ = 0;
   Result r_;
@@ -456,8 +459,15 @@ void Frontend::publish(Ring& r) {
 // once more, so an entry used in between is not missed (Linux's virtqueue_enable_cb_prepare +
 // virtqueue_poll do the same). The call eventfds are watched edge-triggered: every signal
 // wakes epoll_wait (epoll(7)), so they are never read, and a wake-up costs one system call.
+//
+// On the request ring, used_event asks for a call either at the next used entry (calls=each:
+// what Linux's virtio_fs does, virtqueue_enable_cb) or once 3/4 of the requests in flight are
+// used (calls=batch, the default: virtqueue_enable_cb_delayed, as virtio-net uses for its TX
+// ring). With calls=each a daemon that signals after every reply pays an eventfd write per
+// reply and the front-end a wake-up per reply; calls=batch measures the daemon's own cost.
 bool Frontend::wait(double deadline) {
-  store_release(used_event(rq_.avail, rq_.num), rq_.last_used);
+  const uint16_t delay = call_each_ ? 0 : uint16_t(rq_.inflight * 3 / 4);
+  store_release(used_event(rq_.avail, rq_.num), uint16_t(rq_.last_used + delay));
   store_release(used_event(hq_.avail, hq_.num), hq_.last_used);
   full_fence();
   if (load_acquire(&rq_.used->idx) != rq_.last_used || load_acquire(&hq_.used->idx) != hq_.last_used) return true;
@@ -822,10 +832,12 @@ void Frontend::end_measure() {
   phase_ = DRAIN;
 }
 
-void Frontend::run(W w, unsigned depth, double warmup, double duration, uint64_t max_ops, bool verify) {
+void Frontend::run(W w, unsigned depth, const RunOpts& o) {
+  const double warmup = o.warmup, duration = o.duration;
   w_ = w;
-  verify_ = verify;
-  max_ops_ = max_ops;
+  verify_ = o.verify;
+  call_each_ = o.call_each;
+  max_ops_ = o.max_ops;
   r_ = Result();
   r_.lat_us.reserve(8'000'000);
   expect_entries_ = 0;
@@ -940,19 +952,27 @@ int frontend_main(const char* socket_path, int daemon_pid, const char* file, con
   fe.setup(file, wfile, dir);
   char line[256];
   while (fgets(line, sizeof line, stdin)) {
-    char wname[32] = "", flag[16] = "";
-    unsigned depth = 0;
-    double warmup = 0, duration = 0;
-    unsigned long long max_ops = 0;
     if (!strncmp(line, "quit", 4)) break;
+    char wname[32] = "";
+    unsigned depth = 0;
+    int used = 0;
+    Frontend::RunOpts o;
     W w;
-    int k = sscanf(line, "run %31s %u %lf %lf %llu %15s", wname, &depth, &warmup, &duration, &max_ops, flag);
-    if (k < 4 || !parse_workload(wname, w) || depth < 1 || depth > MAX_DEPTH || (duration <= 0 && max_ops == 0)) {
-      printf("{\"ok\":false,\"error\":\"usage: run WORKLOAD DEPTH(1-%u) WARMUP_S DURATION_S [MAX_OPS] [verify]\"}\n", MAX_DEPTH);
+    int k = sscanf(line, "run %31s %u %lf %lf%n", wname, &depth, &o.warmup, &o.duration, &used);
+    bool ok = k == 4 && parse_workload(wname, w) && depth >= 1 && depth <= MAX_DEPTH;
+    // Then any of: MAX_OPS, verify, calls=each, calls=batch.
+    for (char* tok = strtok(line + used, " \t\n"); ok && tok; tok = strtok(nullptr, " \t\n")) {
+      if (!strcmp(tok, "verify")) o.verify = true;
+      else if (!strcmp(tok, "calls=each")) o.call_each = true;
+      else if (!strcmp(tok, "calls=batch")) o.call_each = false;
+      else if (char* end; (o.max_ops = strtoull(tok, &end, 10), *end != 0)) ok = false;
+    }
+    if (!ok || (o.duration <= 0 && o.max_ops == 0)) {
+      printf("{\"ok\":false,\"error\":\"usage: run WORKLOAD DEPTH(1-%u) WARMUP_S DURATION_S [MAX_OPS] [verify] [calls=each|batch]\"}\n", MAX_DEPTH);
       fflush(stdout);
       continue;
     }
-    fe.run(w, depth, warmup, duration, max_ops, !strcmp(flag, "verify"));
+    fe.run(w, depth, o);
   }
   fe.finish();
   close(s);

@@ -17,6 +17,6 @@ export interface DriverCell {
 }
 
 export interface DriverSession {
-  run(workload: string, depth: number, o: { warmup: number; duration: number }): Promise<DriverCell>;
+  run(workload: string, depth: number, o: { warmup: number; duration: number; calls: 'each' | 'batch' }): Promise<DriverCell>;
   close(): Promise<void>;
 }

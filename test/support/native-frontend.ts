@@ -54,7 +54,11 @@ export interface NativeCell {
   firstError: string;
 }
 
-export interface RunOptions { warmup?: number; duration?: number; maxOps?: number; verify?: boolean; timeoutMs?: number }
+export interface RunOptions {
+  warmup?: number; duration?: number; maxOps?: number; verify?: boolean; timeoutMs?: number;
+  /** each: ask for a call after every used entry, as Linux's virtio_fs; batch (default): after 3/4 of those in flight. */
+  calls?: 'each' | 'batch';
+}
 
 export class NativeFrontend {
   private readonly lines: string[] = [];
@@ -95,7 +99,7 @@ export class NativeFrontend {
 
   /** Run one cell: warm-up, then until the duration or maxOps; resolves with the front-end's report. */
   async run(workload: NativeWorkload, depth: number, o: RunOptions = {}): Promise<NativeCell> {
-    const cmd = `run ${workload} ${depth} ${o.warmup ?? 0} ${o.duration ?? 0} ${o.maxOps ?? 0}${o.verify ? ' verify' : ''}\n`;
+    const cmd = `run ${workload} ${depth} ${o.warmup ?? 0} ${o.duration ?? 0} ${o.maxOps ?? 0}${o.verify ? ' verify' : ''} calls=${o.calls ?? 'batch'}\n`;
     this.proc.stdin!.write(cmd);
     const timeout = o.timeoutMs ?? ((o.warmup ?? 0) + (o.duration ?? 0)) * 1000 + 120_000;
     const r = JSON.parse(await this.nextLine(timeout)) as NativeCell | { ok: false; error: string };
