@@ -1,10 +1,11 @@
 // vfsd-bench frontend: plays QEMU + a Linux guest's virtio-fs driver against a vhost-user-fs
 // daemon, and fires FUSE requests at a fixed depth with batched kicks.
 //
-// Start-up (QEMU 7.2's order for vhost-user-fs, hw/virtio/vhost-user.c and vhost.c):
-// GET_FEATURES, GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, SET_OWNER, SET_FEATURES, SET_MEM_TABLE
-// (guest RAM: one memfd, shared by fd), then per ring SET_VRING_NUM/BASE/ADDR/KICK/CALL and
-// SET_VRING_ENABLE; then FUSE_INIT with the flags a Linux 6.1 guest sends.
+// Start-up, in QEMU 7.2's order for vhost-user-fs (the one test/support/frontend.ts replays; each
+// message as QEMU docs/interop/vhost-user.rst defines it): GET_FEATURES, GET/SET_PROTOCOL_FEATURES,
+// GET_QUEUE_NUM, SET_OWNER, SET_FEATURES, SET_MEM_TABLE (guest RAM: one memfd, shared by fd),
+// then per ring SET_VRING_NUM/BASE/ADDR/KICK/CALL and SET_VRING_ENABLE; then FUSE_INIT with the
+// flags a Linux 6.1 guest sends.
 //
 // Rings (virtio 1.2 section 2.7): split, 256 entries, VIRTIO_F_VERSION_1 + INDIRECT_DESC +
 // EVENT_IDX. Every request goes through an indirect table, one buffer per FUSE argument and one
@@ -32,8 +33,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
-#include <sys/epoll.h>
 #include <string>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -58,6 +59,8 @@ constexpr size_t TABLE_OFF = 0, TABLE_MAX = 264;  // in_header, 2 args, 256 page
 constexpr size_t REQ_OFF = 8192, REQ_MAX = 4096;
 constexpr size_t REP_OFF = 12288, REP_MAX = 4096;
 constexpr size_t META_SIZE = 16384;
+static_assert(TABLE_OFF + TABLE_MAX * 16 <= REQ_OFF && REQ_OFF + REQ_MAX <= REP_OFF && REP_OFF + REP_MAX <= META_SIZE,
+              "slot layout overlaps");
 constexpr size_t HI_BUF = 64 * 1024;
 
 // What a Linux 6.1 guest asks for in FUSE_INIT (fs/fuse/inode.c, fuse_send_init), minus the
