@@ -24,6 +24,13 @@
       "type": "executable",
       "sources": ["sandbox/vfsd-sandbox.c"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
+    },
+    {
+      "target_name": "vfsd-bench",
+      "type": "executable",
+      "sources": ["bench/main.cc", "bench/vu.cc", "bench/frontend.cc", "bench/null_backend.cc"],
+      "cflags_cc": ["-std=gnu++20", "-O2", "-Wall", "-Wextra"],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"]
     }
   ]
 }
