@@ -14,7 +14,8 @@
 // for an inode's life and the O_PATH fd pins the inode, so the check cannot race.
 // What the guest may hold is budgeted (budget.ts): inodes, open files, lock owners.
 //
-// Concurrency (seed 004): every op decides and mutates the maps in one synchronous stretch.
+// Concurrency: every op decides and mutates the maps in one synchronous stretch (a decision made
+// before an await may be stale after it: Kevin Wolf, "qcow2: Bring synchronous read/write back to life", qemu-devel, 2009-10-08).
 // READ and WRITE first try their syscall inline with RWF_NOWAIT (page-cache hits finish on the
 // event loop); what would block, and FSYNC, runs on the libuv thread pool. Around a pool op only
 // the handle's busy count changes, and completion touches no map.

@@ -5,7 +5,8 @@
 // Layout: a 64-byte header, then `capacity` records of `recordSize` bytes. The first 4 bytes
 // of a record are its state word: 0 = free, 1 = valid. Publish last, invalidate first: a
 // record's body is written with plain stores and only then made valid with Atomics.store;
-// removal clears the state word before the slot joins the free list (BRIEF.md, seed 001).
+// removal clears the state word before the slot joins the free list (the ordering of
+// Jiachen Zhang, "[RFC PATCH 8/9] virtiofsd: Ensure crash consistency after reconnection", qemu-devel, 2020-12-16).
 
 import * as fs from 'node:fs';
 import type { NativeBinding } from '../native/binding';

@@ -6,7 +6,8 @@
 //   - slot tables (vfsd-inodes, vfsd-files, vfsd-dirs): header (magic, version, record size,
 //     kind, capacity within the file), every state word free or valid;
 //   - inode records: a valid record has nlookup > 0 (the root, slot 1, excepted), generation > 0,
-//     a file type, and no two valid records name the same (dev, ino, mnt_id) (seed 002);
+//     a file type, and no two valid records name the same (dev, ino, mnt_id) (one host inode,
+//     one node id: Hanna Reitz, "Re: [PATCH v3 08/10] virtiofsd: Add inodes_by_handle hash table", qemu-devel, 2021-08-10);
 //   - open-file and open-dir records point at a valid inode slot (of a directory for dirs);
 //   - in-flight regions (vfsd-inflight-<q>): version, desc_num, size, last_batch_head; the number
 //     of descriptors recorded in flight is counted (not a problem by itself);

@@ -60,7 +60,7 @@ export const OFFERED_FEATURES = bits(
 /**
  * Protocol features we offer. Not LOG_SHMFD (no dirty logging), not CONFIG (QEMU's vhost-user-fs
  * makes the config space itself), not INFLIGHT_SHMFD (QEMU's vhost-user-fs never sends
- * GET/SET_INFLIGHT_FD; inflight tracking is our own, see the brief).
+ * GET/SET_INFLIGHT_FD; inflight tracking is our own, see docs/crash-consistency.md).
  */
 export const OFFERED_PROTOCOL_FEATURES = bits(
   ProtocolFeature.VHOST_USER_PROTOCOL_F_MQ,

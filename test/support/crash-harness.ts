@@ -133,7 +133,7 @@ export function usedEntryProblems(fe: VhostUserFrontend, posted: number[]): stri
 /**
  * The node ids the guest holds, as the guest counts them (each entry reply +1, FORGET -n): a node
  * id the guest holds must keep meaning the same host file (generation and st_ino), and one host
- * file must not have two held node ids (seed 002). Holds across the crash too, which is the point.
+ * file must not have two held node ids (one host inode, one node id: docs/crash-consistency.md). Holds across the crash too, which is the point.
  */
 export class NodeTracker {
   readonly problems: string[] = [];

@@ -12,7 +12,7 @@
 //     clean Error (the worker then exits and the keeper starts another), or come up serving, and
 //     then GETATTR, LOOKUP, OPEN(DIR), READ(DIR), RELEASE and FORGET on every node id and handle
 //     it kept must answer, the root must still work, no two node ids may hold one host inode
-//     (seed 002), and closing it must leave no fd behind;
+//     (one host inode, one node id), and closing it must leave no fd behind;
 //   - InflightRegion.recover and Journal.validate/find must answer or refuse (an Error), with
 //     heads in range and bodies within the record;
 //   - check-state (the operator's tool) reads the same regions from /proc and must report
