@@ -9,7 +9,6 @@
 // reply at all, as FORGET). A new op is one entry here plus its FileSystem method.
 
 import type { Logger } from '../log';
-import { E } from '../errno';
 import {
   OP, SIZE, FATTR, FUSE_GETATTR_FH, FUSE_FSYNC_FDATASYNC, FUSE_LK_FLOCK, MAX_BUFFER_SIZE,
 } from './abi';
@@ -23,7 +22,7 @@ import { PRE_ABSENT, PRE_EXISTED, PRE_INO, type ReplayProbes, type ReplayRule } 
 import type { ReplyBuffer } from './reply';
 import type { Req } from './request';
 import type { EntryResult, FileLock, FileSystem, Ctx } from './filesystem';
-import { O_CREAT, O_EXCL, O_TRUNC } from '../linux/constants';
+import { E, O_CREAT, O_EXCL, O_TRUNC } from '../linux/constants';
 
 /** run() completed the request itself (or will). */
 export const NO_REPLY = -100000;

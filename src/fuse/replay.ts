@@ -15,7 +15,7 @@
 // supplies each op's probe and relaxations.
 
 import type { Logger } from '../log';
-import { E } from '../errno';
+import { E } from '../linux/constants';
 import { OP, OP_NAMES, SIZE } from './abi';
 import { J_DONE, type Journal } from '../state/journal';
 import { crashpoint } from '../state/crashpoint';

@@ -16,7 +16,7 @@ import { OPS, NO_REPLY, writeReply, type OpEnv, type RangeIo } from './ops';
 import { ReplayPolicy, NO_ANSWER, type ReplayProbes } from './replay';
 import type { FileSystem, InitRequest, InitReply } from './filesystem';
 import type { Journal } from '../state/journal';
-import { E } from '../errno';
+import { E } from '../linux/constants';
 
 /** Largest non-WRITE request body we accept (names, xattr values, ...). */
 const MAX_BODY = XATTR_SIZE_MAX + XATTR_NAME_MAX + 64;

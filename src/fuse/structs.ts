@@ -8,7 +8,7 @@
 // can be that large here), and node ids and file handles that no slot can have come back as 0.
 
 import { SIZE } from './abi';
-import { E } from '../errno';
+import { E } from '../linux/constants';
 
 export const IN_HEADER = { len: 0, opcode: 4, unique: 8, nodeid: 16, uid: 24, gid: 28, pid: 32, total_extlen: 36 } as const;
 export const OUT_HEADER = { len: 0, error: 4, unique: 8 } as const;

@@ -14,6 +14,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { toBinary, type NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
+import * as K from '../linux/constants';
+import { E } from '../linux/constants';
 import { CAP_BY_NUMBER, type SandboxMode, type SeccompMode } from '../config';
 
 /** The launcher, built by node-gyp beside the addon (native/binding.gyp). */
@@ -201,7 +203,7 @@ function makeShareTree(native: NativeBinding, sharedDir: string): number {
  * tree would need CAP_SYS_ADMIN, which hosts that need chroot mode tend not to give.
  */
 export function openShareDir(native: NativeBinding, sharedDir: string): number {
-  const fd = native.openat(-100 /* AT_FDCWD */, toBinary(sharedDir), 0o10000000 | 0o200000 | 0o2000000 /* O_PATH|O_DIRECTORY|O_CLOEXEC */, 0);
+  const fd = native.openat(K.AT_FDCWD, toBinary(sharedDir), K.O_PATH | K.O_DIRECTORY | K.O_CLOEXEC, 0);
   if (fd < 0) throw new SandboxError('share', `cannot open ${sharedDir}: errno ${-fd}`);
   return fd;
 }
@@ -316,7 +318,7 @@ export function restrictKeeper(native: NativeBinding, workerCaps: readonly strin
     const name = CAP_BY_NUMBER[cap] ?? `cap_${cap}`;
     if (keep.has(name)) continue;
     const d = native.capbsetDrop(cap);
-    if (d === -22 /* EINVAL: past the kernel's last */) break;
+    if (d === -E.EINVAL) break; // past the kernel's last capability
     if (d < 0) log.warn({ cap: name, errno: -d }, 'keeper: could not drop a capability from the bounding set');
     else dropped.push(name);
   }

@@ -9,7 +9,7 @@ import { toBinary, type NativeBinding } from '../native/binding';
 import { DEFAULT_FS_OPTIONS, type FsOptions } from '../passthrough/passthrough-fs';
 import { listenUnix, acceptOne, lockPidFile } from '../vhost/listener';
 import { planFds } from './fd-plan';
-import { E } from '../errno';
+import { E } from '../linux/constants';
 
 /** plan: RLIMIT_NOFILE of the worker and the fds the guest may make it hold (planFds). */
 export function fsOptions(cfg: Config, plan: { worker: number; guestFds: number }): FsOptions {

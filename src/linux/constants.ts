@@ -1,6 +1,17 @@
-// Linux x86_64/aarch64 constants that node:fs and node:os do not export: flags of open(2),
-// fcntl(2), memfd_create(2), recvmsg(2) and friends, in one place (errno values: src/errno.ts).
+// Linux constants in one place: errno values, and the flags of open(2), fcntl(2),
+// memfd_create(2), recvmsg(2) and friends that node:fs and node:os do not export (x86_64/aarch64).
 import { constants as fsc } from 'node:fs';
+import { constants as osc } from 'node:os';
+
+/** errno values (positive, as the kernel numbers them). Ops return them negated. */
+export const E = osc.errno as typeof osc.errno & Record<string, number>;
+
+/** Name of a negative or positive errno, for logs. */
+export function errnoName(e: number): string {
+  const n = Math.abs(e);
+  for (const [k, v] of Object.entries(osc.errno)) if (v === n) return k;
+  return `E${n}`;
+}
 
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;

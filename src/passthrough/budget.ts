@@ -13,7 +13,7 @@
 // always has room left.
 
 import type { Logger } from '../log';
-import { E } from '../errno';
+import { E } from '../linux/constants';
 
 export interface GuestLimits {
   /** Inodes the guest holds node ids of (--max-inodes). */

@@ -9,7 +9,7 @@
 import type { NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, type FdRegistry } from '../state/fd-registry';
-import { E } from '../errno';
+import { E } from '../linux/constants';
 
 /** A handle record (bytes): state i32 | nodeid u32 | fd i32 | open flags u32 | 16 spare; the
  *  slot table's kind says which map it is (open files or open dirs). */

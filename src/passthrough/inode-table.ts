@@ -13,8 +13,7 @@ import { ST, type NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 import type { MountFds } from './mount-fds';
-import { AT_EMPTY_PATH, O_CLOEXEC, O_NOFOLLOW, O_PATH, S_IFMT } from '../linux/constants';
-import { E } from '../errno';
+import { AT_EMPTY_PATH, E, O_CLOEXEC, O_NOFOLLOW, O_PATH, S_IFMT } from '../linux/constants';
 
 /**
  * An inode record (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |

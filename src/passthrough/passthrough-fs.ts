@@ -24,7 +24,7 @@ import * as nodefs from 'node:fs';
 import type { NativeBinding } from '../native/binding';
 import { ST, RWF_NOWAIT, toBinary } from '../native/binding';
 import type { Logger } from '../log';
-import { E } from '../errno';
+import { E } from '../linux/constants';
 import { INIT, FOPEN, FATTR, FUSE_ATTR_SUBMOUNT, FUSE_WRITE_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, MAX_BUFFER_SIZE } from '../fuse/abi';
 import type {
   Ctx, DirSink, EntryResult, FileLock, FileSystem, InitReply, InitRequest, OpenResult, SetattrArgs,

@@ -7,8 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { watchFd, type NativeBinding, type PollHandle } from '../native/binding';
 import type { Logger } from '../log';
-import { MSG_CTRUNC } from '../linux/constants';
-import { E } from '../errno';
+import { E, MSG_CTRUNC } from '../linux/constants';
 
 /** Largest packet (JSON text). Fd batches are split by the sender well below this. */
 export const MAX_PACKET = 64 * 1024;

@@ -38,8 +38,7 @@ import { HANDLE_LAYOUT } from '../passthrough/handle-table';
 import { loadNative, ST, type NativeBinding } from '../native/binding';
 import { readDeviceState } from '../state/device-region';
 import type { DeviceState } from '../vhost/backend';
-import { E } from '../errno';
-import { O_NOFOLLOW, O_PATH, S_IFDIR, S_IFMT } from '../linux/constants';
+import { E, O_NOFOLLOW, O_PATH, S_IFDIR, S_IFMT } from '../linux/constants';
 
 // Every layout comes from the module that writes it: the checker reads what the code writes.
 const HEADER = SLOT_HEADER.bytes;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { loadNative } from '../../src/native/binding';
 import { checkState, formatReport } from '../../src/tools/check-state';
-import { E } from '../../src/errno';
+import { E } from '../../src/linux/constants';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
 import { startDaemon } from '../support/daemon';

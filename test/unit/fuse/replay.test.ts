@@ -8,7 +8,7 @@ import { Req } from '../../../src/fuse/request';
 import { Replay } from '../../../src/virtio/queue-runner';
 import { Journal, J_DONE, J_INTENT } from '../../../src/state/journal';
 import { OP, SIZE } from '../../../src/fuse/abi';
-import { E } from '../../../src/errno';
+import { E } from '../../../src/linux/constants';
 import { silentLogger } from '../../../src/log';
 
 interface Env { out: Uint8Array; probed: number; ran: number; answer: number }

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Args } from '../../../src/fuse/structs';
-import { E } from '../../../src/errno';
+import { E } from '../../../src/linux/constants';
 
 function args(bytes: number[] | Buffer, len = bytes.length): Args {
   const b = new Uint8Array(8192);
