@@ -3,7 +3,7 @@
 // "Front-end message types"). All fields are in the machine's native byte order.
 //
 // u64 fields are decoded without BigInt, as two u32 halves, and rejected when >= 2^53 so that every
-// value handed to the rest of the daemon is an exact JS number (docs/CONTRACTS.md: numbers, not bigint).
+// value handed to the rest of the daemon is an exact JS number (numbers, not bigint, on the hot path).
 
 import * as os from 'node:os';
 
