@@ -129,6 +129,9 @@ export class WorkerSandbox {
   private async probe(script: string): Promise<ProbeReport> {
     const c = this.command(script);
     const env = workerEnv({ ...process.env, ...c.env, VFSD_SANDBOX_PROBE: '1' });
+    // A test's hold or crash point is meant for a worker of some role; the probe is none of them.
+    delete env.VFSD_HOLD;
+    delete env.VFSD_CRASHPOINT;
     const child = spawn(c.file, c.args, { stdio: ['ignore', 'pipe', 'pipe', 'ignore', ...c.fds], env });
     let out = '';
     let err = '';
