@@ -2,11 +2,11 @@
 // shared-memory SlotTable (node id 1 = the shared directory's root), and the generation in
 // the slot tells a reused slot from the old one (the guest sees (nodeid, generation) pairs).
 // Each inode is held by an O_PATH fd; identity is (st_dev, st_ino, mnt_id), so one host file
-// never gets two node ids (seed 002). What lets a restarted worker get the inode back: its file
+// never gets two node ids. What lets a restarted worker get the inode back: its file
 // handle (name_to_handle_at, kept in the record) when the file system gives one, else the
 // keeper's duplicate of the O_PATH fd, handed over before the record is published. nlookup counts the guest's references (LOOKUP, CREATE,
 // READDIRPLUS, ... add one; FORGET subtracts); at zero the slot is freed and the fd closed.
-// All methods are synchronous: decide and mutate in one stretch (seed 004).
+// All methods are synchronous: decide and mutate in one stretch.
 
 import { ST, type NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
@@ -127,7 +127,7 @@ export class InodeTable {
       } else if (fd >= 0) {
         // The file type every later open is checked against comes from the inode itself (which
         // badRecord just statted), not from the record: only a regular file or a directory may
-        // ever be opened (see PassthroughFs).
+        // ever be opened (see share.ts).
         mode = Number(this.st[ST.mode]);
         dv.setUint32(o + R_MODE, mode, true);
       }
@@ -153,7 +153,7 @@ export class InodeTable {
    * Is the record at o unfit to adopt with fd? The image was written by an earlier worker, one a
    * guest may have taken over: the fd (the keeper's, or opened by the handle) must be the inode
    * the record names, with the recorded file type, and no earlier record may name it (one host
-   * inode, one node id: seed 002); nlookup must be a count.
+   * inode, one node id); nlookup must be a count.
    */
   private badRecord(o: number, fd: number, key: string): boolean {
     const dv = this.slots.dv, st = this.st;
