@@ -68,7 +68,6 @@ export class PassthroughFs extends ForwardingFs {
   get inodes(): Share['inodes'] { return this.host.share.inodes; }
   get files(): Share['files'] { return this.host.share.files; }
   get dirs(): Share['dirs'] { return this.host.share.dirs; }
-  get budget(): Share['budget'] { return this.host.share.budget; }
   /** The memfds holding the maps (the keeper keeps them across workers). */
   get stateFds(): StateFds { return this.host.share.stateFds; }
   get locks(): Locks { return this.host.locks; }

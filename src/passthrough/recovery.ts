@@ -18,7 +18,7 @@ import { HandleTable, HANDLE_LAYOUT } from './handle-table';
 import { MountFds } from './mount-fds';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, parseFdKey, type FdRegistry } from '../state/fd-registry';
-import { reopenInode } from './share';
+import { reopenInode, type Share } from './share';
 import type { FsOptions } from './options';
 
 /** The memfds of the three maps. */
@@ -36,18 +36,11 @@ export interface FsState {
 /** A guest POSIX lock owner's open file description, kept by the keeper for a previous worker. */
 export interface RecoveredLockOwner { nodeid: number; owner: bigint; pid: number; fd: number }
 
-/** What a worker serves from: the maps, and how it reaches the shared directory's inodes. */
-export interface StartState {
-  /** /proc/self/fd, the directory every inode is reopened through (share.ts). */
-  readonly procFd: number;
-  /** The mounts file handles are made on (null without file handles). */
-  readonly mounts: MountFds | null;
-  readonly inodes: InodeTable;
-  readonly files: HandleTable;
-  readonly dirs: HandleTable;
-  readonly registry: FdRegistry;
+/** What a worker serves from: the maps, how it reaches their inodes (Share holds them), and the
+ *  lock owners a previous worker left (Locks adopts them). */
+export type StartState = Pick<Share, 'procFd' | 'mounts' | 'inodes' | 'files' | 'dirs' | 'registry'> & {
   readonly lockOwners: RecoveredLockOwner[];
-}
+};
 
 /** Open the shared directory and its maps: new, or adopted from state. Throws if it cannot serve. */
 export function startState(native: NativeBinding, opts: FsOptions, log: Logger, state: FsState = {}): StartState {

@@ -47,7 +47,9 @@ export function reopenInode(native: NativeBinding, procFd: number, ino: Inode, f
 }
 
 export class Share {
+  /** /proc/self/fd, the directory every inode is reopened through. */
   readonly procFd: number;
+  /** The mounts file handles are made on (null without file handles). */
   readonly mounts: MountFds | null;
   readonly inodes: InodeTable;
   readonly files: HandleTable;
