@@ -38,6 +38,11 @@ export const O_PATH = 0o10000000;
 export const O_TMPFILE_BIT = 0o20000000;
 export const O_TMPFILE = O_TMPFILE_BIT | O_DIRECTORY;
 
+// access(2) modes
+export const R_OK = fsc.R_OK;
+export const W_OK = fsc.W_OK;
+export const X_OK = fsc.X_OK;
+
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
 export const S_IFREG = 0o100000;
@@ -49,6 +54,9 @@ export const S_IFSOCK = 0o140000;
 export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
 export const S_IXGRP = 0o010;
+/** Every permission bit, and with them setuid, setgid and sticky (the kernel's S_IRWXUGO, S_IALLUGO). */
+export const S_IRWXUGO = 0o777;
+export const S_IALLUGO = 0o7777;
 
 export const UTIME_NOW = (1 << 30) - 1;
 export const UTIME_OMIT = (1 << 30) - 2;

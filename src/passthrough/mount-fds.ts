@@ -6,7 +6,7 @@
 // is remembered as such, and its inodes go to the keeper as fds.
 
 import type { NativeBinding } from '../native/binding';
-import { fdKey, type FdRegistry } from '../state/fd-registry';
+import { fdKey, parseFdKey, type FdRegistry } from '../state/fd-registry';
 import * as K from '../linux/constants';
 
 const HANDLE_BUF = 12 + 128;
@@ -36,10 +36,10 @@ export class MountFds {
   /** Take the submount fds a previous worker handed the keeper (out of recovered). */
   adopt(recovered: Map<string, number>): void {
     for (const [key, fd] of recovered) {
-      const m = /^m(\d+)$/.exec(key);
-      if (!m) continue;
+      const k = parseFdKey(key);
+      if (k?.kind !== 'mount') continue;
       recovered.delete(key);
-      this.byMnt.set(BigInt(m[1]!), fd);
+      this.byMnt.set(k.mntId, fd);
     }
   }
 

@@ -88,7 +88,10 @@ export class BatchingFdRegistry implements FdRegistry {
   }
 }
 
-/** Keys: one namespace per map, the slot index (node id or fh) after the prefix. */
+/**
+ * Keys: one namespace per map, the slot index (node id or fh) after the prefix. A restarted worker
+ * reads keys its predecessors made (perhaps an older release): parseFdKey is the one reader.
+ */
 export const fdKey = {
   inode: (nodeid: number): string => `i${nodeid}`,
   file: (fh: number): string => `f${fh}`,
@@ -98,3 +101,45 @@ export const fdKey = {
   /** pid: the guest process the owner's locks report (F_GETLK) */
   lock: (nodeid: number, owner: bigint, pid: number): string => `l${nodeid}:${owner}:${pid}`,
 };
+
+/** A registry key as fdKey made it. */
+export type FdKey =
+  | { kind: 'inode'; nodeid: number }
+  | { kind: 'file'; fh: number }
+  | { kind: 'dir'; fh: number }
+  | { kind: 'mount'; mntId: bigint }
+  | { kind: 'lock'; nodeid: number; owner: bigint; pid: number };
+
+/** What fdKey made `key` from; null for anything fdKey does not make (the key is then no use to anyone). */
+export function parseFdKey(key: string): FdKey | null {
+  const rest = key.slice(1);
+  switch (key[0]) {
+    case 'i': { const nodeid = index(rest); return nodeid === null ? null : { kind: 'inode', nodeid }; }
+    case 'f': { const fh = index(rest); return fh === null ? null : { kind: 'file', fh }; }
+    case 'd': { const fh = index(rest); return fh === null ? null : { kind: 'dir', fh }; }
+    case 'm': { const mntId = u64(rest); return mntId === null ? null : { kind: 'mount', mntId }; }
+    case 'l': {
+      const parts = rest.split(':');
+      if (parts.length !== 3) return null;
+      const nodeid = index(parts[0]!), owner = u64(parts[1]!), pid = index(parts[2]!);
+      return nodeid === null || owner === null || pid === null || pid > 0xffffffff ? null : { kind: 'lock', nodeid, owner, pid };
+    }
+    default: return null;
+  }
+}
+
+const DECIMAL = /^(0|[1-9][0-9]*)$/;
+
+/** A slot index or pid: decimal digits, a safe integer. */
+function index(s: string): number | null {
+  if (!DECIMAL.test(s)) return null;
+  const n = Number(s);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/** A u64 (mount id, lock owner): decimal digits below 2^64. */
+function u64(s: string): bigint | null {
+  if (!DECIMAL.test(s)) return null;
+  const n = BigInt(s);
+  return n < 1n << 64n ? n : null;
+}

@@ -160,7 +160,7 @@ test('an uncached READ falls back to the pool; the handle is held until it ends,
     }
     assert.deepEqual(calls.map((c) => [c.flags, c.r]), [[RWF_NOWAIT, -E.EAGAIN]], 'tried inline first');
     assert.equal(h.busy, 1, 'held while the pool reads');
-    assert.equal(pfs.release(CTX, fh, 0, 0), 0, 'RELEASE while the read is in flight');
+    assert.equal(pfs.release(CTX, fh, 0, 0, 0n), 0, 'RELEASE while the read is in flight');
     assert.ok(real.getfl(h.fd) >= 0, 'the fd stays open under the pool read');
     const r = await p;
     assert.deepEqual(r, { r: 16384, inline: false });

@@ -241,7 +241,8 @@ export const fuseSessionTarget: FuzzTarget = {
   name: 'fuse-session',
   about: 'FUSE request decoding and dispatch over the passthrough on a scratch directory',
   maxLength: 4096,
-  files: ['src/fuse/session.ts', 'src/passthrough/passthrough-fs.ts', 'src/passthrough/inode-table.ts', 'src/passthrough/handle-table.ts', 'src/virtio/chain-io.ts'],
+  files: ['src/fuse/session.ts', 'src/passthrough/passthrough-fs.ts', 'src/passthrough/share.ts', 'src/passthrough/io.ts', 'src/passthrough/locks.ts',
+    'src/passthrough/xattr.ts', 'src/passthrough/dirs.ts', 'src/passthrough/read-only.ts', 'src/passthrough/inode-table.ts', 'src/passthrough/handle-table.ts', 'src/virtio/chain-io.ts'],
   setup() {
     scratchRoot = fs.mkdtempSync(path.join(BASE, 'vfsd-fuzz-'));
   },

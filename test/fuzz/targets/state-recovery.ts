@@ -225,7 +225,7 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
     return;
   }
   if (process.env.VFSD_FUZZ_TRACE) {
-    const locks = (pfs as unknown as { lockFds: Map<number, Map<bigint, { fd: number }>> }).lockFds;
+    const locks = pfs.locks.byNode;
     console.error('[state-recovery] adopted; keeper keys', [...b.keeper.fds.keys()], 'nodes', [...Array(16).keys()].map((n) => pfs.inodes.get(n)).filter(Boolean).map((i) => [i!.nodeid, i!.fd, i!.nlookup]),
       'files', [...pfs.files.all()].map((h) => [h.fh, h.nodeid, h.fd]), 'dirs', [...pfs.dirs.all()].map((h) => [h.fh, h.nodeid, h.fd]), 'lock owners', [...locks].map(([n, m]) => [n, [...m].map(([o, l]) => [String(o), l.fd])]));
   }
@@ -355,7 +355,7 @@ export const stateRecoveryTarget: FuzzTarget = {
   name: 'state-recovery',
   about: 'a new worker adopting corrupted state regions (slot tables, keeper fds, in-flight, journal) and check-state reading them',
   maxLength: 1024,
-  files: ['src/state/slot-table.ts', 'src/passthrough/inode-table.ts', 'src/passthrough/handle-table.ts', 'src/passthrough/passthrough-fs.ts', 'src/state/inflight.ts', 'src/state/journal.ts', 'src/state/device-region.ts', 'src/tools/check-state.ts'],
+  files: ['src/state/slot-table.ts', 'src/passthrough/inode-table.ts', 'src/passthrough/handle-table.ts', 'src/passthrough/recovery.ts', 'src/passthrough/locks.ts', 'src/state/inflight.ts', 'src/state/journal.ts', 'src/state/device-region.ts', 'src/tools/check-state.ts'],
   async setup() {
     if (!base) base = await makeBase(loadNative());
   },

@@ -1,7 +1,7 @@
 // The worker's fd registry: what reaches the keeper, in which order, and what never does.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchingFdRegistry, type FdOp } from '../../../src/state/fd-registry';
+import { BatchingFdRegistry, fdKey, parseFdKey, type FdOp } from '../../../src/state/fd-registry';
 
 function harness(): { reg: BatchingFdRegistry; sent: FdOp[][]; fire: () => void; readonly armed: number } {
   const sent: FdOp[][] = [];
@@ -65,4 +65,21 @@ test('a lazy put of a key whose del is queued sends the del first, so the keeper
   h.reg.putLazy('f1', 21);
   h.reg.flush();
   assert.deepEqual(h.sent.flat(), [['f1', 11], ['f1', -1], ['f1', 21]]);
+});
+
+test('parseFdKey reads back every key fdKey makes', () => {
+  const big = (1n << 64n) - 1n;
+  assert.deepEqual(parseFdKey(fdKey.inode(1)), { kind: 'inode', nodeid: 1 });
+  assert.deepEqual(parseFdKey(fdKey.file(0)), { kind: 'file', fh: 0 });
+  assert.deepEqual(parseFdKey(fdKey.dir(65535)), { kind: 'dir', fh: 65535 });
+  assert.deepEqual(parseFdKey(fdKey.mount(big)), { kind: 'mount', mntId: big });
+  assert.deepEqual(parseFdKey(fdKey.lock(7, big, 0xffffffff)), { kind: 'lock', nodeid: 7, owner: big, pid: 0xffffffff });
+  assert.deepEqual(parseFdKey(fdKey.lock(2, 0n, 0)), { kind: 'lock', nodeid: 2, owner: 0n, pid: 0 });
+});
+
+test('parseFdKey: what fdKey never makes is null, not a guess', () => {
+  for (const key of ['', 'i', 'x1', 'i-1', 'i1.5', 'i01', 'i 1', 'f1a', 'd', 'm', `m${1n << 64n}`, 'l1:2', 'l1:2:3:4', 'l1::3',
+    `l1:${1n << 64n}:3`, 'l1:2:4294967296', 'i9007199254740993', 'L1:2:3']) {
+    assert.equal(parseFdKey(key), null, JSON.stringify(key));
+  }
 });
