@@ -231,6 +231,7 @@ export class Supervisor {
       case 'hello':
         // Workers before the watchdog do not answer pings: they are not pinged.
         w.answersPings = m.pings === true;
+        w.appliesMaps = m.maps === true;
         if (w.phase === 'loading') w.phase = 'idle';
         if (w === this.spare) this.spareFailures = 0;
         if (w === this.incoming) {

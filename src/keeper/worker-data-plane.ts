@@ -14,6 +14,7 @@ import type { NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
 import type { DataPlane, MemoryTable, RingConfig } from '../vhost/data-plane';
 import type { FsOptions } from '../passthrough/passthrough-fs';
+import { hasIdMap } from '../passthrough/id-map';
 import { MAX_FDS_PER_PACKET } from '../protocol/channel';
 import type { FuseInitRecord, ToKeeper, WireFdOp } from '../protocol/worker-channel';
 import { FdStore } from './fd-store';
@@ -250,6 +251,13 @@ export class WorkerDataPlane implements DataPlane {
 
   /** Make w the serving worker: hand it the maps, the fds, the memory table and the rings. */
   private feed(w: WorkerProcess, recover: boolean, stuckBefore?: number): void {
+    if (!w.appliesMaps && (hasIdMap(this.o.fs.idMap) || this.o.fs.xattrMap !== null)) {
+      // A worker of a release before the mapping layers would serve the share unmapped: it
+      // gets nothing, and its end starts another (fail closed).
+      this.o.log.error({ pid: w.pid }, 'the worker does not apply UID/GID or xattr mapping (an older release on disk?); not serving with it');
+      w.kill();
+      return;
+    }
     const { inodes, files, dirs } = this.stateFds;
     w.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel, fuseInit: this.fuseInit, fdOps: true }, [inodes, files, dirs]);
     // Hand back every fd the previous workers registered, then let the worker build its maps.
