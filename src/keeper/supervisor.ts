@@ -52,6 +52,8 @@ export interface SupervisorOptions {
   spare: boolean;
   /** The deadline of every phase that must end by itself, and of the watchdog (ms). */
   timeoutMs: number;
+  /** The share is served with UID/GID or xattr mapping: a worker must say it applies them (hello.maps). */
+  needsMaps?: boolean;
 }
 
 /** After a spare was used, wait this long before loading the next (not to slow the recovery). */
@@ -232,6 +234,14 @@ export class Supervisor {
         // Workers before the watchdog do not answer pings: they are not pinged.
         w.answersPings = m.pings === true;
         w.appliesMaps = m.maps === true;
+        if (this.o.needsMaps && !w.appliesMaps) {
+          // A release before the mapping layers (older code on disk) would serve the share
+          // unmapped. Its hello comes before it reads anything it was fed (worker.ts), so it
+          // goes before it serves, but for what its first event-loop turns may answer.
+          this.o.log.error({ pid: w.pid }, 'the worker does not apply UID/GID or xattr mapping (an older release on disk?); killing it');
+          w.kill();
+          break;
+        }
         if (w.phase === 'loading') w.phase = 'idle';
         if (w === this.spare) this.spareFailures = 0;
         if (w === this.incoming) {

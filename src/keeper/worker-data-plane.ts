@@ -88,7 +88,10 @@ export class WorkerDataPlane implements DataPlane {
     const holdSpec = o.env?.VFSD_HOLD ?? process.env.VFSD_HOLD;
     if (holdSpec) this.hold = { role: holdSpec.slice(0, holdSpec.indexOf(':')), spec: holdSpec };
     this.sup = new Supervisor(
-      { native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS },
+      {
+        native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS,
+        needsMaps: hasIdMap(o.fs.idMap) || o.fs.xattrMap !== null,
+      },
       {
         spawn: (role) => this.spawn(role),
         feed: (w, recover, stuckBefore) => this.feed(w, recover, stuckBefore),
@@ -251,13 +254,6 @@ export class WorkerDataPlane implements DataPlane {
 
   /** Make w the serving worker: hand it the maps, the fds, the memory table and the rings. */
   private feed(w: WorkerProcess, recover: boolean, stuckBefore?: number): void {
-    if (!w.appliesMaps && (hasIdMap(this.o.fs.idMap) || this.o.fs.xattrMap !== null)) {
-      // A worker of a release before the mapping layers would serve the share unmapped: it
-      // gets nothing, and its end starts another (fail closed).
-      this.o.log.error({ pid: w.pid }, 'the worker does not apply UID/GID or xattr mapping (an older release on disk?); not serving with it');
-      w.kill();
-      return;
-    }
     const { inodes, files, dirs } = this.stateFds;
     w.send({ t: 'init', fs: this.o.fs, logLevel: this.o.logLevel, fuseInit: this.fuseInit, fdOps: true }, [inodes, files, dirs]);
     // Hand back every fd the previous workers registered, then let the worker build its maps.

@@ -56,10 +56,10 @@ const bit = (n: number): bigint => 1n << BigInt(n);
  * runs. The options were checked by the command line and again by the worker channel's decoder,
  * so the parsers do not throw here.
  */
-function layers(host: FsLayer, opts: FsOptions): FsLayer {
+function layers(host: FsLayer, opts: FsOptions, log: Logger): FsLayer {
   let fs = host;
   for (const m of idMappers(opts.idMap)) fs = new IdMapFs(fs, m.uid, m.gid);
-  if (opts.xattrMap !== null) fs = new XattrMapFs(fs, parseXattrMap(opts.xattrMap));
+  if (opts.xattrMap !== null) fs = new XattrMapFs(fs, parseXattrMap(opts.xattrMap), log);
   if (opts.readonly) fs = new ReadOnlyFs(fs);
   return fs;
 }
@@ -70,7 +70,7 @@ export class PassthroughFs extends ForwardingFs {
 
   constructor(native: NativeBinding, opts: FsOptions, log: Logger, state: FsState = {}) {
     const host = new HostFs(native, opts, log, state);
-    super(layers(host, opts));
+    super(layers(host, opts, log));
     this.host = host;
   }
 

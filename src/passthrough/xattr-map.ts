@@ -14,12 +14,17 @@
 // terminator; the Rust daemon would panic).
 //
 // When security.capability is renamed, the host kernel no longer drops it where it drops file
-// capabilities; the layer removes the renamed one on a change of owner (chown(2): "the
-// set-user-ID ... and file capabilities are cleared"), as both peers do.
+// capabilities (a change of owner, chown(2); a truncation or write, capabilities(7) "File
+// capabilities"): the layer removes the renamed one after a SETATTR of owner or size and an open
+// or create with O_TRUNC, as both peers do. A write clears it where the guest kernel does it
+// itself (file_remove_privs() asks GETXATTR security.capability and sends REMOVEXATTR, both
+// mapped here); with FUSE_HANDLE_KILLPRIV_V2 the guest leaves that to the server, which cannot
+// see the renamed name on a write, so the layer does not offer it (logged once).
 
-import type { Ctx, SetattrArgs } from '../fuse/filesystem';
-import { FATTR } from '../fuse/abi';
-import { E } from '../linux/constants';
+import type { Ctx, EntryResult, InitReply, InitRequest, OpenResult, SetattrArgs } from '../fuse/filesystem';
+import { FATTR, INIT } from '../fuse/abi';
+import { E, O_TRUNC } from '../linux/constants';
+import type { Logger } from '../log';
 import { ForwardingFs, type FsLayer } from './layer';
 
 export class XattrMapError extends Error {}
@@ -140,7 +145,7 @@ export class XattrMapFs extends ForwardingFs {
   /** What security.capability is stored as on the host, when that is another name. */
   private readonly capabilityAs: string | null;
 
-  constructor(inner: FsLayer, rules: readonly XattrRule[]) {
+  constructor(inner: FsLayer, rules: readonly XattrRule[], private readonly log?: Logger) {
     super(inner);
     this.map = new XattrMapper(rules);
     const cap = this.map.toHost(CAPABILITY);
@@ -190,12 +195,36 @@ export class XattrMapFs extends ForwardingFs {
     return out.length;
   }
 
+  override init(req: InitRequest): InitReply | number {
+    const r = this.inner.init(req);
+    if (typeof r === 'number' || this.capabilityAs === null) return r;
+    const v2 = 1n << BigInt(INIT.HANDLE_KILLPRIV_V2);
+    if (!(r.flags & v2)) return r;
+    this.log?.warn({ capabilityAs: this.capabilityAs }, 'security.capability is renamed by --xattrmap: FUSE_HANDLE_KILLPRIV_V2 is not offered (the guest drops file capabilities itself, through the mapping)');
+    return { ...r, flags: r.flags & ~v2 };
+  }
+
+  /** After a change that clears file capabilities: drop the renamed one (none there: nothing to do). */
+  private dropCapability(ctx: Ctx, nodeid: number): void {
+    // ENODATA (none) and EOPNOTSUPP (no xattrs here) leave nothing to drop.
+    if (this.capabilityAs !== null) this.inner.removexattr(ctx, nodeid, this.capabilityAs);
+  }
+
   override setattr(ctx: Ctx, nodeid: number, a: SetattrArgs, st: BigUint64Array): number {
     const r = this.inner.setattr(ctx, nodeid, a, st);
-    if (r === 0 && this.capabilityAs !== null && (a.valid & (FATTR.UID | FATTR.GID))) {
-      // ENODATA (none) and EOPNOTSUPP (no xattrs here) leave nothing to drop.
-      this.inner.removexattr(ctx, nodeid, this.capabilityAs);
-    }
+    if (r === 0 && (a.valid & (FATTR.UID | FATTR.GID | FATTR.SIZE))) this.dropCapability(ctx, nodeid);
+    return r;
+  }
+
+  override open(ctx: Ctx, nodeid: number, flags: number): OpenResult | number {
+    const r = this.inner.open(ctx, nodeid, flags);
+    if (typeof r !== 'number' && (flags & O_TRUNC)) this.dropCapability(ctx, nodeid);
+    return r;
+  }
+
+  override create(ctx: Ctx, parent: number, name: string, flags: number, mode: number, umask: number, st: BigUint64Array): { entry: EntryResult; open: OpenResult } | number {
+    const r = this.inner.create(ctx, parent, name, flags, mode, umask, st);
+    if (typeof r !== 'number' && (flags & O_TRUNC)) this.dropCapability(ctx, r.entry.nodeid);
     return r;
   }
 }

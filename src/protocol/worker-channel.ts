@@ -10,7 +10,7 @@
 //   3              hello {pings}: the worker answers ping with pong (the keeper's watchdog);
 //                  ring-start cfg.stuckBefore: requests to answer EIO, not re-run
 //   4              init fs.idMap, fs.xattrMap: the mapping layers; hello {maps}: the worker
-//                  applies them (a keeper with a mapping feeds no worker that does not say so)
+//                  applies them (a keeper with a mapping kills a worker that does not say so)
 // A keeper never trusts a worker (it parses what a guest sends): decodeToKeeper checks every
 // field it will use, and a packet it refuses is logged and its fds closed. The worker trusts its
 // keeper, but still refuses what it cannot read.

@@ -8,7 +8,8 @@ import { XattrMapError, XattrMapFs, XattrMapper, parseXattrMap, type XattrRule }
 import type { FsLayer } from '../../../src/passthrough/layer';
 import type { SetattrArgs } from '../../../src/fuse/filesystem';
 import { FATTR } from '../../../src/fuse/abi';
-import { E } from '../../../src/linux/constants';
+import { E, O_TRUNC, O_WRONLY } from '../../../src/linux/constants';
+import { INIT } from '../../../src/fuse/abi';
 
 const ALL = { client: true, server: true };
 const TERMINATOR: XattrRule = { type: 'bad', ...ALL, key: '', prepend: '' };
@@ -113,7 +114,7 @@ function host(names: string[]): { fs: FsLayer; calls: Call[] } {
         const name = args[2] as string;
         calls.push({ op, name });
         if (op === 'hasXattr') return names.includes(name);
-        return 0;
+        return op === 'open' ? { fh: 1, openFlags: 0 } : 0;
       };
     },
   }) as FsLayer;
@@ -154,7 +155,7 @@ test('LISTXATTR: the size probe answers the mapped size; a buffer that holds the
   assert.equal(layer.listxattr(ctx, 2, new Uint8Array(want.length - 1)), -E.ERANGE);
 });
 
-test('a renamed security.capability is dropped by the layer on a change of owner, and only then', () => {
+test('a renamed security.capability is dropped by the layer on a change of owner or size and an O_TRUNC open, and only then', () => {
   const h = host([]);
   const layer = new XattrMapFs(h.fs, parseXattrMap(':map::user.virtiofs.:'));
   const a: SetattrArgs = { valid: FATTR.UID, fh: 0, size: 0, atime: 0, atimensec: 0, mtime: 0, mtimensec: 0, mode: 0, uid: 1, gid: 1 };
@@ -163,8 +164,25 @@ test('a renamed security.capability is dropped by the layer on a change of owner
   h.calls.length = 0;
   layer.setattr(ctx, 2, { ...a, valid: FATTR.MODE }, new BigUint64Array(18));
   assert.deepEqual(h.calls.map((c) => c.op), ['setattr']);
+  h.calls.length = 0;
+  layer.setattr(ctx, 2, { ...a, valid: FATTR.SIZE }, new BigUint64Array(18));
+  layer.open(ctx, 2, O_WRONLY | O_TRUNC);
+  layer.open(ctx, 2, O_WRONLY);
+  assert.deepEqual(h.calls.map((c) => c.op), ['setattr', 'removexattr', 'open', 'removexattr', 'open']);
   // Not renamed: the host kernel drops it itself.
   const plain = host([]);
   new XattrMapFs(plain.fs, parseXattrMap(':prefix:all:trusted.:user.t.::ok:all:::')).setattr(ctx, 2, a, new BigUint64Array(18));
   assert.deepEqual(plain.calls.map((c) => c.op), ['setattr']);
+});
+
+test('FUSE_HANDLE_KILLPRIV_V2 is not offered when security.capability is renamed (the guest then drops it through the mapping)', () => {
+  const v2 = 1n << BigInt(INIT.HANDLE_KILLPRIV_V2);
+  const below = (flags: bigint): FsLayer => new Proxy({}, {
+    get: () => () => ({ flags: flags | 1n, maxReadahead: 0, maxWrite: 0, maxPages: 0, timeGran: 1, maxBackground: 1, congestionThreshold: 1 }),
+  }) as FsLayer;
+  const req = { major: 7, minor: 38, maxReadahead: 0, flags: v2 };
+  const renamed = new XattrMapFs(below(v2), parseXattrMap(':map::user.virtiofs.:')).init(req);
+  assert.ok(typeof renamed !== 'number' && renamed.flags === 1n);
+  const kept = new XattrMapFs(below(v2), parseXattrMap(':prefix:all:trusted.:user.t.::ok:all:::')).init(req);
+  assert.ok(typeof kept !== 'number' && kept.flags === (v2 | 1n));
 });
