@@ -1,12 +1,18 @@
 // The mapping options through the whole daemon (keeper, sandboxed worker, vhost-user): they reach
 // every worker the keeper starts, so a worker killed mid-session is replaced by one that maps the
-// same way. Needs root (files of other owners).
+// same way; and libvirt's --uid-map/--gid-map for an unprivileged daemon give the guest the view
+// of a user namespace. Needs root (files of other owners; switching to a user).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { withDaemon, liveWorker } from '../support/daemon';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { REPO, withDaemon, liveWorker, assertNoSeccompKill } from '../support/daemon';
+import { VhostUserFrontend } from '../support/frontend';
+import { FuseClient } from '../support/fuse-client';
 import { loadNative } from '../../src/native/binding';
-import { O_CREAT, O_RDWR } from '../../src/linux/constants';
+import { E, O_CREAT, O_RDWR } from '../../src/linux/constants';
 
 const root = process.geteuid?.() === 0;
 
@@ -36,4 +42,55 @@ test('owners and xattr names are mapped by the first worker and by its replaceme
     assert.notEqual(liveWorker(d.stderr()), pid);
     assert.doesNotMatch(d.stderr(), /does not apply UID\/GID or xattr mapping/);
   });
+});
+
+test('unprivileged with libvirt\'s --uid-map=:0:UID:1: --gid-map=:0:GID:1:, the guest sees the user\'s files as root\'s and others as 65534', { skip: !root && 'needs root to switch users' }, async () => {
+  if (spawnSync('setpriv', ['--version']).status !== 0) return;
+  const user = 4242;
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-nsmap-'));
+  fs.chmodSync(work, 0o777);
+  const share = path.join(work, 'share');
+  fs.mkdirSync(share);
+  fs.chownSync(share, user, user);
+  fs.writeFileSync(path.join(share, 'mine'), 'm');
+  fs.chownSync(path.join(share, 'mine'), user, user);
+  fs.writeFileSync(path.join(share, 'roots'), 'r');
+  const sock = path.join(work, 's');
+  const p = spawn('setpriv', [`--reuid=${user}`, `--regid=${user}`, '--clear-groups', '--', process.execPath, path.join(REPO, 'bin', 'virtiofsd-ts'),
+    `--socket-path=${sock}`, `--shared-dir=${share}`, '--log-level=info', `--uid-map=:0:${user}:1:`, `--gid-map=:0:${user}:1:`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  try {
+    for (let i = 0; i < 600 && !fs.existsSync(sock) && p.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(fs.existsSync(sock), err);
+    const fe = await VhostUserFrontend.connect(loadNative(), sock, {});
+    try {
+      const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
+      assert.equal((await c.init()).error, 0);
+      const attrs = async (name: string): Promise<[number, number]> => {
+        const e = (await c.lookup(1, name)).entry!;
+        return [e.attr.uid, e.attr.gid];
+      };
+      assert.deepEqual(await attrs('mine'), [0, 0], 'the user\'s file is root\'s');
+      assert.deepEqual(await attrs('roots'), [65534, 65534], 'a file of an id outside the map is the overflow id\'s');
+      assert.equal((await c.getattr(1)).attr!.uid, 0, 'the share root (the user\'s) is root\'s');
+      const cr = await c.create(1, 'made', O_CREAT | O_RDWR);
+      assert.equal(cr.error, 0);
+      assert.deepEqual([cr.entry!.attr.uid, cr.entry!.attr.gid], [0, 0]);
+      assert.deepEqual([fs.statSync(path.join(share, 'made')).uid, fs.statSync(path.join(share, 'made')).gid], [user, user], 'guest root makes the user\'s files');
+      const mine = (await c.lookup(1, 'mine')).entry!;
+      assert.equal((await c.setattr(mine.nodeid, { uid: 5 })).error, -E.EINVAL, 'an id outside the map cannot be given');
+      c.uid = 1000; c.gid = 1000;
+      assert.equal((await c.mkdir(1, 'by-1000')).error, -E.EINVAL, 'nor used to make a file');
+      assert.equal(fs.existsSync(path.join(share, 'by-1000')), false);
+    } finally {
+      fe.close();
+    }
+    assertNoSeccompKill(err);
+  } finally {
+    p.kill('SIGTERM');
+    await exited;
+    fs.rmSync(work, { recursive: true, force: true });
+  }
 });
