@@ -43,7 +43,8 @@ export interface SupervisorHooks {
 }
 
 /** A worker an earlier image of this keeper left running: its pid and our end of its channel. */
-export interface Adoptable { pid: number; channelFd: number; pings?: boolean }
+/** A worker an earlier keeper image left running: pings, maps as its hello said (absent: an image before them). */
+export interface Adoptable { pid: number; channelFd: number; pings?: boolean; maps?: boolean }
 
 export interface SupervisorOptions {
   native: NativeBinding;
@@ -124,7 +125,14 @@ export class Supervisor {
   private adopt(a: Adoptable, phase: Phase): WorkerProcess {
     const w = WorkerProcess.adopt(this.o.native, this.o.log, a.pid, a.channelFd, phase);
     w.answersPings = a.pings === true;
+    w.appliesMaps = a.maps === true;
     this.watch(w);
+    // An image before the mapping layers could not have been asked for them: its workers serve
+    // unmapped. Replaced as after a crash (the guest sees nothing but the wait).
+    if (this.o.needsMaps && !w.appliesMaps) {
+      this.o.log.error({ pid: w.pid }, 'the adopted worker does not apply UID/GID or xattr mapping (from a keeper image before them); replacing it');
+      w.kill();
+    }
     return w;
   }
 

@@ -57,8 +57,8 @@ export interface PlaneState {
   fuseInit: FuseInitRecord | null;
   rings: RingConfig[];
   regions: Array<MemoryTable['regions'][number]>;
-  /** The serving worker, left running across the re-exec: its pid, our end of its channel, and
-   *  whether it answers pings (older workers do not). */
+  /** The serving worker, left running across the re-exec: its pid, our end of its channel,
+   *  whether it answers pings and applies the mapping layers (older workers do not). */
   worker?: Adoptable;
   /** A loaded spare, left running likewise. */
   spare?: Adoptable;
@@ -146,8 +146,8 @@ export class WorkerDataPlane implements DataPlane {
       regions: [...this.regions],
     };
     const { worker, spare } = this.sup.handedOver;
-    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings };
-    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings };
+    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings, maps: worker.appliesMaps };
+    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings, maps: spare.appliesMaps };
     const fds = [
       ...Object.values(this.stateFds), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
       ...[state.worker, state.spare].flatMap((x) => (x ? [x.channelFd] : [])),

@@ -8,7 +8,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { REPO, withDaemon, liveWorker, assertNoSeccompKill } from '../support/daemon';
+import { REPO, withDaemon, liveWorker, assertNoSeccompKill, startDaemon } from '../support/daemon';
+import { PREVIOUS, buildPrevious, have, installCurrent } from '../support/previous';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
 import { loadNative } from '../../src/native/binding';
@@ -92,5 +93,41 @@ test('unprivileged with libvirt\'s --uid-map=:0:UID:1: --gid-map=:0:GID:1:, the 
     p.kill('SIGTERM');
     await exited;
     fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+const [, SESSION_2] = PREVIOUS[1];
+
+test('a running session-2 daemon given -o xattrmap (which it accepted and ignored) maps once re-executed into this code: its adopted workers are replaced', {
+  skip: (!root && 'needs root') || (!have(SESSION_2) && 'the session 2 release is not in this clone'),
+}, async () => {
+  const prev = buildPrevious(SESSION_2);
+  const d = await startDaemon('ts', { bin: path.join(prev, 'bin', 'virtiofsd-ts'), args: ['--log-level=info', '--xattr', '-o', 'xattrmap=:map::user.vm.:'] });
+  const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
+  try {
+    const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 20_000));
+    assert.equal((await c.init()).error, 0);
+    fs.writeFileSync(`${d.dir}/f`, 'f');
+    assert.equal(loadNative().setxattr(`${d.dir}/f`, 'user.vm.user.a', Buffer.from('1'), 0, false), 0);
+    const f = (await c.lookup(1, 'f')).entry!;
+    assert.equal((await c.getxattr(f.nodeid, 'user.vm.user.a', 8)).body.toString(), '1', 'the old release serves the names unmapped');
+    installCurrent(prev);
+    process.kill(d.proc.pid!, 'SIGUSR2');
+    let mapped = '';
+    for (const end = Date.now() + 60_000; Date.now() < end && mapped !== '1';) {
+      const r = await c.getxattr(f.nodeid, 'user.a', 8);
+      mapped = r.error === 0 ? r.body.toString() : '';
+      if (mapped !== '1') await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(mapped, '1', `user.vm.user.a is user.a after the re-exec:\n${d.stderr().slice(-3000)}`);
+    assert.match(d.stderr(), /"msg":"keeper re-executed; serving on"/);
+    assert.match(d.stderr(), /the adopted worker does not apply UID\/GID or xattr mapping/);
+    // Every guest name is prefixed: this one asks for user.vm.user.vm.user.a.
+    assert.equal((await c.getxattr(f.nodeid, 'user.vm.user.a', 8)).error, -E.ENODATA, 'the host\'s names are out of the guest\'s direct reach');
+    assert.equal((await c.lookup(1, 'f')).entry?.nodeid, f.nodeid, 'the same node id across the replacement');
+  } finally {
+    fe.close();
+    await d.stop();
+    fs.rmSync(prev, { recursive: true, force: true });
   }
 });
