@@ -136,7 +136,7 @@ export class XattrMapper {
   }
 }
 
-/** listxattr(2) answers at most XATTR_LIST_MAX (64 KiB) on Linux. */
+/** listxattr(2) answers at most XATTR_LIST_MAX (64 KiB) on Linux (linux/limits.h). */
 const XATTR_LIST_MAX = 65536;
 const CAPABILITY = 'security.capability';
 
@@ -144,6 +144,7 @@ export class XattrMapFs extends ForwardingFs {
   private readonly map: XattrMapper;
   /** What security.capability is stored as on the host, when that is another name. */
   private readonly capabilityAs: string | null;
+  private readonly scratch = new Uint8Array(XATTR_LIST_MAX);
 
   constructor(inner: FsLayer, rules: readonly XattrRule[], private readonly log?: Logger) {
     super(inner);
@@ -174,21 +175,13 @@ export class XattrMapFs extends ForwardingFs {
 
   /**
    * The host's list, mapped. The guest's buffer bounds the mapped list, not the host's (which
-   * may be longer: hidden names, prefixes), so the host's is read whole first.
+   * may be longer: hidden names, prefixes), so the host's is read whole first, into a buffer of
+   * the most listxattr(2) ever answers (longer: E2BIG). One at a time: the op is synchronous.
    */
   override listxattr(ctx: Ctx, nodeid: number, buf: Uint8Array): number {
-    let raw: Uint8Array | null = null;
-    // The list may grow between the size probe and the read: a second try, then give up.
-    for (let tries = 0; tries < 2 && raw === null; tries++) {
-      const size = this.inner.listxattr(ctx, nodeid, new Uint8Array(0));
-      if (size <= 0) return size;
-      const scratch = new Uint8Array(Math.min(size, XATTR_LIST_MAX));
-      const r = this.inner.listxattr(ctx, nodeid, scratch);
-      if (r >= 0) raw = scratch.subarray(0, r);
-      else if (r !== -E.ERANGE) return r;
-    }
-    if (raw === null) return -E.ERANGE;
-    const out = this.map.list(raw);
+    const r = this.inner.listxattr(ctx, nodeid, this.scratch);
+    if (r <= 0) return r;
+    const out = this.map.list(this.scratch.subarray(0, r));
     if (buf.length === 0) return out.length;
     if (out.length > buf.length) return -E.ERANGE;
     buf.set(out);
