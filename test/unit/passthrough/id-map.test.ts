@@ -195,3 +195,27 @@ test('READDIRPLUS entries carry mapped owners; plain READDIR and "." / ".." entr
   assert.equal(layer.readdir(guestCtx, 1, 0n, true, sink, new BigUint64Array(18)), 0);
   assert.deepEqual(seen, [[1n, 2n], null]);
 });
+
+test('any rule text either parses or fails with IdMapError', () => {
+  let x = 777;
+  const rnd = (n: number): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x % n; };
+  const pieces = [':', '/', '-', 'map', 'guest', 'host', 'squash-guest', 'forbid-guest', '0', '1', '4294967295', '4294967296', '99999999999', 'x', ''];
+  let parsed = 0;
+  for (let i = 0; i < 3000; i++) {
+    const pick = (): string => pieces[rnd(pieces.length)]!;
+    const num = (): string => ['0', '1', '1000', '4294967295', '4294967296', 'x', ''][rnd(7)]!;
+    // Half of the inputs are rule-shaped: a type or nothing, then numbers, one separator.
+    const s = rnd(2)
+      ? (rnd(3) ? pick() + ':' : ':') + Array.from({ length: 2 + rnd(3) }, num).join(':') + (rnd(2) ? ':' : '')
+      : Array.from({ length: 1 + rnd(9) }, pick).join('');
+    for (const parse of [parseTranslate, parseNsMap]) {
+      try {
+        parse(s);
+        parsed++;
+      } catch (e) {
+        assert.ok(e instanceof IdMapError, `${JSON.stringify(s)}: ${String(e)}`);
+      }
+    }
+  }
+  assert.ok(parsed >= 10, `some random inputs are rules (${parsed})`);
+});

@@ -186,3 +186,33 @@ test('FUSE_HANDLE_KILLPRIV_V2 is not offered when security.capability is renamed
   const kept = new XattrMapFs(below(v2), parseXattrMap(':prefix:all:trusted.:user.t.::ok:all:::')).init(req);
   assert.ok(typeof kept !== 'number' && kept.flags === (v2 | 1n));
 });
+
+test('any input either parses or fails with XattrMapError, and a parsed map answers every name without throwing', () => {
+  let x = 12345;
+  const rnd = (n: number): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x % n; };
+  const pieces = [':', '/', ' ', '\n', 'prefix', 'ok', 'bad', 'unsupported', 'map', 'all', 'client', 'server', 'user.', 'trusted.', 'é', ''];
+  let parsed = 0;
+  for (let i = 0; i < 3000; i++) {
+    const pick = (): string => pieces[rnd(pieces.length)]!;
+    // Half of the inputs are rule-shaped (fields from the pieces), with a character dropped now and then.
+    let s = rnd(2)
+      ? Array.from({ length: 1 + rnd(3) }, () => { const d = [':', '/'][rnd(2)]!; return d + [pick(), pick(), pick(), pick()].join(d) + d; }).join(' ')
+      : Array.from({ length: 1 + rnd(12) }, pick).join('');
+    if (rnd(4) === 0 && s.length > 0) { const k = rnd(s.length); s = s.slice(0, k) + s.slice(k + 1); }
+    let rules: XattrRule[];
+    try {
+      rules = parseXattrMap(s);
+    } catch (e) {
+      assert.ok(e instanceof XattrMapError, `${JSON.stringify(s)}: ${String(e)}`);
+      continue;
+    }
+    parsed++;
+    const m = new XattrMapper(rules);
+    for (const name of ['user.a', 'trusted.b', '', 'security.capability']) {
+      const h = m.toHost(name);
+      assert.ok(typeof h === 'string' || h === -E.EPERM || h === -E.EOPNOTSUPP);
+      m.toGuest(name);
+    }
+  }
+  assert.ok(parsed >= 10, `some random inputs are mappings (${parsed})`);
+});
