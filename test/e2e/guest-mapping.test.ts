@@ -7,7 +7,7 @@
 // root's stays 0:0 (no rule covers it); the guest sees the host's user.virtiofs.user.fromhost as
 // user.fromhost and not the unprefixed user.hidden; its user.fromguest is stored prefixed.
 //
-// Env: VFSD_E2E_SKIP=1 skips; VFSD_E2E_TIMEOUT (s, default 480) for the boot; VFSD_E2E_KEEP=1
+// Env: VFSD_E2E_SKIP=1 skips; VFSD_E2E_TIMEOUT (s, default 720) for the boot; VFSD_E2E_KEEP=1
 // keeps the temp dir. See docs/testing-e2e.md.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +20,7 @@ import { REPO } from '../support/daemon';
 import { loadNative } from '../../src/native/binding';
 
 const GUEST = path.join(REPO, 'scripts', 'guest');
-const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 480);
+const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 720);
 const KEEP = process.env.VFSD_E2E_KEEP === '1';
 
 const skipReason = ((): string | false => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import {
   IdMapError, IdMapFs, IdMapper, OVERFLOW_ID, idMapFromArgs, parseNsMap, parseTranslate,
 } from '../../../src/passthrough/id-map';
-import type { FsLayer } from '../../../src/passthrough/layer';
+import { ForwardingFs, type FsLayer } from '../../../src/passthrough/layer';
 import type { Ctx, DirSink, EntryResult, SetattrArgs } from '../../../src/fuse/filesystem';
 import { FATTR } from '../../../src/fuse/abi';
 import { ST } from '../../../src/native/binding';
@@ -218,4 +218,22 @@ test('any rule text either parses or fails with IdMapError', () => {
     }
   }
   assert.ok(parsed >= 10, `some random inputs are rules (${parsed})`);
+});
+
+/** Every op of a layer: the methods of ForwardingFs. */
+function allOps(): string[] {
+  return Object.getOwnPropertyNames(ForwardingFs.prototype).filter((n) => n !== 'constructor' && typeof Object.getOwnPropertyDescriptor(ForwardingFs.prototype, n)!.value === 'function');
+}
+
+test('every op is classified: it carries ids the layer maps, or none (a new op must say which)', () => {
+  /** The caller becomes a file's owner, or the reply holds attributes: mapped by IdMapFs. */
+  const MAPPED = ['lookup', 'getattr', 'setattr', 'symlink', 'mknod', 'mkdir', 'link', 'create', 'tmpfile', 'readdir'];
+  /** No ids in their arguments or replies that give or show an owner. */
+  const NO_IDS = ['init', 'destroy', 'forget', 'readlink', 'unlink', 'rmdir', 'rename', 'open', 'read', 'readRanges', 'write',
+    'writeRanges', 'statfs', 'release', 'flush', 'fsync', 'setxattr', 'getxattr', 'listxattr', 'removexattr', 'opendir',
+    'releasedir', 'fsyncdir', 'getlk', 'setlk', 'access', 'fallocate', 'lseek', 'copyFileRange', 'syncfs',
+    'nameIno', 'hasXattr', 'lookupCount', 'appendSize'];
+  assert.deepEqual([...MAPPED, ...NO_IDS].sort(), allOps().sort());
+  const overridden = Object.getOwnPropertyNames(IdMapFs.prototype).filter((n) => n !== 'constructor' && !n.startsWith('guest') && !['host', 'entry', 'created'].includes(n));
+  assert.deepEqual(overridden.sort(), [...MAPPED].sort());
 });

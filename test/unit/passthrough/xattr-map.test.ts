@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { XattrMapError, XattrMapFs, XattrMapper, parseXattrMap, type XattrRule } from '../../../src/passthrough/xattr-map';
-import type { FsLayer } from '../../../src/passthrough/layer';
+import { ForwardingFs, type FsLayer } from '../../../src/passthrough/layer';
 import type { SetattrArgs } from '../../../src/fuse/filesystem';
 import { FATTR } from '../../../src/fuse/abi';
 import { E, O_TRUNC, O_WRONLY } from '../../../src/linux/constants';
@@ -215,4 +215,17 @@ test('any input either parses or fails with XattrMapError, and a parsed map answ
     }
   }
   assert.ok(parsed >= 10, `some random inputs are mappings (${parsed})`);
+});
+
+test('every op is classified: it carries xattr names the layer maps, drops a renamed capability, or neither (a new op must say which)', () => {
+  const ops = Object.getOwnPropertyNames(ForwardingFs.prototype).filter((n) => n !== 'constructor' && typeof Object.getOwnPropertyDescriptor(ForwardingFs.prototype, n)!.value === 'function');
+  const NAMES = ['setxattr', 'getxattr', 'listxattr', 'removexattr', 'hasXattr'];
+  /** Clear file capabilities on the host (chown, truncation), or negotiate who clears them. */
+  const CAPABILITY = ['init', 'setattr', 'open', 'create'];
+  const NEITHER = ['destroy', 'lookup', 'forget', 'getattr', 'readlink', 'symlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'rename',
+    'link', 'tmpfile', 'read', 'readRanges', 'write', 'writeRanges', 'statfs', 'release', 'flush', 'fsync', 'opendir', 'readdir',
+    'releasedir', 'fsyncdir', 'getlk', 'setlk', 'access', 'fallocate', 'lseek', 'copyFileRange', 'syncfs', 'nameIno', 'lookupCount', 'appendSize'];
+  assert.deepEqual([...NAMES, ...CAPABILITY, ...NEITHER].sort(), ops.sort());
+  const overridden = Object.getOwnPropertyNames(XattrMapFs.prototype).filter((n) => n !== 'constructor' && n !== 'dropCapability');
+  assert.deepEqual(overridden.sort(), [...NAMES, ...CAPABILITY].sort());
 });
