@@ -42,8 +42,8 @@ export interface SupervisorHooks {
   message(w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void;
 }
 
-/** A worker an earlier image of this keeper left running: its pid and our end of its channel. */
-/** A worker an earlier keeper image left running: pings, maps as its hello said (absent: an image before them). */
+/** A worker an earlier image of this keeper left running: its pid, our end of its channel, and
+ *  what its hello said: pings, maps (absent: an image before them). */
 export interface Adoptable { pid: number; channelFd: number; pings?: boolean; maps?: boolean }
 
 export interface SupervisorOptions {

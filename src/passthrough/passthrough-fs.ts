@@ -1,9 +1,9 @@
 // The passthrough file system: the FUSE ops over a host directory.
 //
 // PassthroughFs is what a worker serves: HostFs, which does every op on the host, under the
-// layers the options ask for (layer.ts; --readonly: read-only.ts; mappings: id-map.ts, xattr-map.ts). HostFs keeps the name and
-// attribute ops, opens and directory listings here, over the maps share.ts holds, and hands the
-// rest to a part per job:
+// layers the options ask for (layer.ts; --readonly: read-only.ts; UID/GID and xattr name
+// mapping: id-map.ts, xattr-map.ts). HostFs keeps the name and attribute ops, opens and directory
+// listings here, over the maps share.ts holds, and hands the rest to a part per job:
 //   io.ts        READ, WRITE, FSYNC (inline or on the thread pool), FALLOCATE, LSEEK, COPY_FILE_RANGE
 //   locks.ts     GETLK, SETLK, SETLKW and flock, on OFD locks
 //   xattr.ts     extended attributes and POSIX ACLs
