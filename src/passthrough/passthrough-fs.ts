@@ -73,6 +73,8 @@ export class PassthroughFs extends ForwardingFs {
   get locks(): Locks { return this.host.locks; }
   /** SETLKW requests waiting for their lock. */
   get lockWaitCount(): number { return this.host.locks.waitCount; }
+  /** Directory streams holding unread entries (dir-stream.ts; bounded by its pool). */
+  get dirStreamBuffers(): number { return this.host.dirStreams.inUse; }
 
   /** The device is stopping: every SETLKW still waiting ends with EINTR (locks.ts). */
   cancelWaits(): void { this.host.locks.cancelWaits(); }
@@ -87,6 +89,7 @@ export class HostFs implements FsLayer {
   private readonly io: Io;
   private readonly xattrs: Xattrs;
   private readonly dirs: Dirs;
+  get dirStreams(): Dirs['streams'] { return this.dirs.streams; }
   readonly entryTimeout: number;
   readonly attrTimeout: number;
 
@@ -166,6 +169,7 @@ export class HostFs implements FsLayer {
   destroy(): void {
     this.share.files.removeAll();
     this.share.dirs.removeAll();
+    this.dirs.streams.dropAll();
     this.locks.dropAll();
     this.share.inodes.forgetAll();
   }
