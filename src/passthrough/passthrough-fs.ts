@@ -146,7 +146,8 @@ export class HostFs implements FsLayer {
       | bit(INIT.ATOMIC_O_TRUNC) | bit(INIT.MAX_PAGES) | bit(INIT.INIT_EXT) | bit(INIT.HAS_IOCTL_DIR)
       | bit(INIT.POSIX_LOCKS) | bit(INIT.FLOCK_LOCKS);
     if (o.cache === 'auto') want |= bit(INIT.AUTO_INVAL_DATA);
-    if (o.readdirplus && o.cache !== 'never') want |= bit(INIT.DO_READDIRPLUS) | bit(INIT.READDIRPLUS_AUTO);
+    // Off by default with cache=never (src/config.ts); neither bit is offered when off.
+    if (o.readdirplus) want |= bit(INIT.DO_READDIRPLUS) | bit(INIT.READDIRPLUS_AUTO);
     if (o.announceSubmounts) want |= bit(INIT.SUBMOUNTS);
     if (o.writeback) want |= bit(INIT.WRITEBACK_CACHE);
     if (o.killprivV2) want |= bit(INIT.HANDLE_KILLPRIV_V2);

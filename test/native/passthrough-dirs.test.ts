@@ -16,6 +16,7 @@ import { silentLogger } from '../../src/log';
 import { FuseClient, type Dirent } from '../support/fuse-client';
 import { directTransport } from '../support/direct-transport';
 import { AT_FDCWD, O_DIRECTORY, O_RDONLY } from '../../src/linux/constants';
+import { INIT } from '../../src/fuse/abi';
 
 const native = loadNative();
 const N = 10_000;
@@ -185,6 +186,22 @@ test('more open streams than pool buffers: each stream still lists every entry o
     }
   } finally {
     for (const fd of fds) if (fd >= 0) native.close(fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('FUSE_INIT offers DO_READDIRPLUS and READDIRPLUS_AUTO only when READDIRPLUS is on', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-rdp-'));
+  try {
+    for (const readdirplus of [true, false]) {
+      const pfs = new PassthroughFs(native, { ...DEFAULT_FS_OPTIONS, sharedDir: dir, readdirplus }, silentLogger);
+      const c = new FuseClient(directTransport(new FuseSession(pfs, silentLogger, { probes: pfs, rangeIo: pfs })));
+      assert.equal((await c.init()).error, 0);
+      assert.equal(c.hasInit(INIT.DO_READDIRPLUS), readdirplus, `DO_READDIRPLUS with readdirplus=${readdirplus}`);
+      assert.equal(c.hasInit(INIT.READDIRPLUS_AUTO), readdirplus, `READDIRPLUS_AUTO with readdirplus=${readdirplus}`);
+      pfs.close();
+    }
+  } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
