@@ -249,35 +249,58 @@ Napi::Value RwV2(const Napi::CallbackInfo& info, bool write) {
 // The same with the buffers given as `count` (offset, length) pairs of doubles in iov, all in the
 // window `win` (one mapping of guest memory): no JS object is read per buffer. A pair outside the
 // window, a non-integer, or more pairs than iov holds or than IOV_MAX: -EINVAL.
-Napi::Value RwRanges(const Napi::CallbackInfo& info, bool write) {
-  Args a(info, write ? "pwritev2Ranges" : "preadv2Ranges");
-  int fd = a.Int(0);
-  auto win = a.U8(1);
-  auto iov = a.Typed<double, napi_float64_array>(2, "a Float64Array");
-  int64_t count = a.I64(3, 0, IOV_MAX);
-  int64_t off = a.I64(4);
-  uint32_t flags = a.Flags(5);
-  VFS_CHECK(a);
-  if (static_cast<size_t>(2 * count) > iov.ElementLength()) return Num(a.Env(), -EINVAL);
-  uint8_t* base = win.Data();
-  const double size = static_cast<double>(win.ByteLength());
-  const double* p = iov.Data();
-  iovec stackIov[kStackIov];
-  std::vector<iovec> heapIov;
-  iovec* v = stackIov;
-  if (count > kStackIov) {
-    heapIov.resize(static_cast<size_t>(count));
-    v = heapIov.data();
-  }
-  for (int64_t i = 0; i < count; i++) {
+// Arguments 0-5 of both forms (fd, win, iov, count, offset, flags), read by ReadRanges.
+struct Ranges {
+  int fd = -1;
+  Napi::Uint8Array win;
+  Napi::Float64Array iov;
+  int64_t count = 0;
+  int64_t off = 0;
+  uint32_t flags = 0;
+};
+
+// False (then check a.Bad() or return -EINVAL) when an argument is wrong or count passes iov.
+bool ReadRanges(Args& a, Ranges& r, int64_t minCount) {
+  r.fd = a.Int(0);
+  r.win = a.U8(1);
+  r.iov = a.Typed<double, napi_float64_array>(2, "a Float64Array");
+  r.count = a.I64(3, minCount, IOV_MAX);
+  r.off = a.I64(4);
+  r.flags = a.Flags(5);
+  return !a.Bad() && static_cast<size_t>(2 * r.count) <= r.iov.ElementLength();
+}
+
+// r's pairs as iovecs into v (count of them); false if a pair is outside the window or not integral.
+bool RangesIov(Ranges& r, iovec* v) {
+  uint8_t* base = r.win.Data();
+  const double size = static_cast<double>(r.win.ByteLength());
+  const double* p = r.iov.Data();
+  for (int64_t i = 0; i < r.count; i++) {
     const double o = p[2 * i], l = p[2 * i + 1];
-    if (!(o >= 0 && l >= 0 && o == std::trunc(o) && l == std::trunc(l) && o + l <= size)) return Num(a.Env(), -EINVAL);
+    if (!(o >= 0 && l >= 0 && o == std::trunc(o) && l == std::trunc(l) && o + l <= size)) return false;
     v[i].iov_base = base + static_cast<size_t>(o);
     v[i].iov_len = static_cast<size_t>(l);
   }
-  const int n = static_cast<int>(count);
-  ssize_t r = write ? VFS_RETRY(pwritev2(fd, v, n, off, static_cast<int>(flags)))
-                    : VFS_RETRY(preadv2(fd, v, n, off, static_cast<int>(flags)));
+  return true;
+}
+
+Napi::Value RwRanges(const Napi::CallbackInfo& info, bool write) {
+  Args a(info, write ? "pwritev2Ranges" : "preadv2Ranges");
+  Ranges g;
+  const bool ok = ReadRanges(a, g, 0);
+  VFS_CHECK(a);
+  if (!ok) return Num(a.Env(), -EINVAL);
+  iovec stackIov[kStackIov];
+  std::vector<iovec> heapIov;
+  iovec* v = stackIov;
+  if (g.count > kStackIov) {
+    heapIov.resize(static_cast<size_t>(g.count));
+    v = heapIov.data();
+  }
+  if (!RangesIov(g, v)) return Num(a.Env(), -EINVAL);
+  const int n = static_cast<int>(g.count);
+  ssize_t r = write ? VFS_RETRY(pwritev2(g.fd, v, n, g.off, static_cast<int>(g.flags)))
+                    : VFS_RETRY(preadv2(g.fd, v, n, g.off, static_cast<int>(g.flags)));
   return Num(a.Env(), SysRet(r));
 }
 
@@ -335,26 +358,14 @@ class RangesWork : public Napi::AsyncWorker {
 
 Napi::Value RwRangesAsync(const Napi::CallbackInfo& info, bool write) {
   Args a(info, write ? "pwritev2RangesAsync" : "preadv2RangesAsync");
-  int fd = a.Int(0);
-  auto win = a.U8(1);
-  auto iov = a.Typed<double, napi_float64_array>(2, "a Float64Array");
-  int64_t count = a.I64(3, 1, IOV_MAX);
-  int64_t off = a.I64(4);
-  uint32_t flags = a.Flags(5);
+  Ranges g;
+  const bool ok = ReadRanges(a, g, 1);
   Napi::Function cb = a.Func(6);
   VFS_CHECK(a);
-  if (static_cast<size_t>(2 * count) > iov.ElementLength()) return Num(a.Env(), -EINVAL);
-  uint8_t* base = win.Data();
-  const double size = static_cast<double>(win.ByteLength());
-  const double* p = iov.Data();
-  std::vector<iovec> v(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; i++) {
-    const double o = p[2 * i], l = p[2 * i + 1];
-    if (!(o >= 0 && l >= 0 && o == std::trunc(o) && l == std::trunc(l) && o + l <= size)) return Num(a.Env(), -EINVAL);
-    v[static_cast<size_t>(i)].iov_base = base + static_cast<size_t>(o);
-    v[static_cast<size_t>(i)].iov_len = static_cast<size_t>(l);
-  }
-  auto* w = new RangesWork(cb, win, write, fd, std::move(v), off, static_cast<int>(flags));
+  if (!ok) return Num(a.Env(), -EINVAL);
+  std::vector<iovec> v(static_cast<size_t>(g.count));
+  if (!RangesIov(g, v.data())) return Num(a.Env(), -EINVAL);
+  auto* w = new RangesWork(cb, g.win, write, g.fd, std::move(v), g.off, static_cast<int>(g.flags));
   w->Queue();  // the worker deletes itself after OnOK
   return Num(a.Env(), 0);
 }
