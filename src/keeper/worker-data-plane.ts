@@ -42,6 +42,12 @@ export interface WorkerDataPlaneOptions {
   sandbox?: WorkerSandbox;
   /** How long a worker may take to load, recover or retire, or stay silent (ms; default 20 s). */
   timeoutMs?: number;
+  /**
+   * Called, synchronously, when what exportState() describes changed outside a vhost-user
+   * message (the keeper publishes after every message anyway): registryKeys are the keys of the
+   * worker's registered fds that were put or dropped ([]: something else, the guest's FUSE_INIT).
+   */
+  onChange?(registryKeys: readonly string[]): void;
 }
 
 export const DEFAULT_WORKER_TIMEOUT_MS = 20_000;
@@ -61,6 +67,22 @@ export interface PlaneState {
   worker?: Adoptable;
   /** A loaded spare, left running likewise. */
   spare?: Adoptable;
+}
+
+/** A copy of p with every fd number replaced by f(fd) (see mapDeviceStateFds). */
+export function mapPlaneStateFds(p: PlaneState, f: (fd: number) => number): PlaneState {
+  const m = (fd: number | undefined): number => (fd !== undefined && fd >= 0 ? f(fd) : fd ?? -1);
+  const out: PlaneState = {
+    stateFds: { inodes: m(p.stateFds.inodes), files: m(p.stateFds.files), dirs: m(p.stateFds.dirs) },
+    regionFds: p.regionFds.map(([k, r]) => [k, { ...r, fd: m(r.fd) }]),
+    fds: p.fds.map(([k, fd]) => [k, m(fd)]),
+    fuseInit: p.fuseInit,
+    rings: p.rings.map((r) => ({ ...r, kickFd: m(r.kickFd), callFd: m(r.callFd), inflightFd: m(r.inflightFd), journalFd: m(r.journalFd) })),
+    regions: p.regions.map((r) => ({ ...r, fd: m(r.fd) })),
+  };
+  if (p.worker) out.worker = { ...p.worker, channelFd: m(p.worker.channelFd) };
+  if (p.spare) out.spare = { ...p.spare, channelFd: m(p.spare.channelFd) };
+  return out;
 }
 
 export class WorkerDataPlane implements DataPlane {
@@ -115,6 +137,9 @@ export class WorkerDataPlane implements DataPlane {
   /** Worker starts so far (1 = the first). */
   get starts(): number { return this.sup.starts; }
 
+  /** The fd registered under key, if the keeper holds one. */
+  registeredFd(key: string): number | undefined { return this.fds.get(key); }
+
   get workerPid(): number | undefined {
     return this.sup.current?.pid;
   }
@@ -131,14 +156,17 @@ export class WorkerDataPlane implements DataPlane {
     return this.sup.start(recover, a);
   }
 
-  /** Everything a new keeper image needs, and the fds it must inherit. */
-  exportState(): { state: PlaneState; fds: number[] } {
+  /**
+   * Everything a new keeper image needs, and the fds it must inherit. registry false: without
+   * the worker's registered fds (a service manager's fd store carries those by name).
+   */
+  exportState(registry = true): { state: PlaneState; fds: number[] } {
     const state: PlaneState = {
-      stateFds: this.stateFds,
-      regionFds: [...this.regionFds.entries()],
-      fds: [...this.fds.entries()],
+      stateFds: { ...this.stateFds },
+      regionFds: [...this.regionFds.entries()].map(([k, r]) => [k, { ...r }]),
+      fds: registry ? [...this.fds.entries()] : [],
       fuseInit: this.fuseInit,
-      rings: [...this.rings.values()],
+      rings: [...this.rings.values()].map((r) => ({ ...r })),
       regions: [...this.regions],
     };
     const { worker, spare } = this.sup.handedOver;
@@ -328,6 +356,7 @@ export class WorkerDataPlane implements DataPlane {
     if (fdsLost) this.o.log.error({ lost, got: fds.length }, 'fd-ops: fds did not arrive (MSG_CTRUNC: the keeper\'s fd table is full); a restarted worker will lack them');
     else if (next !== fds.length) this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
     for (const fd of fds.slice(next)) this.o.native.close(fd);
+    this.o.onChange?.(ops.map(([key]) => key));
   }
 
   private onMessage(_w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void {
@@ -348,6 +377,7 @@ export class WorkerDataPlane implements DataPlane {
     switch (m.t) {
       case 'fuse-init':
         this.fuseInit = m.req;
+        this.o.onChange?.([]);
         return;
       case 'ring-stopped': {
         const s = this.stops.get(m.seq);

@@ -132,7 +132,8 @@ function scanFds(pid: number): { memfds: Memfd[]; counts: FdCounts } {
   const dir = `/proc/${pid}/fd`;
   const counts: FdCounts = { total: 0, memfds: 0, sockets: 0, eventfds: 0, paths: 0, other: 0 };
   const memfds: Memfd[] = [];
-  for (const ent of fs.readdirSync(dir)) {
+  const seen = new Set<number>();
+  for (const ent of fs.readdirSync(dir).sort((a, b) => Number(a) - Number(b))) {
     const fd = Number(ent);
     let link: string;
     try {
@@ -144,6 +145,12 @@ function scanFds(pid: number): { memfds: Memfd[]; counts: FdCounts } {
     const m = /^\/memfd:(.*?)(?: \(deleted\))?$/.exec(link);
     if (m) {
       counts.memfds++;
+      // The keeper may hold one memfd under two numbers (the fd store follows each fd it parks
+      // with a duplicate, keeper/fd-park.ts): one region, checked once.
+      let ino: number | undefined;
+      try { ino = fs.statSync(`${dir}/${ent}`).ino; } catch { /* closed while we looked */ }
+      if (ino !== undefined && seen.has(ino)) continue;
+      if (ino !== undefined) seen.add(ino);
       memfds.push({ fd, name: m[1]! });
     } else if (link.startsWith('socket:')) counts.sockets++;
     else if (link === 'anon_inode:[eventfd]') counts.eventfds++;
