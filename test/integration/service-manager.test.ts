@@ -25,7 +25,7 @@ function serving(sm: ServiceManager): number[] {
   return [...sm.stderr().matchAll(/"pid":(\d+),"msg":"worker serving"/g)].map((m) => Number(m[1]));
 }
 
-test('service manager: a SIGKILLed keeper is restarted with its fd store and resumes; every request answered once, QEMU\'s connection never closes', { timeout: 120_000 }, async () => {
+test('service manager: a SIGKILLed keeper (also after a re-exec) is restarted with its fd store and resumes; every request answered once, QEMU\'s connection never closes', { timeout: 120_000 }, async () => {
   const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-sm-share-'));
   const sock = path.join(share + '.sock');
   const sm = new ServiceManager({
@@ -51,6 +51,13 @@ test('service manager: a SIGKILLed keeper is restarted with its fd store and res
     assert.ok(sm.store.some((s) => s.name.startsWith('r.f')), `the open file's fd is in the store: ${names.join(' ')}`);
 
     for (let kill = 1; kill <= 2; kill++) {
+      if (kill === 2) {
+        // A keeper re-exec (SIGUSR2) in between: the new image goes on parking with the record.
+        process.kill(sm.main.pid!, 'SIGUSR2');
+        await until('the re-exec', sm, () => sm.stderr().includes('"msg":"keeper re-executed; serving on"'));
+        const mark = st.n;
+        await until('the stream going on after the re-exec', sm, () => st.n >= mark + 30);
+      }
       const keeper = sm.main.pid!;
       const mark = st.n;
       process.kill(keeper, 'SIGKILL');

@@ -47,7 +47,6 @@ CASES.push({ name: 'the incoming worker hangs while recovering (hup)', trigger: 
 CASES.push({ name: 'the incoming worker hangs once it serves: the watchdog (hup)', trigger: 'hup', hold: 'serving', action: 'hang', decision: /"msg":"worker stopped answering \(watchdog\); killing it"/ });
 CASES.push({ name: 'the serving worker killed right after SIGHUP, no hold (hup)', trigger: 'hup', action: 'kill-serving', decision: CRASH });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function lines(d: Daemon): Array<Record<string, unknown>> {
   const out: Array<Record<string, unknown>> = [];
