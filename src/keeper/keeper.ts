@@ -18,6 +18,7 @@ import { WorkerSandbox, restrictKeeper, openShareDir } from './sandbox';
 import { acceptFrontend, prepare } from './startup';
 import { describeKeeper, readHandover, reexec, type Handover } from './reexec';
 import { Service } from './service';
+import { ControlApi, type KeeperView } from './api';
 
 /**
  * SIGHUP and SIGUSR2 held by the launcher (bin/virtiofsd-ts) from its first line: until the
@@ -29,8 +30,10 @@ export interface HeldSignals { release(): void }
 /** The worker's entry script, beside us (also what the sandbox probe runs). */
 const WORKER_SCRIPT = nodepath.join(__dirname, '..', 'worker', 'entry.js');
 
-function planeOptions(cfg: Config, native: NativeBinding, log: Logger, fs: FsOptions, sandbox: WorkerSandbox, onChange: (keys: readonly string[]) => void): WorkerDataPlaneOptions {
-  return { native, log, fs, logLevel: cfg.logLevel, spare: cfg.spareWorker, sandbox, timeoutMs: cfg.workerTimeoutS * 1000, workerScript: WORKER_SCRIPT, onChange };
+type PlaneHooks = Pick<WorkerDataPlaneOptions, 'onChange' | 'onResumed'>;
+
+function planeOptions(cfg: Config, native: NativeBinding, log: Logger, fs: FsOptions, sandbox: WorkerSandbox, hooks: PlaneHooks): WorkerDataPlaneOptions {
+  return { native, log, fs, logLevel: cfg.logLevel, spare: cfg.spareWorker, sandbox, timeoutMs: cfg.workerTimeoutS * 1000, workerScript: WORKER_SCRIPT, ...hooks };
 }
 
 export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logger, early?: HeldSignals): Promise<void> {
@@ -59,9 +62,13 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
     if (!park || backend === undefined || backend.connectionFd < 0) return;
     park.sync(describeKeeper(backend, plane, device, pidFd, sandbox, false, park.region.fd));
   };
-  const onPlaneChange = (keys: readonly string[]): void => {
-    if (keys.length > 0) service.park?.registryChanged(keys, (k) => plane.registeredFd(k));
-    else syncPark();
+  let api: ControlApi | null = null;
+  const hooks: PlaneHooks = {
+    onChange: (keys) => {
+      if (keys.length > 0) service.park?.registryChanged(keys, (k) => plane.registeredFd(k));
+      else syncPark();
+    },
+    onResumed: (ms, after) => api?.resumed(ms, after),
   };
   const publish = (state: Readonly<DeviceState>): void => {
     if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
@@ -92,7 +99,7 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
         log.warn({ err: e }, 'keeper re-exec: could not lock the pid file');
       }
     }
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox, onPlaneChange), h.plane);
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox, hooks), h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
@@ -113,11 +120,12 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
     service.notifier.status('serving');
     service.startPark(undefined);
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox, onPlaneChange));
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox, hooks));
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();
   }
+  if (cfg.apiSocket !== undefined) api = await ControlApi.start(cfg.apiSocket, keeperView(plane, backend, service), log);
   process.on('SIGHUP', () => {
     log.info('SIGHUP: restarting the worker');
     plane.restart();
@@ -143,7 +151,26 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
   await served;
   log.info({ workerStarts: plane.starts }, 'client disconnected, shutting down');
   service.stopping('the vhost-user front-end disconnected');
+  api?.close();
   await plane.close();
+}
+
+/** What the control API (api.ts) reads of this keeper. */
+function keeperView(plane: WorkerDataPlane, backend: VhostUserFsBackend, service: Service): KeeperView {
+  return {
+    worker: () => ({ pid: plane.workerPid, starts: plane.starts, serves: plane.serves }),
+    device: () => {
+      const s = backend.state;
+      return { features: s.features, protocolFeatures: s.protocolFeatures, rings: backend.runningRings().map((index) => ({ index, size: s.rings[index]?.num ?? 0 })) };
+    },
+    fuseInitFlags: () => {
+      const f = plane.fuseInitRecord;
+      return f ? '0x' + BigInt(f.flags).toString(16) : null;
+    },
+    counters: () => plane.counters(),
+    fds: () => ({ registered: plane.registeredFds, parked: service.park ? service.park.count : null }),
+    upgrade: () => plane.restart(),
+  };
 }
 
 /**

@@ -20,6 +20,7 @@ import { FdStore } from './fd-store';
 import { sealedMemfd } from '../state/memfd';
 import { workerEnv, type WorkerCommand, type WorkerSandbox } from './sandbox';
 import { InflightRegion } from '../state/inflight';
+import { CounterReader, countersMemfd, type CountersSnapshot } from '../state/counters';
 import { Journal } from '../state/journal';
 import { Supervisor, type Adoptable, type Role } from './supervisor';
 import { WorkerProcess } from './worker-process';
@@ -48,6 +49,8 @@ export interface WorkerDataPlaneOptions {
    * worker's registered fds that were put or dropped ([]: something else, the guest's FUSE_INIT).
    */
   onChange?(registryKeys: readonly string[]): void;
+  /** A worker serves again ms after the one before it went (Supervisor's onResumed). */
+  onResumed?(ms: number, after: 'crash' | 'upgrade'): void;
 }
 
 export const DEFAULT_WORKER_TIMEOUT_MS = 20_000;
@@ -67,6 +70,8 @@ export interface PlaneState {
   worker?: Adoptable;
   /** A loaded spare, left running likewise. */
   spare?: Adoptable;
+  /** The workers' counters region (state/counters.ts); images before it leave it out. */
+  countersFd?: number;
 }
 
 /** A copy of p with every fd number replaced by f(fd) (see mapDeviceStateFds). */
@@ -80,6 +85,7 @@ export function mapPlaneStateFds(p: PlaneState, f: (fd: number) => number): Plan
     rings: p.rings.map((r) => ({ ...r, kickFd: m(r.kickFd), callFd: m(r.callFd), inflightFd: m(r.inflightFd), journalFd: m(r.journalFd) })),
     regions: p.regions.map((r) => ({ ...r, fd: m(r.fd) })),
   };
+  if (p.countersFd !== undefined) out.countersFd = m(p.countersFd);
   if (p.worker) out.worker = { ...p.worker, channelFd: m(p.worker.channelFd) };
   if (p.spare) out.spare = { ...p.spare, channelFd: m(p.spare.channelFd) };
   return out;
@@ -103,17 +109,21 @@ export class WorkerDataPlane implements DataPlane {
   readonly fds: FdStore;
   /** The memfds of the inode, open-file and open-dir maps, kept across workers. */
   private readonly stateFds: { inodes: number; files: number; dirs: number };
+  /** The workers' counters (state/counters.ts), kept across workers. */
+  private readonly countersFd: number;
+  private countersReader: CounterReader | null = null;
 
   constructor(private readonly o: WorkerDataPlaneOptions, restored?: PlaneState) {
     this.fds = new FdStore(o.native);
     const holdSpec = o.env?.VFSD_HOLD ?? process.env.VFSD_HOLD;
     if (holdSpec) this.hold = { role: holdSpec.slice(0, holdSpec.indexOf(':')), spec: holdSpec };
     this.sup = new Supervisor(
-      { native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS },
+      { native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS, onResumed: o.onResumed },
       {
         spawn: (role) => this.spawn(role),
         feed: (w, recover, stuckBefore) => this.feed(w, recover, stuckBefore),
         message: (w, m, fds, fdsLost) => this.onMessage(w, m, fds, fdsLost),
+        hello: (w) => { if (w.takesCounters && this.countersFd >= 0) w.send({ t: 'counters' }, [this.countersFd]); },
       },
     );
     if (restored) {
@@ -124,6 +134,7 @@ export class WorkerDataPlane implements DataPlane {
       for (const r of restored.rings) this.rings.set(r.index, r);
       this.regions = restored.regions;
       this.adoptable = { worker: restored.worker, spare: restored.spare };
+      this.countersFd = restored.countersFd ?? countersMemfd(o.native);
       return;
     }
     const mk = (name: string): number => {
@@ -132,10 +143,28 @@ export class WorkerDataPlane implements DataPlane {
       return fd;
     };
     this.stateFds = { inodes: mk('inodes'), files: mk('files'), dirs: mk('dirs') };
+    this.countersFd = countersMemfd(o.native);
+    if (this.countersFd < 0) o.log.warn({ errno: -this.countersFd }, 'no counters region: the API reports no request counts');
   }
+
+  /** What the workers counted (null: nothing yet, or no region). */
+  counters(): CountersSnapshot | null {
+    if (this.countersFd < 0) return null;
+    this.countersReader ??= new CounterReader(this.o.native, this.countersFd);
+    return this.countersReader.read();
+  }
+
+  /** Keys of the fds the keeper holds for the workers. */
+  get registeredFds(): number { return this.fds.size; }
+
+  /** The guest's FUSE_INIT as the workers replay it (null: none yet). */
+  get fuseInitRecord(): FuseInitRecord | null { return this.fuseInit; }
 
   /** Worker starts so far (1 = the first). */
   get starts(): number { return this.sup.starts; }
+
+  /** Times a worker began serving (the first one included). */
+  get serves(): number { return this.sup.serves; }
 
   /** The fd registered under key, if the keeper holds one. */
   registeredFd(key: string): number | undefined { return this.fds.get(key); }
@@ -169,11 +198,12 @@ export class WorkerDataPlane implements DataPlane {
       rings: [...this.rings.values()].map((r) => ({ ...r })),
       regions: [...this.regions],
     };
+    if (this.countersFd >= 0) state.countersFd = this.countersFd;
     const { worker, spare } = this.sup.handedOver;
-    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings };
-    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings };
+    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings, counters: worker.takesCounters };
+    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings, counters: spare.takesCounters };
     const fds = [
-      ...Object.values(this.stateFds), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
+      ...Object.values(this.stateFds), ...(this.countersFd >= 0 ? [this.countersFd] : []), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
       ...[state.worker, state.spare].flatMap((x) => (x ? [x.channelFd] : [])),
     ];
     return { state, fds };
@@ -252,6 +282,7 @@ export class WorkerDataPlane implements DataPlane {
     await this.sup.close();
     this.fds.clear();
     for (const fd of Object.values(this.stateFds)) this.o.native.close(fd);
+    if (this.countersFd >= 0) this.o.native.close(this.countersFd);
     for (const r of this.regionFds.values()) this.o.native.close(r.fd);
   }
 

@@ -52,6 +52,8 @@ export class WorkerProcess {
   gen = 0;
   /** It answers 'ping' (it said so in its hello): the watchdog may judge it by its pongs. */
   answersPings = false;
+  /** It takes a counters region (it said so in its hello; protocol version 4). */
+  takesCounters = false;
   /** The phase it was in when it was found gone. */
   diedIn: Phase = 'loading';
   /** Its exit status, once reaped (null, null: not known, e.g. an adopted worker). */
