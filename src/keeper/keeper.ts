@@ -74,6 +74,8 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
     if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
     syncPark();
   };
+  // Up before QEMU connects (a path it may not take fails the start, not a connection).
+  if (cfg.apiSocket !== undefined) api = await ControlApi.start(cfg.apiSocket, keeperView(() => plane, () => backend, service), log);
   if (h) {
     let state: DeviceState | null;
     if (h.v === 1) {
@@ -125,7 +127,6 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
     publish(backend.state);
     plane.start();
   }
-  if (cfg.apiSocket !== undefined) api = await ControlApi.start(cfg.apiSocket, keeperView(plane, backend, service), log);
   process.on('SIGHUP', () => {
     log.info('SIGHUP: restarting the worker');
     plane.restart();
@@ -156,20 +157,26 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
 }
 
 /** What the control API (api.ts) reads of this keeper. */
-function keeperView(plane: WorkerDataPlane, backend: VhostUserFsBackend, service: Service): KeeperView {
+function keeperView(plane: () => WorkerDataPlane | undefined, backend: () => VhostUserFsBackend | undefined, service: Service): KeeperView {
   return {
-    worker: () => ({ pid: plane.workerPid, starts: plane.starts, serves: plane.serves }),
+    worker: () => {
+      const p = plane();
+      return { pid: p?.workerPid, starts: p?.starts ?? 0, serves: p?.serves ?? 0 };
+    },
     device: () => {
-      const s = backend.state;
-      return { features: s.features, protocolFeatures: s.protocolFeatures, rings: backend.runningRings().map((index) => ({ index, size: s.rings[index]?.num ?? 0 })) };
+      const b = backend();
+      if (!b) return { features: 0, protocolFeatures: 0, rings: [] };
+      const s = b.state;
+      return { features: s.features, protocolFeatures: s.protocolFeatures, rings: b.runningRings().map((index) => ({ index, size: s.rings[index]?.num ?? 0 })) };
     },
     fuseInitFlags: () => {
-      const f = plane.fuseInitRecord;
+      const f = plane()?.fuseInitRecord;
       return f ? '0x' + BigInt(f.flags).toString(16) : null;
     },
-    counters: () => plane.counters(),
-    fds: () => ({ registered: plane.registeredFds, parked: service.park ? service.park.count : null }),
-    upgrade: () => plane.restart(),
+    counters: () => plane()?.counters() ?? null,
+    fds: () => ({ registered: plane()?.registeredFds ?? 0, parked: service.park ? service.park.count : null }),
+    // Before QEMU connects there is no worker to upgrade: the first one runs the code on disk.
+    upgrade: () => plane()?.restart(),
   };
 }
 

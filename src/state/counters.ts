@@ -111,25 +111,29 @@ export class CounterReader {
   }
 
   read(): CountersSnapshot | null {
-    const w = this.w;
-    if (w[0] !== COUNTERS_MAGIC || w[1] !== COUNTERS_VERSION) return null;
-    const v = (i: number): number => {
-      const x = w[i]!;
-      return Number.isFinite(x) && x >= 0 ? x : 0;
-    };
-    const ops: OpCounts[] = [];
-    for (let slot = 0; slot < OPCODE_SLOTS; slot++) {
-      const base = OPS + slot * STRIDE;
-      const requests = v(base + S.requests);
-      if (requests === 0) continue;
-      let sum = 0;
-      const buckets = LATENCY_BUCKETS.map((_, i) => (sum += v(base + S.buckets + i)));
-      ops.push({ opcode: slot, requests, errors: v(base + S.errors), latencySum: v(base + S.latencySum), buckets });
-    }
-    const g = (k: keyof typeof G): number => v(GLOBAL + G[k]);
-    return {
-      bytesRead: g('bytesRead'), bytesWritten: g('bytesWritten'),
-      inodes: g('inodes'), handles: g('handles'), inflight: g('inflight'), ops,
-    };
+    return readCounters(this.w);
   }
+}
+
+/** What a counters region's words say (also check-state's reader, on a copy), trusting none of it. */
+export function readCounters(w: Float64Array): CountersSnapshot | null {
+  if (w.length < COUNTERS_BYTES / 8 || w[0] !== COUNTERS_MAGIC || w[1] !== COUNTERS_VERSION) return null;
+  const v = (i: number): number => {
+    const x = w[i]!;
+    return Number.isFinite(x) && x >= 0 ? x : 0;
+  };
+  const ops: OpCounts[] = [];
+  for (let slot = 0; slot < OPCODE_SLOTS; slot++) {
+    const base = OPS + slot * STRIDE;
+    const requests = v(base + S.requests);
+    if (requests === 0) continue;
+    let sum = 0;
+    const buckets = LATENCY_BUCKETS.map((_, i) => (sum += v(base + S.buckets + i)));
+    ops.push({ opcode: slot, requests, errors: v(base + S.errors), latencySum: v(base + S.latencySum), buckets });
+  }
+  const g = (k: keyof typeof G): number => v(GLOBAL + G[k]);
+  return {
+    bytesRead: g('bytesRead'), bytesWritten: g('bytesWritten'),
+    inodes: g('inodes'), handles: g('handles'), inflight: g('inflight'), ops,
+  };
 }

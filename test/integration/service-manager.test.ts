@@ -75,6 +75,7 @@ test('service manager: a SIGKILLed keeper (also after a re-exec) is restarted wi
     assert.deepEqual(problems, [], problems.join('\n'));
     const r = checkState(sm.main.pid!);
     assert.ok(r.clean, formatReport(r));
+    assert.match(formatReport(r), /vfsd-keeper \(fd \d+\): keeper record, \d+ fds named/, 'check-state read the fd store record');
     assert.equal(sm.refused, 0, 'the store refused no fd (no duplicate description, no bad name)');
     assert.ok(!/"level":(50|60)/.test(sm.stderr()), `no error lines:\n${sm.stderr().split('\n').filter((l) => /"level":(50|60)/.test(l)).join('\n')}`);
   } finally {
