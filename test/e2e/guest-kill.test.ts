@@ -32,7 +32,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO, isLive } from '../support/daemon';
 import { sandboxProblem, waitInnerWorker } from '../support/sandbox';
-import { GUEST, WL, digestDiff, readOr, reference, stopChild, tail, waitExit } from '../support/guest';
+import { GUEST, WL, digestDiff, readOr, reference, startSurvive, stopChild, tail, waitExit } from '../support/guest';
 
 
 
@@ -247,13 +247,9 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
         watchers.push(fs.watch(share, () => watchClock()));
 
         const g0 = Date.now();
-        run = spawn('bash', [path.join(GUEST, 'run.sh'), '--socket', sock, '--tag', 'myfs', '--script', path.join(WL, 'survive.sh'),
-          '--out', out, '--timeout', String(BOOT_TIMEOUT_S),
-          '--env', `SURVIVE_ITERS=${ITERS}`, '--env', `SURVIVE_HELPER=/mnt/host${ref.helper}`, '--env', 'SURVIVE_UNTIL=/mnt/vfs/clock/stop'],
-        { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-        run.stdout?.on('data', (d: Buffer) => { runOut += d.toString(); });
-        run.stderr?.on('data', (d: Buffer) => { runOut += d.toString(); });
-        const runDone = new Promise<void>((resolve) => run!.once('close', () => { runExit = run!.exitCode; resolve(); }));
+        const g = startSurvive(sock, out, ref.helper, ITERS, BOOT_TIMEOUT_S, (o) => { runOut += o; });
+        run = g.proc;
+        const runDone = g.done.then((code) => { runExit = code; });
         const guard = setTimeout(() => { if (run) void stopChild(run); }, (BOOT_TIMEOUT_S + 60) * 1000);
 
         // --- wait for the churn to start (marker 0), then the schedule

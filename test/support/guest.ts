@@ -1,6 +1,6 @@
 // Support for the real-guest tests (test/e2e/): the guest scripts, the survive.sh workload's
 // host reference run, and small process and file helpers.
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -66,3 +66,17 @@ export function reference(workDir: string, iters: number): { helper: string; dig
   return { helper, digest: readOr(path.join(out, 'survive.digest')), log };
 }
 
+
+/**
+ * Boot the guest (run.sh, QEMU) on the vhost-user socket sock with survive.sh, which runs until
+ * the host creates clock/stop in the share; onOutput gets run.sh's output. done: its exit code.
+ */
+export function startSurvive(sock: string, out: string, helper: string, iters: number, bootTimeoutS: number, onOutput: (s: string) => void): { proc: ChildProcess; done: Promise<number | null> } {
+  const proc = spawn('bash', [path.join(GUEST, 'run.sh'), '--socket', sock, '--tag', 'myfs', '--script', path.join(WL, 'survive.sh'),
+    '--out', out, '--timeout', String(bootTimeoutS),
+    '--env', `SURVIVE_ITERS=${iters}`, '--env', `SURVIVE_HELPER=/mnt/host${helper}`, '--env', 'SURVIVE_UNTIL=/mnt/vfs/clock/stop'],
+  { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  proc.stdout?.on('data', (d: Buffer) => onOutput(d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => onOutput(d.toString()));
+  return { proc, done: new Promise((resolve) => proc.once('close', () => resolve(proc.exitCode))) };
+}
