@@ -16,13 +16,14 @@
 // a dropped one is removed after the record stopped naming it. The store keeps one copy of an
 // open file description (a second FDSTORE of the same one is ignored), so the keeper itself
 // finds such duplicates (kcmp(2) KCMP_FILE) and names them once; and removes a key's old fd
-// before storing its new one.
+// before storing its new one, or another key's fd of the same description (a lock owner's,
+// moved to a new key) before storing it under the new key.
 //
 // systemd reads notifications before it acts on the death of their sender (its notify socket's
 // event source has a higher priority than SIGCHLD's), so what was sent before a kill counts.
 
 import type { Logger } from '../log';
-import type { NativeBinding } from '../native/binding';
+import { ST, STAT_SLOTS, type NativeBinding } from '../native/binding';
 import { DeviceRegion } from '../state/device-region';
 import { mapHandoverFds, type HandoverV2 } from './reexec';
 import { validFdName, type ListenFd, type Notifier } from './systemd';
@@ -62,8 +63,11 @@ interface Core { name: string; dup: number }
 export class FdPark {
   /** fd number -> its name and our duplicate of it (to see a number reused by another file). */
   private readonly core = new Map<number, Core>();
-  /** Registry names in the store. */
-  private readonly registry = new Set<string>();
+  /** Registry names in the store -> the inode their fd refers to (dev:ino). */
+  private readonly registry = new Map<string, string>();
+  /** dev:ino -> the registry names parked with an fd of that inode (to find a duplicate description). */
+  private readonly byInode = new Map<string, Set<string>>();
+  private readonly st = new BigUint64Array(STAT_SLOTS);
   private next: number;
   private warnedFull = false;
   private cleared = false;
@@ -94,14 +98,14 @@ export class FdPark {
   /**
    * Go on parking with the record region regionFd (an earlier image's, across a re-exec: its
    * fd numbers are ours; or one remapped by restore()), whose fds are in the store under the
-   * names the record gives, and the registry's under registryKeys' names.
+   * names the record gives, and the registry's fds under their keys' names.
    */
-  static adopt(native: NativeBinding, log: Logger, notifier: Notifier, limit: number | undefined, regionFd: number, registryKeys: Iterable<string>, names?: Map<number, string>): FdPark {
+  static adopt(native: NativeBinding, log: Logger, notifier: Notifier, limit: number | undefined, regionFd: number, registry: ReadonlyArray<readonly [string, number]>, names?: Map<number, string>): FdPark {
     const region = new DeviceRegion(native, regionFd, KEEPER_FDNAME);
     const rec = region.read() as ParkRecord | null;
     const p = new FdPark(native, log, notifier, limit, region, rec?.next ?? 1);
     for (const [fd, name] of names ?? rec?.names ?? []) p.track(fd, name);
-    for (const k of registryKeys) p.registry.add(registryFdName(k));
+    for (const [k, fd] of registry) p.index(registryFdName(k), fd);
     return p;
   }
 
@@ -156,12 +160,9 @@ export class FdPark {
   registryChanged(keys: readonly string[], fd: (key: string) => number | undefined): void {
     if (this.cleared) return;
     const touched = [...new Set(keys)];
-    // Removals first: a key moved to another (a lock owner's) keeps its open file description,
+    // Removals first: a key moved to another in one batch keeps its open file description,
     // which the store would refuse as a duplicate while the old name still holds it.
-    for (const k of touched) {
-      const name = registryFdName(k);
-      if (this.registry.delete(name)) this.notifier.remove(name);
-    }
+    for (const k of touched) this.unpark(registryFdName(k));
     for (const k of touched) {
       const f = fd(k);
       if (f === undefined) continue;
@@ -172,10 +173,40 @@ export class FdPark {
         this.warnedFull = true;
         continue;
       }
+      const inode = this.native.statFd(f, this.st) === 0 ? `${this.st[ST.dev]}:${this.st[ST.ino]}` : '';
+      // The same open file description parked under another key (a lock owner's fd moves to the
+      // key naming the locking pid, and the old key's del may come in a later batch): the store
+      // would refuse it, so it moves to the new name; the old key comes back without it.
+      for (const other of this.byInode.get(inode) ?? []) {
+        const of = fd(registryKeyOf(other)!);
+        if (of !== undefined && this.native.kcmpFile(of, f) === 0) this.unpark(other);
+      }
       const r = this.notifier.store(name, f);
-      if (r < 0) this.log.warn({ key: k, errno: -r }, 'fd store: could not park a registered fd');
-      else this.registry.add(name);
+      if (r < 0) {
+        this.log.warn({ key: k, errno: -r }, 'fd store: could not park a registered fd');
+        continue;
+      }
+      this.index(name, f, inode);
     }
+  }
+
+  /** name is parked with fd: remember it, and under its inode. */
+  private index(name: string, fd: number, inode = this.native.statFd(fd, this.st) === 0 ? `${this.st[ST.dev]}:${this.st[ST.ino]}` : ''): void {
+    this.registry.set(name, inode);
+    if (!inode) return;
+    let set = this.byInode.get(inode);
+    if (!set) this.byInode.set(inode, (set = new Set()));
+    set.add(name);
+  }
+
+  private unpark(name: string): void {
+    const inode = this.registry.get(name);
+    if (inode === undefined) return;
+    this.registry.delete(name);
+    const set = this.byInode.get(inode);
+    set?.delete(name);
+    if (set?.size === 0) this.byInode.delete(inode);
+    this.notifier.remove(name);
   }
 
   /** A clean stop: nothing is left for a successor (FDSTOREREMOVE=1 of every name, the record first). */
@@ -184,10 +215,11 @@ export class FdPark {
     this.cleared = true;
     this.notifier.remove(KEEPER_FDNAME);
     for (const name of new Set([...this.core.values()].map((c) => c.name))) this.notifier.remove(name);
-    for (const name of this.registry) this.notifier.remove(name);
+    for (const name of this.registry.keys()) this.notifier.remove(name);
     for (const c of this.core.values()) this.native.close(c.dup);
     this.core.clear();
     this.registry.clear();
+    this.byInode.clear();
   }
 }
 
@@ -197,7 +229,6 @@ export interface Restored {
   handover: HandoverV2;
   /** Our fd number -> its FDNAME, for FdPark.adopt. */
   names: Map<number, string>;
-  registryKeys: string[];
   /** An fd number of the keeper that wrote the record -> ours (for the device state's). */
   remap(fd: number): number;
 }
@@ -253,7 +284,6 @@ export function restore(native: NativeBinding, log: Logger, passed: ListenFd[], 
   };
   const h = mapHandoverFds(rec.handover, remap);
   h.parkFd = regionFd;
-  const registryKeys: string[] = [];
   for (const [name, fd] of byName) {
     const key = registryKeyOf(name);
     if (key === null) {
@@ -262,7 +292,6 @@ export function restore(native: NativeBinding, log: Logger, passed: ListenFd[], 
     }
     h.plane.fds.push([key, fd]);
     h.fds.push(fd);
-    registryKeys.push(key);
   }
-  return { handover: h, names, registryKeys, remap };
+  return { handover: h, names, remap };
 }

@@ -47,9 +47,9 @@ export class Service {
     if (!this.parkWanted && !this.restored) return null;
     const r = this.restored;
     if (r) {
-      this.park = FdPark.adopt(this.native, this.log, this.notifier, this.limit, r.handover.parkFd!, r.registryKeys, r.names);
+      this.park = FdPark.adopt(this.native, this.log, this.notifier, this.limit, r.handover.parkFd!, r.handover.plane.fds, r.names);
     } else if (h?.parkFd !== undefined) {
-      this.park = FdPark.adopt(this.native, this.log, this.notifier, this.limit, h.parkFd, h.plane.fds.map(([k]) => k));
+      this.park = FdPark.adopt(this.native, this.log, this.notifier, this.limit, h.parkFd, h.plane.fds);
     } else {
       this.park = FdPark.create(this.native, this.log, this.notifier, this.limit);
     }

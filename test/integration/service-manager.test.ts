@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
+import { F_WRLCK } from '../../src/linux/constants';
 import { checkState, formatReport } from '../../src/tools/check-state';
 import { VhostUserFrontend } from '../support/frontend';
 import { REPO, isLive } from '../support/daemon';
@@ -44,6 +45,12 @@ test('service manager: a SIGKILLed keeper (also after a re-exec) is restarted wi
     stream = await AppendStream.start(fe, problems, 60_000);
     const st = stream;
     await until('a worker serving', sm, () => serving(sm).length === 1);
+    // A POSIX lock: its owner's open file description lives in the worker and the keeper only,
+    // and moves to a new registry key once the lock names its pid (the fd store's duplicate rule).
+    const c = st.client;
+    const lf = await c.create(1, 'locked', 0o102 /* O_RDWR|O_CREAT */);
+    assert.equal(lf.error, 0);
+    assert.equal((await c.setlk(lf.entry!.nodeid, lf.fh!, 7n, 0n, 99n, F_WRLCK)).error, 0);
     await until('the stream under way', sm, () => st.n >= 20);
     const names = sm.store.map((s) => s.name);
     assert.ok(names.includes('vfsd-keeper'), `the keeper record is in the store: ${names.join(' ')}`);
@@ -73,6 +80,8 @@ test('service manager: a SIGKILLed keeper (also after a re-exec) is restarted wi
       assert.ok(!isLive(keeper), 'the old keeper is gone');
     }
     await st.stop();
+    const gl = await c.getlk(lf.entry!.nodeid, lf.fh!, 8n, 0n, 99n, F_WRLCK);
+    assert.deepEqual(gl.lock, { start: 0n, end: 99n, type: F_WRLCK, pid: c.pid }, 'the lock survived the keeper\'s deaths, with its owner\'s pid');
     assert.equal(closed, false, 'the vhost-user connection never closed');
     const onDisk = fs.readFileSync(path.join(share, 'stream'), 'utf8').split('\n').filter(Boolean);
     assert.deepEqual(onDisk, st.expected(), 'every append landed exactly once, in order');
