@@ -35,6 +35,13 @@ export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
   workerTimeoutS: number;
   /** Internal: a memfd with the state an earlier image of this keeper handed over. */
   restoreFd?: number;
+  /**
+   * Park what a restarted keeper needs in the service manager's fd store (keeper/fd-park.ts):
+   * true/false as --fd-store says; undefined: when the service manager says it has one ($FDSTORE).
+   */
+  fdStore?: boolean;
+  /** Serve the control and metrics API (keeper/api.ts) on this unix socket. */
+  apiSocket?: string;
 }
 
 export class ConfigError extends Error {}
@@ -200,6 +207,8 @@ export function parseArgs(argv: string[]): Config {
       describe: 'Seconds a worker may take to load, recover or retire, or go without answering the keeper, before it is killed and replaced',
     })
     .option('restore-fd', { type: 'number', hidden: true, describe: 'Internal: keeper re-exec hand-over' })
+    .option('fd-store', { type: 'boolean', describe: 'Park the connection and state in the service manager\'s fd store ($NOTIFY_SOCKET, FileDescriptorStoreMax=) so that a restarted keeper resumes (default: when $FDSTORE says there is one)' })
+    .option('api-socket', { type: 'string', describe: 'Serve GET /status, GET /metrics and POST /upgrade over HTTP on this unix socket (mode 0600)' })
     .option('num-request-queues', { type: 'number', default: 1, describe: 'Request queues offered to QEMU' })
     .option('o', { type: 'string', array: true, describe: 'C virtiofsd style options: source=DIR,cache=none|auto|always,xattr,...' })
     .option('f', { type: 'boolean', describe: 'Foreground (always)' })
@@ -241,6 +250,8 @@ export function parseArgs(argv: string[]): Config {
     restoreFd: a.restoreFd,
     idMap: { translateUid: [], translateGid: [], nsUid: [], nsGid: [] },
     xattrMap: a.xattrmap ?? null,
+    fdStore: a.fdStore,
+    apiSocket: a.apiSocket,
   };
   if (a.securityLabel) throw new ConfigError(SECURITY_LABEL);
   if (cfg.xattrMap !== null) cfg.xattr = true;

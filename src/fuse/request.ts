@@ -51,6 +51,10 @@ export class Req {
   done = false;
   /** On the free list. */
   free = false;
+  /** performance.now() when handle() took it (for the latency counters). */
+  t0 = 0;
+  /** Answered with an errno. */
+  failed = false;
   // Own storage: [0, in_header) the header, then the body when it is small.
   readonly hdr: DataView;
   readonly hdrBytes: Uint8Array;

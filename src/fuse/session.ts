@@ -35,6 +35,14 @@ export interface SessionOptions {
   probes?: ReplayProbes;
   /** READ/WRITE by (offset, length) pairs, when the file system offers it. */
   rangeIo?: RangeIo;
+  /** Where each finished request is counted (state/counters.ts), if anywhere. */
+  counters?: RequestCounters;
+}
+
+/** What the session counts (CounterWriter's shape; the session does not own the region). */
+export interface RequestCounters {
+  request(opcode: number, seconds: number, error: boolean): void;
+  add(which: 'bytesRead' | 'bytesWritten', n: number): void;
 }
 
 export class FuseSession implements OpEnv, Completions {
@@ -54,6 +62,7 @@ export class FuseSession implements OpEnv, Completions {
   private readonly freeReqs: Req[] = [];
   private readonly replay: ReplayPolicy<OpEnv>;
   readonly stats: SessionStats = { requests: 0, errors: 0, malformed: 0 };
+  private counters: RequestCounters | null;
 
   /** Told of every FUSE_INIT that succeeded (null after DESTROY): a restarted worker replays it. */
   onInit: ((req: InitRequest | null) => void) | null = null;
@@ -62,9 +71,15 @@ export class FuseSession implements OpEnv, Completions {
     this.r = new ReplyBuffer(fs);
     this.probes = o.probes ?? NO_PROBES;
     this.rangeIo = o.rangeIo ?? null;
+    this.counters = o.counters ?? null;
     this.replay = new ReplayPolicy(log);
     const big = new Uint8Array(MAX_BODY + BODY_PAD);
     this.bigArgs = new Args(big, Buffer.from(big.buffer, big.byteOffset, big.byteLength), new DataView(big.buffer, big.byteOffset, big.byteLength));
+  }
+
+  /** Count requests from now on (the counters region may come after the session is made). */
+  useCounters(c: RequestCounters): void {
+    this.counters = c;
   }
 
   /** The reply buffer (replay answers from the journal there). */
@@ -108,6 +123,8 @@ export class FuseSession implements OpEnv, Completions {
     req.free = false;
     req.done = false;
     req.inHandle = true;
+    req.failed = false;
+    req.t0 = this.counters ? performance.now() : 0;
     req.complete = complete;
     req.head = chain.head;
     try {
@@ -132,6 +149,7 @@ export class FuseSession implements OpEnv, Completions {
       return;
     }
     req.done = true;
+    if (this.counters && req.t0 > 0) this.counters.request(req.opcode, (performance.now() - req.t0) / 1000, req.failed);
     req.complete(usedLen);
     if (!req.inHandle) this.recycle(req);
   }
@@ -231,7 +249,7 @@ export class FuseSession implements OpEnv, Completions {
   private reply(req: Req, r: number): void {
     const bodyLen = r >= 0 ? r : 0;
     const total = SIZE.out_header + bodyLen;
-    if (r < 0) this.stats.errors++;
+    if (r < 0) { this.stats.errors++; req.failed = true; }
     const out = this.r;
     out.header(out.dv, 0, req, total, r < 0 ? r : 0);
     if (!req.writer.write(out.prefix(total))) {
@@ -311,12 +329,13 @@ export class FuseSession implements OpEnv, Completions {
     const len = r < 0 ? SIZE.out_header : SIZE.out_header + r;
     this.r.header(this.readHdrDv, 0, req, len, r < 0 ? r : 0);
     req.writer.fillReserved(this.readHdr);
-    if (r < 0) this.stats.errors++;
+    if (r < 0) { this.stats.errors++; req.failed = true; } else this.counters?.add('bytesRead', r);
     this.finish(req, len);
   }
 
   /** @internal A WRITE is done: bytes written or -errno. */
   writeDone(req: Req, r: number): void {
+    if (r > 0) this.counters?.add('bytesWritten', r);
     const res = r < 0 ? r : writeReply(this.r, r);
     this.record(req, res);
     this.reply(req, res);

@@ -8,6 +8,8 @@ export class FdStore {
 
   get size(): number { return this.fds.size; }
 
+  get(key: string): number | undefined { return this.fds.get(key); }
+
   put(key: string, fd: number): void {
     const old = this.fds.get(key);
     if (old !== undefined) this.native.close(old);

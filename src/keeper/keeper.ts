@@ -8,7 +8,7 @@ import * as nodepath from 'node:path';
 import type { Config } from '../config';
 import type { Logger } from '../log';
 import { toBinary, type NativeBinding } from '../native/binding';
-import { VhostUserFsBackend, type DeviceState } from '../vhost/backend';
+import { VhostUserFsBackend, mapDeviceStateFds, type DeviceState } from '../vhost/backend';
 import { lockPidFile } from '../vhost/listener';
 import { DeviceRegion } from '../state/device-region';
 import * as K from '../linux/constants';
@@ -16,7 +16,9 @@ import type { FsOptions } from '../passthrough/passthrough-fs';
 import { WorkerDataPlane, type WorkerDataPlaneOptions } from './worker-data-plane';
 import { WorkerSandbox, restrictKeeper, openShareDir } from './sandbox';
 import { acceptFrontend, prepare } from './startup';
-import { readHandover, reexec, type Handover } from './reexec';
+import { describeKeeper, readHandover, reexec, type Handover } from './reexec';
+import { Service } from './service';
+import { ControlApi, type KeeperView } from './api';
 
 /**
  * SIGHUP and SIGUSR2 held by the launcher (bin/virtiofsd-ts) from its first line: until the
@@ -28,8 +30,10 @@ export interface HeldSignals { release(): void }
 /** The worker's entry script, beside us (also what the sandbox probe runs). */
 const WORKER_SCRIPT = nodepath.join(__dirname, '..', 'worker', 'entry.js');
 
-function planeOptions(cfg: Config, native: NativeBinding, log: Logger, fs: FsOptions, sandbox: WorkerSandbox): WorkerDataPlaneOptions {
-  return { native, log, fs, logLevel: cfg.logLevel, spare: cfg.spareWorker, sandbox, timeoutMs: cfg.workerTimeoutS * 1000, workerScript: WORKER_SCRIPT };
+type PlaneHooks = Pick<WorkerDataPlaneOptions, 'onChange' | 'onResumed'>;
+
+function planeOptions(cfg: Config, native: NativeBinding, log: Logger, fs: FsOptions, sandbox: WorkerSandbox, hooks: PlaneHooks): WorkerDataPlaneOptions {
+  return { native, log, fs, logLevel: cfg.logLevel, spare: cfg.spareWorker, sandbox, timeoutMs: cfg.workerTimeoutS * 1000, workerScript: WORKER_SCRIPT, ...hooks };
 }
 
 export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logger, early?: HeldSignals): Promise<void> {
@@ -39,8 +43,11 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
   if (probe < 0) throw new Error(`cannot open shared directory ${cfg.sharedDir}: errno ${-probe}`);
   native.close(probe);
 
-  // A new image of the keeper (re-exec) carries on with what the old one left.
-  const h = cfg.restoreFd !== undefined ? readHandover(native, cfg.restoreFd) : undefined;
+  // A new image of the keeper (re-exec) carries on with what the old one left; a keeper the
+  // service manager restarted, with what the one before it parked in the fd store.
+  const service = new Service(cfg, native, log);
+  const restored = service.restored;
+  const h = cfg.restoreFd !== undefined ? readHandover(native, cfg.restoreFd) : restored?.handover;
   const sandbox = await setUpSandbox(cfg, native, log, h);
 
   let plane: WorkerDataPlane;
@@ -49,9 +56,26 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
   let device: DeviceRegion;
   /** The locked `<socket>.pid` (-1 with --fd): held until we exit, across re-execs too. */
   let pidFd = -1;
+  // The fd store's record follows every change of what a successor resumes from.
+  const syncPark = (): void => {
+    const park = service.park;
+    if (!park || backend === undefined || backend.connectionFd < 0) return;
+    park.sync(describeKeeper(backend, plane, device, pidFd, sandbox, false, park.region.fd));
+  };
+  let api: ControlApi | null = null;
+  const hooks: PlaneHooks = {
+    onChange: (keys) => {
+      if (keys.length > 0) service.park?.registryChanged(keys, (k) => plane.registeredFd(k));
+      else syncPark();
+    },
+    onResumed: (ms, after) => api?.resumed(ms, after),
+  };
   const publish = (state: Readonly<DeviceState>): void => {
     if (!device.write(state)) log.error('the device state does not fit its region; a keeper re-exec would resume an older one');
+    syncPark();
   };
+  // Up before QEMU connects (a path it may not take fails the start, not a connection).
+  if (cfg.apiSocket !== undefined) api = await ControlApi.start(cfg.apiSocket, keeperView(() => plane, () => backend, service), log);
   if (h) {
     let state: DeviceState | null;
     if (h.v === 1) {
@@ -61,6 +85,8 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
     } else if (h.v === 2) {
       device = new DeviceRegion(native, h.deviceFd);
       state = device.read() as DeviceState | null;
+      // Restarted: its fds came back from the fd store under other numbers.
+      if (state && restored) state = mapDeviceStateFds(state, restored.remap);
     } else {
       throw new Error(`keeper hand-over version ${String((h as { v: unknown }).v)}; this image reads versions 1 and 2`);
     }
@@ -75,19 +101,28 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
         log.warn({ err: e }, 'keeper re-exec: could not lock the pid file');
       }
     }
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox), h.plane);
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox, hooks), h.plane);
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     backend.adopt(state);
     conn = h.connFd;
+    service.startPark(h.v === 2 ? h : undefined);
     const adopted = plane.start(true);
-    log.info({ rings: backend.runningRings(), fds: h.fds.length }, 'keeper re-executed; serving on');
+    if (restored) {
+      log.info({ rings: backend.runningRings(), fds: h.fds.length }, 'keeper restarted by the service manager; resuming from the fd store');
+      service.notifier.ready('resumed after a keeper restart; serving');
+    } else {
+      log.info({ rings: backend.runningRings(), fds: h.fds.length }, 'keeper re-executed; serving on');
+    }
     // The adopted worker runs the code of the image before: a whole-package upgrade goes on with
     // a planned worker upgrade (it serves until its successor has loaded).
     if (adopted) plane.restart();
   } else {
-    ({ conn, pidFd } = await acceptFrontend(cfg, native, log));
+    service.closeSockets(cfg.fd);
+    ({ conn, pidFd } = await acceptFrontend(cfg, native, log, () => { service.notifier.ready('waiting for the vhost-user connection'); }));
+    service.notifier.status('serving');
+    service.startPark(undefined);
     device = new DeviceRegion(native);
-    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox));
+    plane = new WorkerDataPlane(planeOptions(cfg, native, log, fsOpts, sandbox, hooks));
     backend = new VhostUserFsBackend({ native, log, numRequestQueues: cfg.numRequestQueues, dataPlane: plane, onState: publish });
     publish(backend.state);
     plane.start();
@@ -100,13 +135,49 @@ export async function serveKeeper(cfg: Config, native: NativeBinding, log: Logge
   process.on('SIGUSR2', () => {
     if (reexecuting) return;
     reexecuting = true;
-    void reexec(native, log, backend, plane, device, pidFd, sandbox).finally(() => { reexecuting = false; });
+    void reexec(native, log, backend, plane, device, pidFd, sandbox, service.park?.region.fd).finally(() => { reexecuting = false; });
   });
+  if (service.notifier.enabled) {
+    // systemctl stop: nothing is to be resumed, so nothing stays in the fd store.
+    process.on('SIGTERM', () => {
+      log.info('SIGTERM: stopping');
+      service.stopping('stopping');
+      process.exit(0);
+    });
+  }
   // Signals the launcher held while we loaded (bin/virtiofsd-ts) are acted on now.
   early?.release();
-  await backend.serve(conn);
+  const served = backend.serve(conn);
+  syncPark();
+  await served;
   log.info({ workerStarts: plane.starts }, 'client disconnected, shutting down');
+  service.stopping('the vhost-user front-end disconnected');
+  api?.close();
   await plane.close();
+}
+
+/** What the control API (api.ts) reads of this keeper. */
+function keeperView(plane: () => WorkerDataPlane | undefined, backend: () => VhostUserFsBackend | undefined, service: Service): KeeperView {
+  return {
+    worker: () => {
+      const p = plane();
+      return { pid: p?.workerPid, starts: p?.starts ?? 0, serves: p?.serves ?? 0 };
+    },
+    device: () => {
+      const b = backend();
+      if (!b) return { features: 0, protocolFeatures: 0, rings: [] };
+      const s = b.state;
+      return { features: s.features, protocolFeatures: s.protocolFeatures, rings: b.runningRings().map((index) => ({ index, size: s.rings[index]?.num ?? 0 })) };
+    },
+    fuseInitFlags: () => {
+      const f = plane()?.fuseInitRecord;
+      return f ? '0x' + BigInt(f.flags).toString(16) : null;
+    },
+    counters: () => plane()?.counters() ?? null,
+    fds: () => ({ registered: plane()?.registeredFds ?? 0, parked: service.park ? service.park.count : null }),
+    // Before QEMU connects there is no worker to upgrade: the first one runs the code on disk.
+    upgrade: () => plane()?.restart(),
+  };
 }
 
 /**

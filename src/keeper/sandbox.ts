@@ -167,6 +167,10 @@ export function workerEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   // Node loads these certificates at start-up (a warning line on stderr when they are missing);
   // the worker makes no TLS connections.
   delete out.NODE_EXTRA_CA_CERTS;
+  // The service manager's socket and fd-store size are the keeper's (systemd.exec(5)): a worker
+  // must not speak for the service.
+  delete out.NOTIFY_SOCKET;
+  delete out.FDSTORE;
   return out;
 }
 

@@ -11,6 +11,8 @@ import { VhostUserFsBackend } from '../vhost/backend';
 import { acceptFrontend, prepare } from './startup';
 
 export async function serveStandalone(cfg: Config, native: NativeBinding, log: Logger): Promise<void> {
+  // Both are the keeper's (keeper/service.ts, keeper/api.ts): refused rather than ignored.
+  if (cfg.fdStore || cfg.apiSocket !== undefined) throw new Error('--fd-store and --api-socket need the keeper (they do not go with --no-keeper)');
   const fsOpts = prepare(cfg, native, log);
   log.warn('--no-keeper: one process, no sandbox and no seccomp filter (the sandbox is the worker\'s)');
   const fs = new PassthroughFs(native, fsOpts, log);

@@ -65,7 +65,7 @@ function socketGid(native: NativeBinding, group: string): number {
  * Listen (or take --fd), announce readiness, accept QEMU's one connection. With --socket-path,
  * `<socket>.pid` is locked first (pidFd: keep it open for as long as the daemon lives).
  */
-export async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger): Promise<{ conn: number; pidFd: number }> {
+export async function acceptFrontend(cfg: Config, native: NativeBinding, log: Logger, onListening?: () => void): Promise<{ conn: number; pidFd: number }> {
   let listenFd: number;
   let pidFd = -1;
   if (cfg.fd !== undefined) {
@@ -78,6 +78,7 @@ export async function acceptFrontend(cfg: Config, native: NativeBinding, log: Lo
     listenFd = listenUnix(native, toBinary(cfg.socketPath!), 1, gid);
   }
   log.info({ sharedDir: cfg.sharedDir, socket: cfg.socketPath ?? `fd ${cfg.fd}` }, 'Waiting for vhost-user socket connection...');
+  onListening?.();
   const conn = await acceptOne(native, listenFd);
   native.close(listenFd);
   log.info('vhost-user connection established');

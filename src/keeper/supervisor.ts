@@ -40,11 +40,13 @@ export interface SupervisorHooks {
   /** A packet from a worker that is not about its life (fd registrations, ring-stopped, ...);
    *  fdsLost: fds sent with it did not arrive (MSG_CTRUNC). */
   message(w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void;
+  /** w said hello (what it takes is set on it now). */
+  hello?(w: WorkerProcess): void;
 }
 
 /** A worker an earlier image of this keeper left running: its pid, our end of its channel, and
- *  what its hello said: pings, maps (absent: an image before them). */
-export interface Adoptable { pid: number; channelFd: number; pings?: boolean; maps?: boolean }
+ *  what its hello said: pings, maps, counters (absent: an image before them). */
+export interface Adoptable { pid: number; channelFd: number; pings?: boolean; maps?: boolean; counters?: boolean }
 
 export interface SupervisorOptions {
   native: NativeBinding;
@@ -55,6 +57,8 @@ export interface SupervisorOptions {
   timeoutMs: number;
   /** The share is served with UID/GID or xattr mapping: a worker must say it applies them (hello.maps). */
   needsMaps?: boolean;
+  /** A worker serves again after the one before it was gone for ms (a crash, or an upgrade's hand-over). */
+  onResumed?(ms: number, after: 'crash' | 'upgrade'): void;
 }
 
 /** After a spare was used, wait this long before loading the next (not to slow the recovery). */
@@ -104,8 +108,12 @@ export class Supervisor {
   private diedRecovering = 0;
   private readonly tick: NodeJS.Timeout;
   private pingSeq = 0;
-  /** Worker starts so far (1 = the first). */
+  /** Worker starts so far (1 = the first; spares count when they are started). */
   starts = 0;
+  /** Times a worker began serving the rings (the first one included). */
+  serves = 0;
+  /** When the serving worker went, and why (until its successor serves). */
+  private lost: { at: number; after: 'crash' | 'upgrade' } | null = null;
 
   constructor(private readonly o: SupervisorOptions, private readonly hooks: SupervisorHooks) {
     // One timer for every deadline and the watchdog's pings.
@@ -137,6 +145,7 @@ export class Supervisor {
     const w = WorkerProcess.adopt(this.o.native, this.o.log, a.pid, a.channelFd, phase);
     w.answersPings = a.pings === true;
     w.appliesMaps = a.maps === true;
+    w.takesCounters = a.counters === true;
     this.watch(w);
     // An image before the mapping layers could not have been asked for them: its workers serve
     // unmapped. Replaced as after a crash (the guest sees nothing but the wait).
@@ -264,6 +273,8 @@ export class Supervisor {
           w.kill();
           break;
         }
+        w.takesCounters = m.counters === true;
+        this.hooks.hello?.(w);
         if (w.phase === 'loading') w.phase = 'idle';
         if (w === this.spare) this.spareFailures = 0;
         if (w === this.incoming) {
@@ -289,6 +300,9 @@ export class Supervisor {
   private serving(w: WorkerProcess): void {
     w.phase = 'serving';
     if (w === this.current) this.diedRecovering = 0;
+    this.serves++;
+    if (this.lost) this.o.onResumed?.(performance.now() - this.lost.at, this.lost.after);
+    this.lost = null;
     this.o.log.info({ pid: w.pid }, 'worker serving');
     // An upgrade asked for while this worker was recovering goes on now.
     this.maybeSwap();
@@ -424,6 +438,7 @@ export class Supervisor {
     if (w !== this.current) return; // dropped earlier (an old spare, an incoming at a re-exec)
     this.current = null;
     const planned = w.diedIn === 'retiring' && !w.killed && (exit.code === 0 || (exit.code === null && exit.signal === null));
+    this.lost = { at: performance.now(), after: planned ? 'upgrade' : 'crash' };
     if (planned) this.o.log.info({ pid: w.pid }, 'worker retired');
     else this.o.log.warn({ pid: w.pid, ...exit, was: w.diedIn }, 'worker exited; starting a new one');
     if (w.diedIn === 'recovering' && ++this.diedRecovering > CRASH_LOOP_FREE) {

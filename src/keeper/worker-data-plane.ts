@@ -21,6 +21,7 @@ import { FdStore } from './fd-store';
 import { sealedMemfd } from '../state/memfd';
 import { workerEnv, type WorkerCommand, type WorkerSandbox } from './sandbox';
 import { InflightRegion } from '../state/inflight';
+import { CounterReader, countersMemfd, type CountersSnapshot } from '../state/counters';
 import { Journal } from '../state/journal';
 import { Supervisor, type Adoptable, type Role } from './supervisor';
 import { WorkerProcess } from './worker-process';
@@ -43,6 +44,14 @@ export interface WorkerDataPlaneOptions {
   sandbox?: WorkerSandbox;
   /** How long a worker may take to load, recover or retire, or stay silent (ms; default 20 s). */
   timeoutMs?: number;
+  /**
+   * Called, synchronously, when what exportState() describes changed outside a vhost-user
+   * message (the keeper publishes after every message anyway): registryKeys are the keys of the
+   * worker's registered fds that were put or dropped ([]: something else, the guest's FUSE_INIT).
+   */
+  onChange?(registryKeys: readonly string[]): void;
+  /** A worker serves again ms after the one before it went (Supervisor's onResumed). */
+  onResumed?(ms: number, after: 'crash' | 'upgrade'): void;
 }
 
 export const DEFAULT_WORKER_TIMEOUT_MS = 20_000;
@@ -62,6 +71,25 @@ export interface PlaneState {
   worker?: Adoptable;
   /** A loaded spare, left running likewise. */
   spare?: Adoptable;
+  /** The workers' counters region (state/counters.ts); images before it leave it out. */
+  countersFd?: number;
+}
+
+/** A copy of p with every fd number replaced by f(fd) (see mapDeviceStateFds). */
+export function mapPlaneStateFds(p: PlaneState, f: (fd: number) => number): PlaneState {
+  const m = (fd: number | undefined): number => (fd !== undefined && fd >= 0 ? f(fd) : fd ?? -1);
+  const out: PlaneState = {
+    stateFds: { inodes: m(p.stateFds.inodes), files: m(p.stateFds.files), dirs: m(p.stateFds.dirs) },
+    regionFds: p.regionFds.map(([k, r]) => [k, { ...r, fd: m(r.fd) }]),
+    fds: p.fds.map(([k, fd]) => [k, m(fd)]),
+    fuseInit: p.fuseInit,
+    rings: p.rings.map((r) => ({ ...r, kickFd: m(r.kickFd), callFd: m(r.callFd), inflightFd: m(r.inflightFd), journalFd: m(r.journalFd) })),
+    regions: p.regions.map((r) => ({ ...r, fd: m(r.fd) })),
+  };
+  if (p.countersFd !== undefined) out.countersFd = m(p.countersFd);
+  if (p.worker) out.worker = { ...p.worker, channelFd: m(p.worker.channelFd) };
+  if (p.spare) out.spare = { ...p.spare, channelFd: m(p.spare.channelFd) };
+  return out;
 }
 
 export class WorkerDataPlane implements DataPlane {
@@ -82,6 +110,9 @@ export class WorkerDataPlane implements DataPlane {
   readonly fds: FdStore;
   /** The memfds of the inode, open-file and open-dir maps, kept across workers. */
   private readonly stateFds: { inodes: number; files: number; dirs: number };
+  /** The workers' counters (state/counters.ts), kept across workers. */
+  private readonly countersFd: number;
+  private countersReader: CounterReader | null = null;
 
   constructor(private readonly o: WorkerDataPlaneOptions, restored?: PlaneState) {
     this.fds = new FdStore(o.native);
@@ -90,12 +121,13 @@ export class WorkerDataPlane implements DataPlane {
     this.sup = new Supervisor(
       {
         native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS,
-        needsMaps: hasIdMap(o.fs.idMap) || o.fs.xattrMap !== null,
+        needsMaps: hasIdMap(o.fs.idMap) || o.fs.xattrMap !== null, onResumed: o.onResumed,
       },
       {
         spawn: (role) => this.spawn(role),
         feed: (w, recover, stuckBefore) => this.feed(w, recover, stuckBefore),
         message: (w, m, fds, fdsLost) => this.onMessage(w, m, fds, fdsLost),
+        hello: (w) => { if (w.takesCounters && this.countersFd >= 0) w.send({ t: 'counters' }, [this.countersFd]); },
       },
     );
     if (restored) {
@@ -106,6 +138,7 @@ export class WorkerDataPlane implements DataPlane {
       for (const r of restored.rings) this.rings.set(r.index, r);
       this.regions = restored.regions;
       this.adoptable = { worker: restored.worker, spare: restored.spare };
+      this.countersFd = restored.countersFd ?? countersMemfd(o.native);
       return;
     }
     const mk = (name: string): number => {
@@ -114,10 +147,31 @@ export class WorkerDataPlane implements DataPlane {
       return fd;
     };
     this.stateFds = { inodes: mk('inodes'), files: mk('files'), dirs: mk('dirs') };
+    this.countersFd = countersMemfd(o.native);
+    if (this.countersFd < 0) o.log.warn({ errno: -this.countersFd }, 'no counters region: the API reports no request counts');
   }
+
+  /** What the workers counted (null: nothing yet, or no region). */
+  counters(): CountersSnapshot | null {
+    if (this.countersFd < 0) return null;
+    this.countersReader ??= new CounterReader(this.o.native, this.countersFd);
+    return this.countersReader.read();
+  }
+
+  /** Keys of the fds the keeper holds for the workers. */
+  get registeredFds(): number { return this.fds.size; }
+
+  /** The guest's FUSE_INIT as the workers replay it (null: none yet). */
+  get fuseInitRecord(): FuseInitRecord | null { return this.fuseInit; }
 
   /** Worker starts so far (1 = the first). */
   get starts(): number { return this.sup.starts; }
+
+  /** Times a worker began serving (the first one included). */
+  get serves(): number { return this.sup.serves; }
+
+  /** The fd registered under key, if the keeper holds one. */
+  registeredFd(key: string): number | undefined { return this.fds.get(key); }
 
   get workerPid(): number | undefined {
     return this.sup.current?.pid;
@@ -135,21 +189,25 @@ export class WorkerDataPlane implements DataPlane {
     return this.sup.start(recover, a);
   }
 
-  /** Everything a new keeper image needs, and the fds it must inherit. */
-  exportState(): { state: PlaneState; fds: number[] } {
+  /**
+   * Everything a new keeper image needs, and the fds it must inherit. registry false: without
+   * the worker's registered fds (a service manager's fd store carries those by name).
+   */
+  exportState(registry = true): { state: PlaneState; fds: number[] } {
     const state: PlaneState = {
-      stateFds: this.stateFds,
-      regionFds: [...this.regionFds.entries()],
-      fds: [...this.fds.entries()],
+      stateFds: { ...this.stateFds },
+      regionFds: [...this.regionFds.entries()].map(([k, r]) => [k, { ...r }]),
+      fds: registry ? [...this.fds.entries()] : [],
       fuseInit: this.fuseInit,
-      rings: [...this.rings.values()],
+      rings: [...this.rings.values()].map((r) => ({ ...r })),
       regions: [...this.regions],
     };
+    if (this.countersFd >= 0) state.countersFd = this.countersFd;
     const { worker, spare } = this.sup.handedOver;
-    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings, maps: worker.appliesMaps };
-    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings, maps: spare.appliesMaps };
+    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings, maps: worker.appliesMaps, counters: worker.takesCounters };
+    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings, maps: spare.appliesMaps, counters: spare.takesCounters };
     const fds = [
-      ...Object.values(this.stateFds), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
+      ...Object.values(this.stateFds), ...(this.countersFd >= 0 ? [this.countersFd] : []), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
       ...[state.worker, state.spare].flatMap((x) => (x ? [x.channelFd] : [])),
     ];
     return { state, fds };
@@ -228,6 +286,7 @@ export class WorkerDataPlane implements DataPlane {
     await this.sup.close();
     this.fds.clear();
     for (const fd of Object.values(this.stateFds)) this.o.native.close(fd);
+    if (this.countersFd >= 0) this.o.native.close(this.countersFd);
     for (const r of this.regionFds.values()) this.o.native.close(r.fd);
   }
 
@@ -332,6 +391,7 @@ export class WorkerDataPlane implements DataPlane {
     if (fdsLost) this.o.log.error({ lost, got: fds.length }, 'fd-ops: fds did not arrive (MSG_CTRUNC: the keeper\'s fd table is full); a restarted worker will lack them');
     else if (next !== fds.length) this.o.log.warn({ fds: fds.length, used: next }, 'fd-ops: fds and puts do not match');
     for (const fd of fds.slice(next)) this.o.native.close(fd);
+    this.o.onChange?.(ops.map(([key]) => key));
   }
 
   private onMessage(_w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void {
@@ -352,6 +412,7 @@ export class WorkerDataPlane implements DataPlane {
     switch (m.t) {
       case 'fuse-init':
         this.fuseInit = m.req;
+        this.o.onChange?.([]);
         return;
       case 'ring-stopped': {
         const s = this.stops.get(m.seq);

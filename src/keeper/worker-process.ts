@@ -54,6 +54,8 @@ export class WorkerProcess {
   answersPings = false;
   /** It applies the mapping layers (hello.maps, protocol version 4). */
   appliesMaps = false;
+  /** It takes a counters region (it said so in its hello; protocol version 5). */
+  takesCounters = false;
   /** The phase it was in when it was found gone. */
   diedIn: Phase = 'loading';
   /** Its exit status, once reaped (null, null: not known, e.g. an adopted worker). */

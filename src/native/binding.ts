@@ -43,6 +43,13 @@ export interface NativeBinding {
   sendmsg(fd: number, buf: Uint8Array, len: number, fds: ArrayLike<number>): number;
   /** Set or clear O_NONBLOCK. 0 or -errno. */
   setNonblocking(fd: number, on: boolean): number;
+  /** One datagram of buf[0..len) with fds as SCM_RIGHTS to the unix datagram socket at path (a
+   *  leading '@': an abstract name), from a socket made for it. Bytes sent or -errno. */
+  unixDgramSend(path: string, buf: Uint8Array, len: number, fds: ArrayLike<number>): number;
+  /** socket(AF_UNIX, SOCK_DGRAM|SOCK_CLOEXEC|SOCK_NONBLOCK) bound to path (or '@' abstract). fd or -errno. */
+  unixDgramBind(path: string): number;
+  /** kcmp(2) KCMP_FILE of two of our fds: 0 = the same open file description, 1..3 = not, or -errno. */
+  kcmpFile(fd1: number, fd2: number): number;
 
   // ---- event loop integration ----
   /** Watch fd for readability (events = 1) / writability (2) with uv_poll_t on Node's loop.

@@ -11,6 +11,8 @@
 //                  ring-start cfg.stuckBefore: requests to answer EIO, not re-run
 //   4              init fs.idMap, fs.xattrMap: the mapping layers; hello {maps}: the worker
 //                  applies them (a keeper with a mapping kills a worker that does not say so)
+//   5              hello {counters}: the worker counts into a counters region
+//                  (state/counters.ts), which the keeper then sends it: counters [fd]
 // A keeper never trusts a worker (it parses what a guest sends): decodeToKeeper checks every
 // field it will use, and a packet it refuses is logged and its fds closed. The worker trusts its
 // keeper, but still refuses what it cannot read.
@@ -22,7 +24,7 @@ import { XattrMapError, parseXattrMap } from '../passthrough/xattr-map';
 import type { RingConfig } from '../vhost/data-plane';
 import type { MemRegion } from '../vhost/message';
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** The FUSE_INIT a guest sent, in JSON-safe form (flags as a decimal string). */
 export interface FuseInitRecord { major: number; minor: number; maxReadahead: number; flags: string }
@@ -34,6 +36,8 @@ export type WireFdOp = [string, 0 | 1];
 export type ToWorker =
   /** [inodes, files, dirs memfds]: the maps' shared memory. fdOps: the keeper takes fd-ops. */
   | { t: 'init'; fs: FsOptions; logLevel: string; fuseInit: FuseInitRecord | null; fdOps?: boolean }
+  /** [the counters memfd] (version 5, to workers whose hello said counters). */
+  | { t: 'counters' }
   /** [one fd per key]: fds kept for earlier workers (any number of these). */
   | { t: 'fds'; keys: string[] }
   /** Adopt the maps, open the share, build the session. */
@@ -55,8 +59,9 @@ export type ToWorker =
 
 /** Worker -> keeper. */
 export type ToKeeper =
-  /** Loaded; pings: it answers ping (version 3); maps: it applies fs.idMap and fs.xattrMap (version 4). */
-  | { t: 'hello'; pid: number; pings?: boolean; maps?: boolean }
+  /** Loaded; pings: it answers ping (version 3); maps: it applies fs.idMap and fs.xattrMap
+   *  (version 4); counters: it takes a counters region (version 5). */
+  | { t: 'hello'; pid: number; pings?: boolean; maps?: boolean; counters?: boolean }
   /** The maps are adopted (after go). */
   | { t: 'ready'; pid: number }
   | { t: 'ring-stopped'; index: number; seq: number; base: number }
@@ -89,7 +94,7 @@ export function decodeToKeeper(m: unknown): ToKeeper | null {
   if (!isObj(m) || !isStr(m.t)) return null;
   switch (m.t) {
     case 'hello':
-      return isInt(m.pid, 1) ? { t: 'hello', pid: m.pid, pings: m.pings === true, maps: m.maps === true } : null;
+      return isInt(m.pid, 1) ? { t: 'hello', pid: m.pid, pings: m.pings === true, maps: m.maps === true, counters: m.counters === true } : null;
     case 'ready':
       return isInt(m.pid, 1) ? { t: 'ready', pid: m.pid } : null;
     case 'ring-stopped':
@@ -199,6 +204,7 @@ export function decodeToWorker(m: unknown): ToWorker | null {
       return Array.isArray(m.keys) && m.keys.every(isStr) ? { t: 'fds', keys: m.keys } : null;
     case 'go':
     case 'shutdown':
+    case 'counters':
       return { t: m.t };
     case 'mem': {
       if (!Array.isArray(m.regions)) return null;

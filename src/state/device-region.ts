@@ -24,18 +24,22 @@ export class DeviceRegion {
   private readonly bytes: Uint8Array;
   private last = '';
 
-  /** A new region (fd < 0) or one an earlier image of the keeper left (fd, checked). */
-  constructor(private readonly native: NativeBinding, fd = -1) {
+  /**
+   * A new region (fd < 0) or one an earlier image of the keeper left (fd, checked). name: the
+   * memfd's name; the keeper's own hand-over for a service manager's fd store (keeper/fd-park.ts)
+   * is a second region of this layout.
+   */
+  constructor(private readonly native: NativeBinding, fd = -1, name = 'vfsd-device') {
     const size = DEVICE_HEADER + 2 * DEVICE_SLOT_BYTES;
     if (fd < 0) {
-      fd = sealedMemfd(native, 'vfsd-device', size);
-      if (fd < 0) throw new Error(`memfd_create(vfsd-device): errno ${-fd}`);
+      fd = sealedMemfd(native, name, size);
+      if (fd < 0) throw new Error(`memfd_create(${name}): errno ${-fd}`);
     } else if (fs.fstatSync(fd).size < size) {
-      throw new Error('vfsd-device: region too small');
+      throw new Error(`${name}: region too small`);
     }
     this.fd = fd;
     const m = native.mmap(fd, 0, size);
-    if (typeof m === 'number') throw new Error(`mmap of vfsd-device failed: errno ${-m}`);
+    if (typeof m === 'number') throw new Error(`mmap of ${name} failed: errno ${-m}`);
     this.words = new Uint32Array(m, 0, DEVICE_HEADER / 4);
     this.bytes = new Uint8Array(m);
     if (this.words[DH.magic] === 0) {
@@ -43,7 +47,7 @@ export class DeviceRegion {
       this.words[DH.slotBytes] = DEVICE_SLOT_BYTES;
       Atomics.store(this.words, DH.magic, DEVICE_MAGIC);
     } else if (this.words[DH.magic] !== DEVICE_MAGIC || this.words[DH.version] !== DEVICE_VERSION) {
-      throw new Error('vfsd-device: not a device state region of this version');
+      throw new Error(`${name}: not a state region of this version`);
     }
   }
 

@@ -38,6 +38,8 @@ import { HANDLE_LAYOUT } from '../passthrough/handle-table';
 import { loadNative, ST, type NativeBinding } from '../native/binding';
 import { readDeviceState } from '../state/device-region';
 import type { DeviceState } from '../vhost/backend';
+import { readCounters } from '../state/counters';
+import type { ParkRecord } from '../keeper/fd-park';
 import { E, O_NOFOLLOW, O_PATH, S_IFDIR, S_IFMT } from '../linux/constants';
 
 // Every layout comes from the module that writes it: the checker reads what the code writes.
@@ -132,7 +134,8 @@ function scanFds(pid: number): { memfds: Memfd[]; counts: FdCounts } {
   const dir = `/proc/${pid}/fd`;
   const counts: FdCounts = { total: 0, memfds: 0, sockets: 0, eventfds: 0, paths: 0, other: 0 };
   const memfds: Memfd[] = [];
-  for (const ent of fs.readdirSync(dir)) {
+  const seen = new Set<number>();
+  for (const ent of fs.readdirSync(dir).sort((a, b) => Number(a) - Number(b))) {
     const fd = Number(ent);
     let link: string;
     try {
@@ -144,6 +147,12 @@ function scanFds(pid: number): { memfds: Memfd[]; counts: FdCounts } {
     const m = /^\/memfd:(.*?)(?: \(deleted\))?$/.exec(link);
     if (m) {
       counts.memfds++;
+      // The keeper may hold one memfd under two numbers (the fd store follows each fd it parks
+      // with a duplicate, keeper/fd-park.ts): one region, checked once.
+      let ino: number | undefined;
+      try { ino = fs.statSync(`${dir}/${ent}`).ino; } catch { /* closed while we looked */ }
+      if (ino !== undefined && seen.has(ino)) continue;
+      if (ino !== undefined) seen.add(ino);
       memfds.push({ fd, name: m[1]! });
     } else if (link.startsWith('socket:')) counts.sockets++;
     else if (link === 'anon_inode:[eventfd]') counts.eventfds++;
@@ -397,6 +406,31 @@ function deviceShape(s: unknown): string | null {
   return null;
 }
 
+/** The workers' counters (statistics only: nothing in them can be wrong, only unformatted). */
+function describeCounters(m: Memfd, b: Buffer): string {
+  const c = readCounters(new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength - (b.byteLength % 8))));
+  if (!c) return `${m.name} (fd ${m.fd}): not formatted (no worker of protocol version 4 has served)`;
+  const total = c.ops.reduce((n, o) => n + o.requests, 0);
+  return `${m.name} (fd ${m.fd}): ${total} requests over ${c.ops.length} opcodes, ${c.bytesRead} bytes read, ${c.bytesWritten} written`;
+}
+
+/** The keeper's record for the fd store (keeper/fd-park.ts): readable, and naming every fd it uses. */
+function checkParkRecord(m: Memfd, b: Buffer, notes: string[], problems: string[]): void {
+  let rec: ParkRecord | null;
+  try {
+    rec = readDeviceState(b) as ParkRecord | null;
+  } catch (e) {
+    problems.push(`${m.name}: ${(e as Error).message}`);
+    return;
+  }
+  if (!rec) { notes.push(`${m.name} (fd ${m.fd}): no record yet`); return; }
+  if (rec.v !== 1 || !rec.handover || !Array.isArray(rec.names)) { problems.push(`${m.name}: not a keeper record of version 1`); return; }
+  const named = new Set(rec.names.map(([fd]) => fd));
+  const unnamed = rec.handover.fds.filter((fd) => fd !== rec!.handover.parkFd && !named.has(fd));
+  if (unnamed.length > 0) problems.push(`${m.name}: the hand-over uses fds ${unnamed.join(' ')} that have no name in the fd store`);
+  notes.push(`${m.name} (fd ${m.fd}): keeper record, ${rec.names.length} fds named in the service manager's fd store`);
+}
+
 function checkDevice(m: Memfd, b: Buffer, problems: string[]): DeviceReport {
   const r: DeviceReport = { name: m.name, fd: m.fd, empty: true, features: '0x0', protocolFeatures: '0x0', regions: 0, regionBytes: 0, running: [] };
   let s: DeviceState | null;
@@ -494,6 +528,12 @@ export function checkState(pid: number): Report {
       if (device) problems.push(`more than one vfsd-device memfd`);
       const b = read(m);
       if (b !== null) device = checkDevice(m, b, problems);
+    } else if (m.name === 'vfsd-counters') {
+      const b = read(m);
+      if (b !== null) notes.push(describeCounters(m, b));
+    } else if (m.name === 'vfsd-keeper') {
+      const b = read(m);
+      if (b !== null) checkParkRecord(m, b, notes, problems);
     } else if (m.name.startsWith('vfsd-') && !['vfsd-inodes', 'vfsd-files', 'vfsd-dirs'].includes(m.name)) {
       let bytes = -1;
       try { bytes = fs.statSync(`/proc/${pid}/fd/${m.fd}`).size; } catch { /* gone */ }

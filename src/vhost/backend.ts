@@ -184,6 +184,20 @@ export function deviceStateFds(s: DeviceState): DeviceStateFd[] {
   return out;
 }
 
+/**
+ * A copy of s with every fd number (those deviceStateFds lists) replaced by f(fd): for a keeper
+ * that got the fds back under other numbers (a service manager's fd store, keeper/fd-park.ts).
+ */
+export function mapDeviceStateFds(s: DeviceState, f: (fd: number) => number): DeviceState {
+  const m = (fd: number): number => (fd >= 0 ? f(fd) : fd);
+  return {
+    ...s,
+    regions: s.regions.map((r) => ({ ...r, fd: m(r.fd) })),
+    rings: s.rings.map((r) => ({ ...r, kickFd: m(r.kickFd), callFd: m(r.callFd), errFd: m(r.errFd) })),
+    backendReqFd: m(s.backendReqFd),
+  };
+}
+
 // ---- the back-end ----
 
 export interface VhostUserFsBackendOptions {

@@ -14,6 +14,7 @@ import { LocalDataPlane } from '../vhost/data-plane';
 import type { MemRegion } from '../vhost/message';
 import { PassthroughFs } from '../passthrough/passthrough-fs';
 import { FuseSession } from '../fuse/session';
+import { CounterWriter } from '../state/counters';
 import { BatchingFdRegistry, type FdOp } from '../state/fd-registry';
 import { holdAt } from './hold';
 import { enterSandbox, probeReport, workerPid, type WorkerSandboxState } from './sandbox';
@@ -31,6 +32,8 @@ export type WorkerEnd = ControlChannel<ToWorker, ToKeeper>;
 
 /** The fd a worker finds its control channel on. */
 export const WORKER_CHANNEL_FD = 3;
+/** How often the worker's gauges (inodes, handles, in flight) are written to the counters region. */
+const GAUGE_MS = 1000;
 
 export class Worker {
   private fs: PassthroughFs | null = null;
@@ -43,6 +46,7 @@ export class Worker {
   private init: WorkerInit | null = null;
   private stateFds: number[] = [];
   private registry: BatchingFdRegistry | null = null;
+  private counters: CounterWriter | null = null;
   /** Fds the keeper kept for our predecessors, by registry key, until the maps claim them. */
   private readonly recovered = new Map<string, number>();
 
@@ -73,7 +77,16 @@ export class Worker {
     });
     holdAt('loading');
     // Loaded and listening: a keeper upgrading workers retires the old one now.
-    this.channel.send({ t: 'hello', pid: workerPid(), pings: true, maps: true });
+    this.channel.send({ t: 'hello', pid: workerPid(), pings: true, maps: true, counters: true });
+  }
+
+  /** What the worker holds, into the counters region about once a second (the keeper's API reads it). */
+  private startGauges(): void {
+    const c = this.counters, fs = this.fs;
+    if (!c || !fs) return;
+    const set = (): void => c.gauges({ inodes: fs.inodes.count, handles: fs.files.count + fs.dirs.count, inflight: this.plane?.inFlight() ?? 0 });
+    set();
+    setInterval(set, GAUGE_MS).unref();
   }
 
   private onMessage(m: ToWorker, fds: number[]): void {
@@ -95,6 +108,14 @@ export class Worker {
       case 'ping':
         this.channel.send({ t: 'pong', n: m.n });
         return;
+      case 'counters': {
+        if (fds.length !== 1 || this.counters) throw new Error(`counters: ${fds.length} fds${this.counters ? ', a second time' : ''}`);
+        this.counters = new CounterWriter(this.native, fds[0]!);
+        this.native.close(fds[0]!);
+        this.session?.useCounters(this.counters);
+        this.startGauges();
+        return;
+      }
       case 'go': {
         if (!this.init) throw new Error('go before init');
         holdAt('recovering');
@@ -110,7 +131,7 @@ export class Worker {
         this.fs = new PassthroughFs(this.native, this.init.fs, this.log, {
           fds: { inodes, files, dirs }, registry, recovered: this.recovered, shareFd: this.sandbox.shareFd, proc: this.sandbox.proc,
         });
-        const session = new FuseSession(this.fs, this.log, { probes: this.fs, rangeIo: this.fs });
+        const session = new FuseSession(this.fs, this.log, { probes: this.fs, rangeIo: this.fs, counters: this.counters ?? undefined });
         this.session = session;
         const fuseInit = this.init.fuseInit;
         if (fuseInit && !session.restoreInit({ ...fuseInit, flags: BigInt(fuseInit.flags) })) throw new Error('cannot resume the FUSE session');
@@ -124,6 +145,7 @@ export class Worker {
           onRingStopping: () => fs.cancelWaits(),
         });
         this.channel.send({ t: 'ready', pid: workerPid() });
+        this.startGauges();
         setImmediate(() => holdAt('serving'));
         return;
       }

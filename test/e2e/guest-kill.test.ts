@@ -32,11 +32,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO, isLive } from '../support/daemon';
 import { sandboxProblem, waitInnerWorker } from '../support/sandbox';
+import { GUEST, WL, digestDiff, readOr, reference, startSurvive, stopChild, tail, waitExit } from '../support/guest';
 
 
 
-const GUEST = path.join(REPO, 'scripts', 'guest');
-const WL = path.join(GUEST, 'workloads');
 const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 720);
 const KEEP = process.env.VFSD_E2E_KEEP === '1';
 const ITERS = Number(process.env.SURVIVE_ITERS ?? 1400);
@@ -59,45 +58,6 @@ function sleep(ms: number): Promise<void> {
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
   return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x / 2 ** 32; };
-}
-
-function waitExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), timeoutMs);
-    child.once('exit', () => { clearTimeout(t); resolve(true); });
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const kill = (sig: NodeJS.Signals): void => {
-    try { process.kill(-(child.pid as number), sig); } catch { try { child.kill(sig); } catch { /* gone */ } }
-  };
-  kill('SIGTERM');
-  if (!(await waitExit(child, 5000))) { kill('SIGKILL'); await waitExit(child, 5000); }
-}
-
-function tail(file: string, lines: number): string {
-  try {
-    const all = fs.readFileSync(file, 'utf8').split('\n');
-    return all.slice(Math.max(0, all.length - lines - 1)).join('\n');
-  } catch {
-    return `(no ${path.basename(file)})`;
-  }
-}
-
-function readOr(file: string, dflt = ''): string {
-  try { return fs.readFileSync(file, 'utf8'); } catch { return dflt; }
-}
-
-function digestDiff(a: string, b: string, max = 15): string {
-  const la = a.split('\n');
-  const lb = b.split('\n');
-  const sa = new Set(la);
-  const sb = new Set(lb);
-  return [...la.filter((l) => !sb.has(l)).slice(0, max).map((l) => '- ' + l),
-    ...lb.filter((l) => !sa.has(l)).slice(0, max).map((l) => '+ ' + l)].join('\n');
 }
 
 interface LogLine { level: number; msg: string; pid?: number; [k: string]: unknown }
@@ -123,24 +83,6 @@ function pct(sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 }
 const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : '?');
-
-/** Host-side: compile the helper once, run the workload on a plain host directory. */
-function reference(workDir: string): { helper: string; digest: string; log: string } {
-  const helper = path.join(workDir, 'survive_helper');
-  const cc = spawnSync('gcc', ['-O2', '-Wall', '-Werror', '-o', helper, path.join(WL, 'survive_helper.c')], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, `gcc survive_helper.c failed:\n${cc.stderr}`);
-  const share = path.join(workDir, 'ref-share');
-  const out = path.join(workDir, 'ref-out');
-  fs.mkdirSync(share);
-  fs.mkdirSync(out);
-  const r = spawnSync('sh', [path.join(WL, 'survive.sh')], {
-    cwd: share, encoding: 'utf8', timeout: 120_000,
-    env: { ...process.env, SHARE: share, OUT: out, SURVIVE_REF: '1', SURVIVE_HELPER: helper, SURVIVE_ITERS: String(ITERS) },
-  });
-  const log = readOr(path.join(out, 'survive.log'));
-  assert.equal(r.status, 0, `reference run of survive.sh on the host failed (exit ${r.status}):\n${log}\n${r.stderr}`);
-  return { helper, digest: readOr(path.join(out, 'survive.digest')), log };
-}
 
 interface Mapping { a: number; b: number; used: number; maxResidualMs: number }
 
@@ -238,7 +180,7 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-kill-'));
     let ok = false;
     try {
-      const ref = reference(workDir);
+      const ref = reference(workDir, ITERS);
       const refDigest = ref.digest;
       assert.ok(refDigest.includes('total '), 'the reference run produced no digest');
       t.diagnostic(`reference (host, no virtio-fs): ${refDigest.trim().split('\n').at(-1)} after ${((Date.now() - s0) / 1000).toFixed(1)} s`);
@@ -305,13 +247,9 @@ test('real guest survives 20+ worker SIGKILLs, 5 upgrades (SIGHUP) and a keeper 
         watchers.push(fs.watch(share, () => watchClock()));
 
         const g0 = Date.now();
-        run = spawn('bash', [path.join(GUEST, 'run.sh'), '--socket', sock, '--tag', 'myfs', '--script', path.join(WL, 'survive.sh'),
-          '--out', out, '--timeout', String(BOOT_TIMEOUT_S),
-          '--env', `SURVIVE_ITERS=${ITERS}`, '--env', `SURVIVE_HELPER=/mnt/host${ref.helper}`, '--env', 'SURVIVE_UNTIL=/mnt/vfs/clock/stop'],
-        { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-        run.stdout?.on('data', (d: Buffer) => { runOut += d.toString(); });
-        run.stderr?.on('data', (d: Buffer) => { runOut += d.toString(); });
-        const runDone = new Promise<void>((resolve) => run!.once('close', () => { runExit = run!.exitCode; resolve(); }));
+        const g = startSurvive(sock, out, ref.helper, ITERS, BOOT_TIMEOUT_S, (o) => { runOut += o; });
+        run = g.proc;
+        const runDone = g.done.then((code) => { runExit = code; });
         const guard = setTimeout(() => { if (run) void stopChild(run); }, (BOOT_TIMEOUT_S + 60) * 1000);
 
         // --- wait for the churn to start (marker 0), then the schedule

@@ -12,9 +12,9 @@ import * as fs from 'node:fs';
 import { loadNative } from '../../src/native/binding';
 import { checkState, formatReport } from '../../src/tools/check-state';
 import { VhostUserFrontend } from '../support/frontend';
-import { FuseClient } from '../support/fuse-client';
 import { isLive, startDaemon, type Daemon } from '../support/daemon';
-import { checkedTransport, usedEntryProblems } from '../support/crash-harness';
+import { AppendStream, checkedTransport, usedEntryProblems, waitFor } from '../support/crash-harness';
+import { FuseClient } from '../support/fuse-client';
 
 type Trigger = 'hup' | 'usr2';
 type Point = 'spawned' | 'loading' | 'recovering' | 'serving';
@@ -48,7 +48,6 @@ CASES.push({ name: 'the incoming worker hangs while recovering (hup)', trigger: 
 CASES.push({ name: 'the incoming worker hangs once it serves: the watchdog (hup)', trigger: 'hup', hold: 'serving', action: 'hang', decision: /"msg":"worker stopped answering \(watchdog\); killing it"/ });
 CASES.push({ name: 'the serving worker killed right after SIGHUP, no hold (hup)', trigger: 'hup', action: 'kill-serving', decision: CRASH });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function lines(d: Daemon): Array<Record<string, unknown>> {
   const out: Array<Record<string, unknown>> = [];
@@ -59,12 +58,8 @@ function lines(d: Daemon): Array<Record<string, unknown>> {
   return out;
 }
 
-async function until(what: string, d: Daemon, cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}:\n${d.stderr().slice(-4000)}`);
-    await sleep(10);
-  }
+function until(what: string, d: Daemon, cond: () => boolean, ms = 20_000): Promise<void> {
+  return waitFor(what, cond, () => d.stderr(), ms);
 }
 
 /** Live workers that the keeper said serve (or adopted): exactly one when all is well. */
@@ -84,25 +79,9 @@ for (const c of CASES) {
     });
     const problems: string[] = [];
     const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
-    let stop = false;
-    let loop: Promise<void> | null = null;
+    let stream: AppendStream | null = null;
     try {
-      const { send, posted } = checkedTransport(fe, problems, 30_000);
-      const client = new FuseClient(send);
-      assert.equal((await client.init()).error, 0);
-      const cr = await client.create(1, 'stream', 0o102 | 0o2000 /* O_RDWR|O_CREAT|O_APPEND */);
-      assert.equal(cr.error, 0);
-      const node = cr.entry!.nodeid;
-      let n = 0;
-      loop = (async () => {
-        while (!stop) {
-          const w = await client.write(node, cr.fh!, 0, Buffer.from(`line ${n}\n`));
-          if (w.error !== 0) problems.push(`write ${n}: error ${w.error}`);
-          n++;
-          const g = await client.getattr(node);
-          if (g.error !== 0) problems.push(`getattr: error ${g.error}`);
-        }
-      })();
+      stream = await AppendStream.start(fe, problems, 30_000);
       await until('the first worker serving', d, () => servingPids(d).length === 1);
       const before = servingPids(d)[0]!;
       const keeper = d.proc.pid!;
@@ -113,7 +92,7 @@ for (const c of CASES) {
       const inc = incoming()!;
       if (c.hold) await until(`the hold at ${c.hold}`, d, () => d.stderr().includes(`"hold":"${c.hold}","msg":"worker holding (VFSD_HOLD)"`));
       else if (c.action === 'kill-incoming') await until('the incoming worker serving', d, () => new RegExp(`"pid":${inc},"msg":"worker serving"`).test(d.stderr()));
-      const mark = n;
+      const mark = stream.n;
       if (c.action === 'kill-incoming') process.kill(inc, 'SIGKILL');
       if (c.action === 'kill-serving') process.kill(before, 'SIGKILL');
       await until('the keeper\'s decision', d, () => c.decision.test(d.stderr()));
@@ -126,21 +105,18 @@ for (const c of CASES) {
       }, 30_000);
       // A held incoming worker nobody killed is found by its deadline.
       if (c.hold) await until('the held incoming worker gone', d, () => !isLive(inc));
-      await until('the stream going on', d, () => n >= mark + 30);
-      stop = true;
-      await loop;
-      loop = null;
+      await until('the stream going on', d, () => stream!.n >= mark + 30);
+      await stream.stop();
       const onDisk = fs.readFileSync(`${d.dir}/stream`, 'utf8').split('\n').filter(Boolean);
-      assert.deepEqual(onDisk, Array.from({ length: n }, (_, k) => `line ${k}`), 'every append landed exactly once, in order');
-      problems.push(...usedEntryProblems(fe, posted));
+      assert.deepEqual(onDisk, stream.expected(), 'every append landed exactly once, in order');
+      problems.push(...usedEntryProblems(fe, stream.posted));
       assert.deepEqual(problems, [], problems.join('\n'));
       assert.equal(d.proc.exitCode, null, 'the keeper still serves');
       assert.ok(!isLive(inc) || servingPids(d)[0] === inc, 'the held or killed incoming worker is gone');
       const r = checkState(keeper);
       assert.ok(r.clean, formatReport(r));
     } finally {
-      stop = true;
-      if (loop) await loop.catch(() => undefined);
+      await stream?.stop().catch(() => undefined);
       fe.close();
       await d.stop();
     }

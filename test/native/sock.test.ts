@@ -211,3 +211,45 @@ test('recvmsg reports MSG_CTRUNC when fds are lost: more than the caller has slo
     for (const f of [a, b, ...sent, ...fillers]) n.close(f);
   }
 });
+
+test('unixDgramSend delivers one datagram with its fds to a bound datagram socket (path and abstract name)', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-dgram-'));
+  const abstract = `@vfsd-test-${process.pid}`;
+  for (const addr of [path.join(dir, 'notify'), abstract]) {
+    const s = n.unixDgramBind(addr);
+    assert.ok(s >= 0, `bind ${addr}: ${s}`);
+    const [a, b] = pair();
+    try {
+      const msg = Buffer.from('READY=1\nSTATUS=up');
+      assert.equal(n.unixDgramSend(addr, msg, msg.length, [a]), 0 + msg.length);
+      const buf = new Uint8Array(64);
+      const fds = new Int32Array(4);
+      assert.equal(n.recvmsg(s, buf, fds), msg.length);
+      assert.equal(Buffer.from(buf.subarray(0, msg.length)).toString(), 'READY=1\nSTATUS=up');
+      assert.ok(fds[0]! >= 0 && fds[1] === -1, 'one fd came');
+      assert.equal(n.kcmpFile(fds[0]!, a), 0, 'the same open file description');
+      n.close(fds[0]!);
+      assert.equal(n.recvmsg(s, buf, fds), -E.EAGAIN, 'nonblocking, nothing more');
+    } finally {
+      n.close(a);
+      n.close(b);
+      n.close(s);
+    }
+  }
+  assert.equal(n.unixDgramSend(path.join(dir, 'none'), Buffer.from('x'), 1, []), -E.ENOENT);
+  assert.equal(n.unixDgramSend('@', Buffer.from('x'), 1, []), -E.EINVAL, 'an empty abstract name');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('kcmpFile tells a duplicate (same open file description) from another open of the same file', () => {
+  const a = n.openat(AT_FDCWD, '/proc/self/stat', fs.constants.O_RDONLY, 0);
+  const b = n.dup(a);
+  const c = n.openat(AT_FDCWD, '/proc/self/stat', fs.constants.O_RDONLY, 0);
+  try {
+    assert.equal(n.kcmpFile(a, b), 0);
+    assert.ok(n.kcmpFile(a, c) > 0);
+    assert.equal(n.kcmpFile(a, 999_999), -E.EBADF);
+  } finally {
+    n.close(a); n.close(b); n.close(c);
+  }
+});

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { VhostUserFrontend } from './frontend';
-import type { Transport } from './fuse-client';
+import { FuseClient, type Transport } from './fuse-client';
 import { REPO, assertNoSeccompKill } from './daemon';
 
 export interface CrashDaemon {
@@ -128,6 +128,64 @@ export function usedEntryProblems(fe: VhostUserFrontend, posted: number[]): stri
     if (used !== (posted[q]! & 0xffff)) out.push(`queue ${q}: used.idx ${used} after ${posted[q]} requests`);
   }
   return out;
+}
+
+/** Wait until cond() holds, polling; after ms, fail with what and the tail of log(). */
+export async function waitFor(what: string, cond: () => boolean, log: () => string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}:\n${log().slice(-4000)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Non-idempotent requests streamed through fe until stop(): O_APPEND WRITEs of `line N` to
+ * `stream` in the share root, each followed by a GETATTR, over a checkedTransport (problems
+ * collects wrong uniques and failed requests). After stop(), the file must hold expected(), and
+ * usedEntryProblems(fe, posted) must be empty.
+ */
+export class AppendStream {
+  /** Lines written so far. */
+  n = 0;
+  private stopping = false;
+  private loop: Promise<void> | null = null;
+
+  private constructor(readonly client: FuseClient, readonly posted: number[]) {}
+
+  /** FUSE_INIT, the file's CREATE, then the stream, in the background. */
+  static async start(fe: VhostUserFrontend, problems: string[], timeoutMs: number): Promise<AppendStream> {
+    const { send, posted } = checkedTransport(fe, problems, timeoutMs);
+    const s = new AppendStream(new FuseClient(send), posted);
+    const init = await s.client.init();
+    if (init.error !== 0) throw new Error(`FUSE_INIT: error ${init.error}`);
+    const cr = await s.client.create(1, 'stream', 0o102 | 0o2000 /* O_RDWR|O_CREAT|O_APPEND */);
+    if (cr.error !== 0) throw new Error(`CREATE: error ${cr.error}`);
+    const node = cr.entry!.nodeid;
+    s.loop = (async () => {
+      while (!s.stopping) {
+        const w = await s.client.write(node, cr.fh!, 0, Buffer.from(`line ${s.n}\n`));
+        if (w.error !== 0) problems.push(`write ${s.n}: error ${w.error}`);
+        s.n++;
+        const g = await s.client.getattr(node);
+        if (g.error !== 0) problems.push(`getattr: error ${g.error}`);
+      }
+    })();
+    return s;
+  }
+
+  /** Stop after the request in hand (rejects if a request failed outright). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const l = this.loop;
+    this.loop = null;
+    if (l) await l;
+  }
+
+  /** What the file must hold: every append once, in order. */
+  expected(): string[] {
+    return Array.from({ length: this.n }, (_, k) => `line ${k}`);
+  }
 }
 
 /**

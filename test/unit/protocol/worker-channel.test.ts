@@ -13,6 +13,7 @@ test('a keeper reads what workers of every release send', () => {
     { t: 'hello', pid: 7 },                                   // release 1 and 2
     { t: 'hello', pid: 7, pings: true },                      // release 3
     { t: 'hello', pid: 7, pings: true, maps: true },          // release 4
+    { t: 'hello', pid: 7, pings: true, maps: true, counters: true }, // release 5
     { t: 'ready', pid: 7 },
     { t: 'ring-stopped', index: 1, seq: 4, base: 65535 },
     { t: 'fd-put', k: 'i12' }, { t: 'fd-del', k: 'i12' },     // release 1
@@ -22,7 +23,7 @@ test('a keeper reads what workers of every release send', () => {
     { t: 'pong', n: 3 }, { t: 'bye' },
   ];
   for (const m of msgs) assert.notEqual(decodeToKeeper(m), null, JSON.stringify(m));
-  assert.deepEqual(decodeToKeeper({ t: 'hello', pid: 7 }), { t: 'hello', pid: 7, pings: false, maps: false }, 'no pings: not pinged; no maps: not fed a mapping');
+  assert.deepEqual(decodeToKeeper({ t: 'hello', pid: 7 }), { t: 'hello', pid: 7, pings: false, maps: false, counters: false }, 'no pings: not pinged; no maps: not fed a mapping; no counters: sent no counters region');
 });
 
 test('a keeper refuses a worker\'s packet that is not a message, field by field', () => {
@@ -55,6 +56,7 @@ test('a worker reads what keepers of every release send, taking defaults for fie
     { t: 'ring-start', cfg: { index: 1, size: 128, descVa: 1, availVa: 2, usedVa: 3, base: 0, eventIdx: true, kickFd: 9, callFd: 10 }, recover: true, hasCall: true },
     { t: 'ring-start', cfg: { index: 1, size: 128, descVa: 1, availVa: 2, usedVa: 3, base: 0, eventIdx: true, stuckBefore: 123 }, recover: true, hasCall: false },
     { t: 'ring-stopping', index: 1 }, { t: 'ring-stop', index: 1, seq: 2 }, { t: 'call-fd', index: 0 },
+    { t: 'counters' },                                        // release 4
   ];
   for (const m of msgs) assert.notEqual(decodeToWorker(m), null, JSON.stringify(m));
   const rs = decodeToWorker(msgs[7]);
