@@ -54,7 +54,7 @@ test('a ring stop asked while the worker is wedged is answered: the front-end is
     assert.equal((await c.init()).error, 0);
     const wedged = c.mkdir(1, 'a', 0o755); // journaled request 1
     const wedged2 = c.mkdir(1, 'b', 0o755); // request 2: the worker hangs in it
-    for (let i = 0; i < 500 && !d.stderr().includes('hanging at a crash point'); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 2000 && !d.stderr().includes('hanging at a crash point'); i++) await new Promise((r) => setTimeout(r, 10));
     assert.match(d.stderr(), /hanging at a crash point/);
     const bases = await fe.stop();
     assert.equal(bases.length, fe.numQueues);
