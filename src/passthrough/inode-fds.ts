@@ -1,0 +1,121 @@
+// O_PATH fds of the inodes held by file handle, opened when an op needs one and kept in a
+// bounded cache: with file handles a known inode costs its shared-memory record, not an fd (as
+// in the Rust virtiofsd, which opens a handle-backed inode for each op and keeps no fd for it).
+// Without the cache a guest `find` over more files than RLIMIT_NOFILE would end in EMFILE.
+//
+// Least recently used goes first. An fd an op took (get(), or put() on a miss) is pinned until the
+// op's synchronous stretch ends (a microtask clears the pins: microtasks run once the stack has
+// unwound, before any I/O callback), so an op that takes two fds (RENAME: both parents) cannot
+// see the first closed by the second. While pins hold the cache over its bound, nothing pinned is
+// closed; the surplus goes when the pins do. No inode fd from here is used across an await: the
+// I/O that runs on the thread pool uses open files' fds (handle-table.ts), which are not cached.
+
+import type { NativeBinding } from '../native/binding';
+
+/** The cache's bound when the guest's fd budget allows it: fds held for inodes the guest is
+ *  using right now; a miss costs one open_by_handle_at. */
+export const INODE_FD_CACHE_MAX = 1024;
+/** The smallest bound (an op holds at most two inode fds at once). */
+export const INODE_FD_CACHE_MIN = 16;
+
+/**
+ * The bound for a guest fd budget of `guestFds` (fd-plan.ts: RLIMIT_NOFILE less what the worker
+ * and keeper keep for themselves): a quarter of it, between INODE_FD_CACHE_MIN and
+ * INODE_FD_CACHE_MAX, so that open files and lock owners keep three quarters.
+ */
+export function inodeFdCacheLimit(guestFds: number): number {
+  return Math.max(INODE_FD_CACHE_MIN, Math.min(INODE_FD_CACHE_MAX, Math.floor(guestFds / 4)));
+}
+
+export class InodeFds {
+  /** node id -> fd, least recently used first (a Map iterates in insertion order). */
+  private readonly lru = new Map<number, number>();
+  private readonly pinned = new Set<number>();
+  private unpinQueued = false;
+  /** Fds opened on a miss (for the tests and the log: how often the bound bites). */
+  misses = 0;
+
+  constructor(private readonly native: NativeBinding, readonly limit: number) {
+    if (!(limit >= 1)) throw new Error(`inode fd cache bound ${limit}`);
+  }
+
+  get size(): number { return this.lru.size; }
+
+  /** The cached fd of nodeid, pinned for this stretch; undefined on a miss. */
+  get(nodeid: number): number | undefined {
+    const fd = this.lru.get(nodeid);
+    if (fd === undefined) return undefined;
+    this.lru.delete(nodeid);
+    this.lru.set(nodeid, fd);
+    this.pin(nodeid);
+    return fd;
+  }
+
+  /**
+   * Keep fd (owned from now on) as nodeid's, most recently used. An fd already cached for nodeid
+   * is closed (two O_PATH fds of one inode are the same to us). pin: an op is about to use it (a
+   * miss of get); an fd kept for later (a new node from LOOKUP or READDIRPLUS) is not pinned, so
+   * a READDIRPLUS of a large directory does not hold its entries' fds past the bound.
+   */
+  put(nodeid: number, fd: number, pin: boolean): void {
+    const old = this.lru.get(nodeid);
+    if (old !== undefined) {
+      this.lru.delete(nodeid);
+      if (old !== fd) this.native.close(old);
+    }
+    this.lru.set(nodeid, fd);
+    if (pin) {
+      this.misses++;
+      this.pin(nodeid);
+    }
+    this.trim();
+  }
+
+  /** Take nodeid's fd out of the cache (not closed: the caller owns it now), if cached. */
+  take(nodeid: number): number | undefined {
+    const fd = this.lru.get(nodeid);
+    if (fd !== undefined) this.lru.delete(nodeid);
+    return fd;
+  }
+
+  /** The node is gone: close its fd, if cached. */
+  drop(nodeid: number): void {
+    const fd = this.lru.get(nodeid);
+    if (fd === undefined) return;
+    this.lru.delete(nodeid);
+    this.native.close(fd);
+  }
+
+  /** Is nodeid's fd cached (the inode is pinned on the host by it)? */
+  has(nodeid: number): boolean { return this.lru.has(nodeid); }
+
+  close(): void {
+    for (const fd of this.lru.values()) this.native.close(fd);
+    this.lru.clear();
+    this.pinned.clear();
+  }
+
+  private pin(nodeid: number): void {
+    this.pinned.add(nodeid);
+    if (this.unpinQueued) return;
+    this.unpinQueued = true;
+    queueMicrotask(() => {
+      this.unpinQueued = false;
+      this.pinned.clear();
+      this.trim();
+    });
+  }
+
+  /** Close least recently used fds past the bound, skipping pinned ones. */
+  private trim(): void {
+    let over = this.lru.size - this.limit;
+    if (over <= 0) return;
+    for (const [nodeid, fd] of this.lru) {
+      if (over <= 0) break;
+      if (this.pinned.has(nodeid)) continue;
+      this.lru.delete(nodeid);
+      this.native.close(fd);
+      over--;
+    }
+  }
+}
