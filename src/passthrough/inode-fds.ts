@@ -41,27 +41,26 @@ export class InodeFds {
 
   get size(): number { return this.lru.size; }
 
-  /** The cached fd of nodeid, pinned for this stretch; undefined on a miss. */
-  get(nodeid: number): number | undefined {
+  /** The cached fd of nodeid, now the most recently used and (pin) pinned for this stretch; undefined on a miss. */
+  get(nodeid: number, pin = true): number | undefined {
     const fd = this.lru.get(nodeid);
     if (fd === undefined) return undefined;
     this.lru.delete(nodeid);
     this.lru.set(nodeid, fd);
-    this.pin(nodeid);
+    if (pin) this.pin(nodeid);
     return fd;
   }
 
   /**
-   * Keep fd (owned from now on) as nodeid's, most recently used. An fd already cached for nodeid
-   * is closed (two O_PATH fds of one inode are the same to us). pin: an op is about to use it (a
+   * Keep fd (owned from now on) as nodeid's, most recently used. pin: an op is about to use it (a
    * miss of get); an fd kept for later (a new node from LOOKUP or READDIRPLUS) is not pinned, so
-   * a READDIRPLUS of a large directory does not hold its entries' fds past the bound.
+   * a READDIRPLUS of a large directory does not hold its entries' fds past the bound. A node
+   * with a cached fd keeps that one (an op may be using it), and fd is closed.
    */
   put(nodeid: number, fd: number, pin: boolean): void {
-    const old = this.lru.get(nodeid);
-    if (old !== undefined) {
-      this.lru.delete(nodeid);
-      if (old !== fd) this.native.close(old);
+    if (this.lru.has(nodeid)) {
+      if (this.get(nodeid, pin) !== fd) this.native.close(fd);
+      return;
     }
     this.lru.set(nodeid, fd);
     if (pin) {
@@ -69,13 +68,6 @@ export class InodeFds {
       this.pin(nodeid);
     }
     this.trim();
-  }
-
-  /** Take nodeid's fd out of the cache (not closed: the caller owns it now), if cached. */
-  take(nodeid: number): number | undefined {
-    const fd = this.lru.get(nodeid);
-    if (fd !== undefined) this.lru.delete(nodeid);
-    return fd;
   }
 
   /** The node is gone: close its fd, if cached. */

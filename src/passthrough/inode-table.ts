@@ -333,8 +333,14 @@ export class InodeTable {
       this.addRef(known, 1);
       return known;
     }
-    if (known && (this.cache.has(known.nodeid) || this.sameHandle(known, fd))) {
-      // The cache's fd pins the inode, so it cannot be another one; a fresh fd saves an open.
+    if (known && this.cache.has(known.nodeid)) {
+      // The cached fd pins the inode, so it cannot be another one (and an op may be using it).
+      if (this.cache.get(known.nodeid, false) !== fd) this.native.close(fd);
+      this.addRef(known, 1);
+      return known;
+    }
+    if (known && this.sameHandle(known, fd)) {
+      // Kept: it saves the next op an open.
       this.cache.put(known.nodeid, fd, false);
       this.addRef(known, 1);
       return known;
