@@ -3,20 +3,25 @@
 // in the Rust virtiofsd, which opens a handle-backed inode for each op and keeps no fd for it).
 // Without the cache a guest `find` over more files than RLIMIT_NOFILE would end in EMFILE.
 //
-// Least recently used goes first. An fd an op took (get(), or put() on a miss) is pinned until the
-// op's synchronous stretch ends (a microtask clears the pins: microtasks run once the stack has
-// unwound, before any I/O callback), so an op that takes two fds (RENAME: both parents) cannot
-// see the first closed by the second. While pins hold the cache over its bound, nothing pinned is
-// closed; the surplus goes when the pins do. No inode fd from here is used across an await: the
-// I/O that runs on the thread pool uses open files' fds (handle-table.ts), which are not cached.
+// Least recently used goes first. The last PINS fds ops took (get(), or put() on a miss) are
+// pinned: never closed to make room, so an op that takes two (RENAME: both parents; an op takes
+// at most three) cannot see the first closed by the second. The pins are a ring, not "until the
+// stretch ends": the session serves a whole batch of requests in one synchronous pass, and pins
+// held to its end would let a batch of GETATTRs of uncached inodes hold one fd each past the
+// bound, up to the queue's size (EMFILE under a low RLIMIT_NOFILE). So the cache holds at most
+// limit + PINS fds. No inode fd from here is used across an await: the I/O that runs on the
+// thread pool uses open files' fds (handle-table.ts), which are not cached; an op takes its
+// fds again after any await.
 
 import type { NativeBinding } from '../native/binding';
 
 /** The cache's bound when the guest's fd budget allows it: fds held for inodes the guest is
  *  using right now; a miss costs one open_by_handle_at. */
 export const INODE_FD_CACHE_MAX = 1024;
-/** The smallest bound (an op holds at most two inode fds at once). */
+/** The smallest bound. */
 export const INODE_FD_CACHE_MIN = 16;
+/** Fds kept open past the bound for the ops that took them last (an op takes at most three). */
+export const INODE_FD_PINS = 8;
 
 /**
  * The bound for a guest fd budget of `guestFds` (fd-plan.ts: RLIMIT_NOFILE less what the worker
@@ -30,8 +35,9 @@ export function inodeFdCacheLimit(guestFds: number): number {
 export class InodeFds {
   /** node id -> fd, least recently used first (a Map iterates in insertion order). */
   private readonly lru = new Map<number, number>();
-  private readonly pinned = new Set<number>();
-  private unpinQueued = false;
+  /** Node ids of the last INODE_FD_PINS fds ops took (0: none). */
+  private readonly pinned = new Float64Array(INODE_FD_PINS);
+  private nextPin = 0;
   /** Fds opened on a miss (for the tests and the log: how often the bound bites). */
   misses = 0;
 
@@ -41,7 +47,7 @@ export class InodeFds {
 
   get size(): number { return this.lru.size; }
 
-  /** The cached fd of nodeid, now the most recently used and (pin) pinned for this stretch; undefined on a miss. */
+  /** The cached fd of nodeid, now the most recently used and (pin) pinned; undefined on a miss. */
   get(nodeid: number, pin = true): number | undefined {
     const fd = this.lru.get(nodeid);
     if (fd === undefined) return undefined;
@@ -84,18 +90,12 @@ export class InodeFds {
   close(): void {
     for (const fd of this.lru.values()) this.native.close(fd);
     this.lru.clear();
-    this.pinned.clear();
+    this.pinned.fill(0);
   }
 
   private pin(nodeid: number): void {
-    this.pinned.add(nodeid);
-    if (this.unpinQueued) return;
-    this.unpinQueued = true;
-    queueMicrotask(() => {
-      this.unpinQueued = false;
-      this.pinned.clear();
-      this.trim();
-    });
+    this.pinned[this.nextPin] = nodeid;
+    this.nextPin = (this.nextPin + 1) % INODE_FD_PINS;
   }
 
   /** Close least recently used fds past the bound, skipping pinned ones. */
@@ -104,7 +104,7 @@ export class InodeFds {
     if (over <= 0) return;
     for (const [nodeid, fd] of this.lru) {
       if (over <= 0) break;
-      if (this.pinned.has(nodeid)) continue;
+      if (this.pinned.includes(nodeid)) continue;
       this.lru.delete(nodeid);
       this.native.close(fd);
       over--;

@@ -252,8 +252,8 @@ export class InodeTable {
   /**
    * An O_PATH fd of ino for the op in hand, or -errno: its own fd, else the cached one, else its
    * handle opened again (ESTALE or ENOENT: the inode is gone, or lives on only in open files; see
-   * Share.fdOf). Valid until the current synchronous stretch ends (inode-fds.ts): take it again
-   * after an await, never keep it.
+   * Share.fdOf). Valid for the op in hand (inode-fds.ts: pinned until INODE_FD_PINS more are
+   * taken): take it again after an await, never keep it.
    */
   fd(ino: Inode): number {
     if (ino.fd >= 0) return ino.fd;

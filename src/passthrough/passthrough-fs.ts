@@ -202,7 +202,7 @@ export class HostFs implements FsLayer {
       if (!h || h.nodeid !== nodeid) return -E.EBADF;
     }
     const isLink = (ino.mode & K.S_IFMT) === K.S_IFLNK;
-    // One synchronous stretch: the inode's fd stays valid to the end (Share.fdOf).
+    // Taken once for the op (pinned, inode-fds.ts), and again by the helpers below: the same fd.
     const fd = s.fdOf(ino);
     if (fd < 0) return fd;
     let r = 0;
@@ -301,7 +301,7 @@ export class HostFs implements FsLayer {
     const p = this.inode(parent), np = this.inode(newParent);
     if (!p || !np) return -E.EBADF;
     if (flags & ~(K.RENAME_NOREPLACE | K.RENAME_EXCHANGE | K.RENAME_WHITEOUT)) return -E.EINVAL;
-    // Both in this stretch: the cache keeps both open (inode-fds.ts pins).
+    // Both taken for this op: the cache keeps both open (inode-fds.ts pins).
     const pfd = this.share.fdOf(p), npfd = this.share.fdOf(np);
     if (pfd < 0) return pfd;
     if (npfd < 0) return npfd;

@@ -106,7 +106,7 @@ export class Share {
 
   /**
    * The one way an op gets an O_PATH fd of an inode: its own, or one opened from its file handle
-   * (InodeTable.fd), valid for the current synchronous stretch only. A handle that no longer opens
+   * (InodeTable.fd), valid for the op in hand only (never across an await). A handle that no longer opens
    * (ESTALE, ENOENT) may be of a file whose last link is gone while the guest holds it open: the
    * open file's fd still reaches the inode, and the node keeps an O_PATH fd of it from now on
    * (revive), as a restarted worker does for such a node (recovery.ts). Otherwise -errno.
@@ -126,7 +126,7 @@ export class Share {
   }
 
   /** A path naming the inode itself, for the calls that take no fd (xattrs, access, utimensat),
-   *  valid for the current synchronous stretch (see fdOf); -errno if there is no fd of it. */
+   *  valid for the op in hand (see fdOf); -errno if there is no fd of it. */
   procPath(ino: Inode): string | number {
     const fd = this.fdOf(ino);
     return fd < 0 ? fd : `${this.procPrefix}${fd}`;
