@@ -3,7 +3,10 @@
 // in the Rust virtiofsd, which opens a handle-backed inode for each op and keeps no fd for it).
 // Without the cache a guest `find` over more files than RLIMIT_NOFILE would end in EMFILE.
 //
-// Least recently used goes first. The last PINS fds ops took (get(), or put() on a miss) are
+// What goes first is chosen by the clock (second chance) algorithm, an approximation of least
+// recently used that costs O(1) per op (F. J. Corbato, "A Paging Experiment with the Multics
+// System", MIT Project MAC report MAC-M-384, 1968; Tanenbaum, "Modern Operating Systems", 3.4.5).
+// The last PINS fds ops took (get(), or put() on a miss) are
 // pinned: never closed to make room, so an op that takes two (RENAME: both parents; an op takes
 // at most three) cannot see the first closed by the second. The pins are a ring, not "until the
 // stretch ends": the session serves a whole batch of requests in one synchronous pass, and pins
@@ -33,63 +36,79 @@ export function inodeFdCacheLimit(guestFds: number): number {
 }
 
 export class InodeFds {
-  /** node id -> fd, least recently used first (a Map iterates in insertion order). */
-  private readonly lru = new Map<number, number>();
+  /** node id -> its slot in the arrays below. */
+  private readonly slotOf = new Map<number, number>();
+  /** Per slot: the node id (0: free), its fd, and the clock's reference bit. */
+  private readonly node: Float64Array;
+  private readonly fds: Int32Array;
+  private readonly used: Uint8Array;
+  private readonly free: number[] = [];
+  private hand = 0;
   /** Node ids of the last INODE_FD_PINS fds ops took (0: none). */
   private readonly pinned = new Float64Array(INODE_FD_PINS);
   private nextPin = 0;
-  /** Fds opened on a miss (for the tests and the log: how often the bound bites). */
+  /** Fds opened on a miss (for the tests and the bench: how often the bound bites). */
   misses = 0;
 
   constructor(private readonly native: NativeBinding, readonly limit: number) {
     if (!(limit >= 1)) throw new Error(`inode fd cache bound ${limit}`);
+    // Past the bound: the pinned ones, and the one being put before the room is made.
+    const slots = limit + INODE_FD_PINS + 1;
+    this.node = new Float64Array(slots);
+    this.fds = new Int32Array(slots);
+    this.used = new Uint8Array(slots);
+    for (let i = slots - 1; i >= 0; i--) this.free.push(i);
   }
 
-  get size(): number { return this.lru.size; }
+  get size(): number { return this.slotOf.size; }
 
-  /** The cached fd of nodeid, now the most recently used and (pin) pinned; undefined on a miss. */
+  /** The cached fd of nodeid, marked used and (pin) pinned; undefined on a miss. */
   get(nodeid: number, pin = true): number | undefined {
-    const fd = this.lru.get(nodeid);
-    if (fd === undefined) return undefined;
-    this.lru.delete(nodeid);
-    this.lru.set(nodeid, fd);
+    const s = this.slotOf.get(nodeid);
+    if (s === undefined) return undefined;
+    this.used[s] = 1;
     if (pin) this.pin(nodeid);
-    return fd;
+    return this.fds[s];
   }
 
   /**
-   * Keep fd (owned from now on) as nodeid's, most recently used. pin: an op is about to use it (a
-   * miss of get); an fd kept for later (a new node from LOOKUP or READDIRPLUS) is not pinned, so
-   * a READDIRPLUS of a large directory does not hold its entries' fds past the bound. A node
+   * Keep fd (owned from now on) as nodeid's. pin: an op is about to use it (a miss of get); an fd
+   * kept for later (a new node from LOOKUP or READDIRPLUS) is not pinned nor marked used, so it
+   * goes first, and a READDIRPLUS of a large directory does not push out the fds in use. A node
    * with a cached fd keeps that one (an op may be using it), and fd is closed.
    */
   put(nodeid: number, fd: number, pin: boolean): void {
-    if (this.lru.has(nodeid)) {
+    if (this.slotOf.has(nodeid)) {
       if (this.get(nodeid, pin) !== fd) this.native.close(fd);
       return;
     }
-    this.lru.set(nodeid, fd);
+    const s = this.free.pop()!;
+    this.node[s] = nodeid;
+    this.fds[s] = fd;
+    this.used[s] = pin ? 1 : 0;
+    this.slotOf.set(nodeid, s);
     if (pin) {
       this.misses++;
       this.pin(nodeid);
     }
-    this.trim();
+    while (this.slotOf.size > this.limit && this.evictOne()) { /* until within the bound, or only pins are left */ }
   }
 
   /** The node is gone: close its fd, if cached. */
   drop(nodeid: number): void {
-    const fd = this.lru.get(nodeid);
-    if (fd === undefined) return;
-    this.lru.delete(nodeid);
-    this.native.close(fd);
+    const s = this.slotOf.get(nodeid);
+    if (s !== undefined) this.release(s);
   }
 
   /** Is nodeid's fd cached (the inode is pinned on the host by it)? */
-  has(nodeid: number): boolean { return this.lru.has(nodeid); }
+  has(nodeid: number): boolean { return this.slotOf.has(nodeid); }
 
   close(): void {
-    for (const fd of this.lru.values()) this.native.close(fd);
-    this.lru.clear();
+    for (const s of this.slotOf.values()) this.native.close(this.fds[s]!);
+    this.slotOf.clear();
+    this.node.fill(0);
+    this.free.length = 0;
+    for (let i = this.node.length - 1; i >= 0; i--) this.free.push(i);
     this.pinned.fill(0);
   }
 
@@ -98,16 +117,31 @@ export class InodeFds {
     this.nextPin = (this.nextPin + 1) % INODE_FD_PINS;
   }
 
-  /** Close least recently used fds past the bound, skipping pinned ones. */
-  private trim(): void {
-    let over = this.lru.size - this.limit;
-    if (over <= 0) return;
-    for (const [nodeid, fd] of this.lru) {
-      if (over <= 0) break;
-      if (this.pinned.includes(nodeid)) continue;
-      this.lru.delete(nodeid);
-      this.native.close(fd);
-      over--;
+  /**
+   * The clock's hand moves on to a slot neither pinned nor used since it last passed (clearing
+   * the used bits it passes) and closes that fd. False if every cached fd is pinned.
+   */
+  private evictOne(): boolean {
+    const n = this.node.length;
+    for (let step = 0; step < 2 * n; step++) {
+      const s = this.hand;
+      this.hand = (this.hand + 1) % n;
+      const nodeid = this.node[s]!;
+      if (nodeid === 0 || this.pinned.includes(nodeid)) continue;
+      if (this.used[s]) {
+        this.used[s] = 0;
+        continue;
+      }
+      this.release(s);
+      return true;
     }
+    return false;
+  }
+
+  private release(s: number): void {
+    this.native.close(this.fds[s]!);
+    this.slotOf.delete(this.node[s]!);
+    this.node[s] = 0;
+    this.free.push(s);
   }
 }

@@ -1,4 +1,4 @@
-// The cache of inode fds (src/passthrough/inode-fds.ts): least recently used goes first, the last
+// The cache of inode fds (src/passthrough/inode-fds.ts): the clock picks what goes, the last
 // fds ops took stay open past the bound, and the bound follows the fd budget.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,14 +10,14 @@ function fakeNative(): { native: NativeBinding; closed: number[] } {
   return { closed, native: { close: (fd: number) => { closed.push(fd); return 0; } } as unknown as NativeBinding };
 }
 
-test('past its bound the cache closes the least recently used fd; get() makes one the most recent', () => {
+test('past its bound the cache closes an fd not used since the clock last passed it; get() marks one used', () => {
   const { native, closed } = fakeNative();
   const c = new InodeFds(native, 2);
   c.put(1, 101, false);
   c.put(2, 102, false);
   assert.equal(c.get(1, false), 101);
   c.put(3, 103, false);
-  assert.deepEqual(closed, [102], 'node 2 was the least recently used');
+  assert.deepEqual(closed, [102], 'node 2 was not used since it was put');
   assert.equal(c.get(2), undefined);
   assert.equal(c.size, 2);
   c.drop(1);
