@@ -43,7 +43,9 @@
 // Arguments: --duration S (1.2), --warmup S (0.3), --rounds N (5), --only ROWS, --depths 1,32,128,
 //   --peers c,ts,null, --sandbox-cost (= --peers ts,ts-nosb: what the sandbox and seccomp cost),
 //   --dir-entries N (10000), --calls batch|each, --json FILE, --markdown FILE, --driver native|ts,
-//   --profile DIR (our daemons under node --cpu-prof), --node-flags '...' (more node flags for them).
+//   --profile DIR (our daemons under node --cpu-prof), --node-flags '...' (more node flags for them),
+//   --baseline DIR (a column ts-base: DIR/bin/virtiofsd-ts --cache=never, an earlier build of ours in
+//   a checkout of its own, for before/after tables; its ratio is ts-base/ts).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -55,7 +57,7 @@ import { TS_DRIVER_WORKLOADS, openTsSession } from './bench/ts-driver';
 import type { DriverCell, DriverSession } from './bench/types';
 import { UsageError, list, median, parseArgs, ratio, runMain } from './bench/common';
 
-interface Column { name: string; kind: 'c' | 'ts' | 'null'; args: string[]; label: string; vs?: string }
+interface Column { name: string; kind: 'c' | 'ts' | 'null'; args: string[]; label: string; vs?: string; bin?: string }
 const COLUMNS: Column[] = [
   { name: 'c', kind: 'c', args: ['-o', 'cache=none'], label: 'C virtiofsd -o cache=none' },
   { name: 'ts', kind: 'ts', args: ['--cache=never'], label: 'virtiofsd-ts --cache=never', vs: 'c' },
@@ -84,7 +86,7 @@ interface Cell {
 
 interface Opts {
   driver: 'native' | 'ts'; duration: number; warmup: number; rounds: number; only: string[]; depths: number[];
-  peers: string[]; dirEntries: number; calls: 'each' | 'batch'; json?: string; markdown?: string; profile?: string; nodeFlags: string[];
+  peers: string[]; baseline?: string; dirEntries: number; calls: 'each' | 'batch'; json?: string; markdown?: string; profile?: string; nodeFlags: string[];
 }
 
 function parseOpts(argv: string[]): Opts {
@@ -99,6 +101,7 @@ function parseOpts(argv: string[]): Opts {
       case '--depths': o.depths = list(val()).map(Number); break;
       case '--peers': o.peers = list(val()); break;
       case '--sandbox-cost': o.peers = ['ts', 'ts-nosb']; break;
+      case '--baseline': o.baseline = path.resolve(val()); break;
       case '--dir-entries': o.dirEntries = Number(val()); break;
       case '--calls': o.calls = val() as Opts['calls']; break;
       case '--json': o.json = val(); break;
@@ -106,7 +109,7 @@ function parseOpts(argv: string[]): Opts {
       case '--profile': o.profile = path.resolve(val()); break;
       case '--node-flags': o.nodeFlags = val().split(/\s+/).filter(Boolean); break;
       case '-h': case '--help':
-        process.stdout.write(`usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only ${NATIVE_WORKLOADS.join(',')}] [--depths 1,32,128] [--peers ${COLUMNS.map((c) => c.name).join(',')}] [--sandbox-cost] [--dir-entries N] [--calls batch|each] [--json FILE] [--markdown FILE] [--driver native|ts] [--profile DIR] [--node-flags "..."]\n`);
+        process.stdout.write(`usage: npm run bench -- [--duration S] [--warmup S] [--rounds N] [--only ${NATIVE_WORKLOADS.join(',')}] [--depths 1,32,128] [--peers ${COLUMNS.map((c) => c.name).join(',')}] [--sandbox-cost] [--dir-entries N] [--calls batch|each] [--json FILE] [--markdown FILE] [--driver native|ts] [--profile DIR] [--node-flags "..."] [--baseline DIR]\n`);
         process.exit(0);
         break;
       default: return false;
@@ -125,6 +128,12 @@ function parseOpts(argv: string[]): Opts {
   for (const w of o.only) if (!rows.includes(w)) throw new UsageError(`unknown row ${w} for the ${o.driver} driver (one of ${rows.join(',')})`);
   const maxDepth = o.driver === 'native' ? 128 : 64;
   for (const d of o.depths) if (!(Number.isInteger(d) && d >= 1 && d <= maxDepth)) throw new UsageError(`bad depth ${d} (1..${maxDepth})`);
+  if (o.baseline) {
+    const bin = path.join(o.baseline, 'bin', 'virtiofsd-ts');
+    if (!fs.existsSync(bin)) throw new UsageError(`--baseline: ${bin} does not exist (a built checkout of ours)`);
+    COLUMNS.push({ name: 'ts-base', kind: 'ts', args: ['--cache=never'], bin, label: `virtiofsd-ts --cache=never, the build in ${o.baseline}`, vs: 'ts' });
+    if (!o.peers.includes('ts-base')) o.peers.push('ts-base');
+  }
   for (const p of o.peers) if (!COLUMNS.some((c) => c.name === p)) throw new UsageError(`unknown peer ${p}`);
   if (o.driver === 'ts' && o.peers.includes('null')) throw new UsageError('the null back-end needs the native driver');
   return o;
@@ -173,7 +182,7 @@ async function openSession(col: Column, o: Opts): Promise<Session> {
   }
   let d;
   try {
-    d = await startDaemon(col.kind, { args: col.args });
+    d = await startDaemon(col.kind, { args: col.args, bin: col.bin });
   } finally {
     process.execPath = savedExecPath;
     if (tmpWrapperDir) fs.rmSync(tmpWrapperDir, { recursive: true, force: true }); // exec'd already

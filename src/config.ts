@@ -4,6 +4,8 @@
 import yargs from 'yargs';
 import type { CacheMode, FsOptions } from './passthrough/passthrough-fs';
 import { DEFAULT_GUEST_LIMITS } from './passthrough/budget';
+import { IdMapError, idMapFromArgs } from './passthrough/id-map';
+import { XattrMapError, parseXattrMap } from './passthrough/xattr-map';
 
 /** The file system's options as the command line gives them, plus the daemon's own. */
 export interface Config extends Omit<FsOptions, 'syncIo' | 'memfdState'> {
@@ -87,8 +89,10 @@ function applyDashO(cfg: Config, opts: string[]): boolean {
         case 'modcaps': cfg.workerCaps = modcaps(cfg.workerCaps, v); break;
         // Locks are always served (OFD locks); accepted for compatibility.
         case 'flock': case 'no_flock': case 'posix_lock': case 'no_posix_lock':
-        case 'timeout': case 'xattrmap': case 'security_label': case 'no_security_label':
+        case 'timeout': case 'no_security_label':
         case 'allow_root': case 'default_permissions': break;
+        case 'xattrmap': cfg.xattrMap = v; cfg.xattr = true; break;
+        case 'security_label': throw new ConfigError(SECURITY_LABEL);
         default: throw new ConfigError(`unknown option -o ${k}`);
       }
     }
@@ -126,6 +130,24 @@ function modcaps(caps: string[], spec: string): string[] {
   return [...out];
 }
 
+/** FUSE_SECURITY_CTX (Linux 5.17): the guest sends a new file's security context with CREATE,
+ *  MKNOD, MKDIR and SYMLINK, to be set as the file is made. Not served: refused, not ignored. */
+const SECURITY_LABEL = '--security-label (-o security_label) is not supported: the guest\'s security context on file creation (FUSE_SECURITY_CTX) is not implemented';
+
+/** The mapping options, checked by their own parsers (src/passthrough/id-map.ts, xattr-map.ts). */
+function applyMapping(cfg: Config, a: { translateUid?: string[]; translateGid?: string[]; uidMap?: string[]; gidMap?: string[] }): void {
+  try {
+    cfg.idMap = idMapFromArgs(
+      { translateUid: a.translateUid ?? [], translateGid: a.translateGid ?? [], uidMap: a.uidMap ?? [], gidMap: a.gidMap ?? [] },
+      cfg.posixAcl, { euid: process.geteuid?.() ?? 0, egid: process.getegid?.() ?? 0 },
+    );
+    if (cfg.xattrMap !== null) parseXattrMap(cfg.xattrMap);
+  } catch (e) {
+    if (e instanceof IdMapError || e instanceof XattrMapError) throw new ConfigError(e.message);
+    throw e;
+  }
+}
+
 export function parseArgs(argv: string[]): Config {
   const a = yargs(argv)
     .scriptName('virtiofsd-ts')
@@ -158,6 +180,12 @@ export function parseArgs(argv: string[]): Config {
     .option('max-inodes', { type: 'number', default: DEFAULT_GUEST_LIMITS.inodes, describe: 'Most inodes the guest may hold node ids of (more: ENFILE)' })
     .option('max-open-files', { type: 'number', default: DEFAULT_GUEST_LIMITS.handles, describe: 'Most files and directories the guest may hold open (more: ENFILE)' })
     .option('max-lock-owners', { type: 'number', default: DEFAULT_GUEST_LIMITS.lockOwners, describe: 'Most POSIX lock owners (one per guest process and file) at a time (more: ENFILE)' })
+    .option('translate-uid', { type: 'string', array: true, describe: 'Map UIDs between guest and host: TYPE:A:B:COUNT, TYPE one of guest, host, squash-guest, squash-host, map; or forbid-guest:A:COUNT (repeatable; docs/mapping.md)' })
+    .option('translate-gid', { type: 'string', array: true, describe: 'Same as --translate-uid, for GIDs' })
+    .option('uid-map', { type: 'string', array: true, describe: 'Unprivileged daemon: the guest sees host UID as NS (:NS:UID:1:, as libvirt passes it; docs/mapping.md)' })
+    .option('gid-map', { type: 'string', array: true, describe: 'Unprivileged daemon: the guest sees host GID as NS (:NS:GID:1:)' })
+    .option('xattrmap', { type: 'string', describe: 'Map xattr names between guest and host (rules :TYPE:SCOPE:KEY:PREPEND: or :map:KEY:PREPEND:; implies --xattr; docs/mapping.md)' })
+    .option('security-label', { type: 'boolean', describe: 'Not supported (refused): the guest\'s security context on file creation' })
     .option('tag', { type: 'string', describe: 'Accepted for compatibility; QEMU sets the tag' })
     .option('socket-group', { type: 'string', describe: 'Group (name or gid) that may connect to the socket (mode 0770; otherwise 0700)' })
     .option('syslog', { type: 'boolean', describe: 'Accepted for compatibility; logs go to stderr' })
@@ -208,8 +236,13 @@ export function parseArgs(argv: string[]): Config {
     spareWorker: a.spareWorker,
     workerTimeoutS: a.workerTimeout,
     restoreFd: a.restoreFd,
+    idMap: { translateUid: [], translateGid: [], nsUid: [], nsGid: [] },
+    xattrMap: a.xattrmap ?? null,
   };
+  if (a.securityLabel) throw new ConfigError(SECURITY_LABEL);
+  if (cfg.xattrMap !== null) cfg.xattr = true;
   const sandboxGiven = applyDashO(cfg, a.o ?? []) || a.sandbox !== undefined;
+  applyMapping(cfg, a);
   if (cfg.printCapabilities) return cfg;
   if (!cfg.keeper) {
     // One Node process cannot enter namespaces (it is multithreaded from its start): the sandbox

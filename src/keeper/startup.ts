@@ -17,6 +17,7 @@ export function fsOptions(cfg: Config, plan: { worker: number; guestFds: number 
   return {
     ...DEFAULT_FS_OPTIONS, sharedDir, cache, xattr, posixAcl, announceSubmounts, readonly, writeback, allowDirectIo,
     readdirplus, killprivV2, syncIo: cfg.threadPoolSize === 0, inodeFileHandles: cfg.inodeFileHandles,
+    idMap: cfg.idMap, xattrMap: cfg.xattrMap,
     limits: { ...cfg.limits, fds: plan.guestFds, workerNofile: cfg.keeper ? plan.worker : 0 },
   };
 }

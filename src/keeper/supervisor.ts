@@ -42,8 +42,9 @@ export interface SupervisorHooks {
   message(w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void;
 }
 
-/** A worker an earlier image of this keeper left running: its pid and our end of its channel. */
-export interface Adoptable { pid: number; channelFd: number; pings?: boolean }
+/** A worker an earlier image of this keeper left running: its pid, our end of its channel, and
+ *  what its hello said: pings, maps (absent: an image before them). */
+export interface Adoptable { pid: number; channelFd: number; pings?: boolean; maps?: boolean }
 
 export interface SupervisorOptions {
   native: NativeBinding;
@@ -52,6 +53,8 @@ export interface SupervisorOptions {
   spare: boolean;
   /** The deadline of every phase that must end by itself, and of the watchdog (ms). */
   timeoutMs: number;
+  /** The share is served with UID/GID or xattr mapping: a worker must say it applies them (hello.maps). */
+  needsMaps?: boolean;
 }
 
 /** After a spare was used, wait this long before loading the next (not to slow the recovery). */
@@ -122,7 +125,14 @@ export class Supervisor {
   private adopt(a: Adoptable, phase: Phase): WorkerProcess {
     const w = WorkerProcess.adopt(this.o.native, this.o.log, a.pid, a.channelFd, phase);
     w.answersPings = a.pings === true;
+    w.appliesMaps = a.maps === true;
     this.watch(w);
+    // An image before the mapping layers could not have been asked for them: its workers serve
+    // unmapped. Replaced as after a crash (the guest sees nothing but the wait).
+    if (this.o.needsMaps && !w.appliesMaps) {
+      this.o.log.error({ pid: w.pid }, 'the adopted worker does not apply UID/GID or xattr mapping (from a keeper image before them); replacing it');
+      w.kill();
+    }
     return w;
   }
 
@@ -231,6 +241,15 @@ export class Supervisor {
       case 'hello':
         // Workers before the watchdog do not answer pings: they are not pinged.
         w.answersPings = m.pings === true;
+        w.appliesMaps = m.maps === true;
+        if (this.o.needsMaps && !w.appliesMaps) {
+          // A release before the mapping layers (older code on disk) would serve the share
+          // unmapped. Its hello comes before it reads anything it was fed (worker.ts), so it
+          // goes before it serves, but for what its first event-loop turns may answer.
+          this.o.log.error({ pid: w.pid }, 'the worker does not apply UID/GID or xattr mapping (an older release on disk?); killing it');
+          w.kill();
+          break;
+        }
         if (w.phase === 'loading') w.phase = 'idle';
         if (w === this.spare) this.spareFailures = 0;
         if (w === this.incoming) {

@@ -14,6 +14,7 @@ import type { NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
 import type { DataPlane, MemoryTable, RingConfig } from '../vhost/data-plane';
 import type { FsOptions } from '../passthrough/passthrough-fs';
+import { hasIdMap } from '../passthrough/id-map';
 import { MAX_FDS_PER_PACKET } from '../protocol/channel';
 import type { FuseInitRecord, ToKeeper, WireFdOp } from '../protocol/worker-channel';
 import { FdStore } from './fd-store';
@@ -56,8 +57,8 @@ export interface PlaneState {
   fuseInit: FuseInitRecord | null;
   rings: RingConfig[];
   regions: Array<MemoryTable['regions'][number]>;
-  /** The serving worker, left running across the re-exec: its pid, our end of its channel, and
-   *  whether it answers pings (older workers do not). */
+  /** The serving worker, left running across the re-exec: its pid, our end of its channel,
+   *  whether it answers pings and applies the mapping layers (older workers do not). */
   worker?: Adoptable;
   /** A loaded spare, left running likewise. */
   spare?: Adoptable;
@@ -87,7 +88,10 @@ export class WorkerDataPlane implements DataPlane {
     const holdSpec = o.env?.VFSD_HOLD ?? process.env.VFSD_HOLD;
     if (holdSpec) this.hold = { role: holdSpec.slice(0, holdSpec.indexOf(':')), spec: holdSpec };
     this.sup = new Supervisor(
-      { native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS },
+      {
+        native: o.native, log: o.log, spare: o.spare !== false, timeoutMs: o.timeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS,
+        needsMaps: hasIdMap(o.fs.idMap) || o.fs.xattrMap !== null,
+      },
       {
         spawn: (role) => this.spawn(role),
         feed: (w, recover, stuckBefore) => this.feed(w, recover, stuckBefore),
@@ -142,8 +146,8 @@ export class WorkerDataPlane implements DataPlane {
       regions: [...this.regions],
     };
     const { worker, spare } = this.sup.handedOver;
-    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings };
-    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings };
+    if (worker) state.worker = { pid: worker.pid, channelFd: worker.channel.fd, pings: worker.answersPings, maps: worker.appliesMaps };
+    if (spare) state.spare = { pid: spare.pid, channelFd: spare.channel.fd, pings: spare.answersPings, maps: spare.appliesMaps };
     const fds = [
       ...Object.values(this.stateFds), ...[...this.regionFds.values()].map((r) => r.fd), ...state.fds.map(([, fd]) => fd),
       ...[state.worker, state.spare].flatMap((x) => (x ? [x.channelFd] : [])),

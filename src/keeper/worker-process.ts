@@ -52,6 +52,8 @@ export class WorkerProcess {
   gen = 0;
   /** It answers 'ping' (it said so in its hello): the watchdog may judge it by its pongs. */
   answersPings = false;
+  /** It applies the mapping layers (hello.maps, protocol version 4). */
+  appliesMaps = false;
   /** The phase it was in when it was found gone. */
   diedIn: Phase = 'loading';
   /** Its exit status, once reaped (null, null: not known, e.g. an adopted worker). */

@@ -1,6 +1,7 @@
 // What the passthrough is asked to serve, from the command line (src/config.ts).
 
 import { DEFAULT_GUEST_LIMITS, type GuestLimits } from './budget';
+import { NO_ID_MAP, type IdMapOptions } from './id-map';
 
 export type CacheMode = 'never' | 'metadata' | 'auto' | 'always';
 
@@ -28,10 +29,14 @@ export interface FsOptions {
    * to start otherwise. Only used with a keeper.
    */
   inodeFileHandles: 'never' | 'prefer' | 'mandatory';
+  /** UID/GID mapping (id-map.ts): --translate-uid/-gid, --uid-map/--gid-map, as given. */
+  idMap: IdMapOptions;
+  /** --xattrmap (xattr-map.ts), as given; null: names pass unchanged. */
+  xattrMap: string | null;
 }
 
 export const DEFAULT_FS_OPTIONS: Omit<FsOptions, 'sharedDir'> = {
   cache: 'auto', xattr: false, posixAcl: false, announceSubmounts: true, readonly: false,
   writeback: false, allowDirectIo: false, readdirplus: true, killprivV2: false, syncIo: false, memfdState: true,
-  inodeFileHandles: 'prefer', limits: DEFAULT_GUEST_LIMITS,
+  inodeFileHandles: 'prefer', limits: DEFAULT_GUEST_LIMITS, idMap: NO_ID_MAP, xattrMap: null,
 };

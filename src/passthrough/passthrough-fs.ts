@@ -1,9 +1,9 @@
 // The passthrough file system: the FUSE ops over a host directory.
 //
 // PassthroughFs is what a worker serves: HostFs, which does every op on the host, under the
-// layers the options ask for (layer.ts; --readonly: read-only.ts). HostFs keeps the name and
-// attribute ops, opens and directory listings here, over the maps share.ts holds, and hands the
-// rest to a part per job:
+// layers the options ask for (layer.ts; --readonly: read-only.ts; UID/GID and xattr name
+// mapping: id-map.ts, xattr-map.ts). HostFs keeps the name and attribute ops, opens and directory
+// listings here, over the maps share.ts holds, and hands the rest to a part per job:
 //   io.ts        READ, WRITE, FSYNC (inline or on the thread pool), FALLOCATE, LSEEK, COPY_FILE_RANGE
 //   locks.ts     GETLK, SETLK, SETLKW and flock, on OFD locks
 //   xattr.ts     extended attributes and POSIX ACLs
@@ -29,6 +29,8 @@ import type { Handle } from './handle-table';
 import type { BudgetKind } from './budget';
 import { ForwardingFs, type FsLayer } from './layer';
 import { ReadOnlyFs } from './read-only';
+import { IdMapFs, idMappers } from './id-map';
+import { XattrMapFs, parseXattrMap } from './xattr-map';
 import { Share, INODE, NEVER_OPEN_FLAGS } from './share';
 import { Io, errnoOf } from './io';
 import { Locks } from './locks';
@@ -48,9 +50,16 @@ const INO_LOW_48 = (1n << 48n) - 1n;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
-/** The layers over the host file system, bottom to top, as the options ask. */
-function layers(host: FsLayer, opts: FsOptions): FsLayer {
+/**
+ * The layers over the host file system, bottom to top, as the options ask: names and ids are
+ * mapped nearest the host (what the host stores), --readonly refuses changes before any mapping
+ * runs. The options were checked by the command line and again by the worker channel's decoder,
+ * so the parsers do not throw here.
+ */
+function layers(host: FsLayer, opts: FsOptions, log: Logger): FsLayer {
   let fs = host;
+  for (const m of idMappers(opts.idMap)) fs = new IdMapFs(fs, m.uid, m.gid);
+  if (opts.xattrMap !== null) fs = new XattrMapFs(fs, parseXattrMap(opts.xattrMap), log);
   if (opts.readonly) fs = new ReadOnlyFs(fs);
   return fs;
 }
@@ -61,7 +70,7 @@ export class PassthroughFs extends ForwardingFs {
 
   constructor(native: NativeBinding, opts: FsOptions, log: Logger, state: FsState = {}) {
     const host = new HostFs(native, opts, log, state);
-    super(layers(host, opts));
+    super(layers(host, opts, log));
     this.host = host;
   }
 

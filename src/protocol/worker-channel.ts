@@ -9,16 +9,20 @@
 //   2 (session 2)  fd-ops {ops} batches them (the keeper says it takes them: init.fdOps)
 //   3              hello {pings}: the worker answers ping with pong (the keeper's watchdog);
 //                  ring-start cfg.stuckBefore: requests to answer EIO, not re-run
+//   4              init fs.idMap, fs.xattrMap: the mapping layers; hello {maps}: the worker
+//                  applies them (a keeper with a mapping kills a worker that does not say so)
 // A keeper never trusts a worker (it parses what a guest sends): decodeToKeeper checks every
 // field it will use, and a packet it refuses is logged and its fds closed. The worker trusts its
 // keeper, but still refuses what it cannot read.
 
 import { DEFAULT_FS_OPTIONS, type CacheMode, type FsOptions } from '../passthrough/passthrough-fs';
 import type { GuestLimits } from '../passthrough/budget';
+import { IdMapError, NO_ID_MAP, idMappers, type IdMapOptions } from '../passthrough/id-map';
+import { XattrMapError, parseXattrMap } from '../passthrough/xattr-map';
 import type { RingConfig } from '../vhost/data-plane';
 import type { MemRegion } from '../vhost/message';
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** The FUSE_INIT a guest sent, in JSON-safe form (flags as a decimal string). */
 export interface FuseInitRecord { major: number; minor: number; maxReadahead: number; flags: string }
@@ -51,8 +55,8 @@ export type ToWorker =
 
 /** Worker -> keeper. */
 export type ToKeeper =
-  /** Loaded; pings: it answers ping (version 3). */
-  | { t: 'hello'; pid: number; pings?: boolean }
+  /** Loaded; pings: it answers ping (version 3); maps: it applies fs.idMap and fs.xattrMap (version 4). */
+  | { t: 'hello'; pid: number; pings?: boolean; maps?: boolean }
   /** The maps are adopted (after go). */
   | { t: 'ready'; pid: number }
   | { t: 'ring-stopped'; index: number; seq: number; base: number }
@@ -85,7 +89,7 @@ export function decodeToKeeper(m: unknown): ToKeeper | null {
   if (!isObj(m) || !isStr(m.t)) return null;
   switch (m.t) {
     case 'hello':
-      return isInt(m.pid, 1) ? { t: 'hello', pid: m.pid, pings: m.pings === true } : null;
+      return isInt(m.pid, 1) ? { t: 'hello', pid: m.pid, pings: m.pings === true, maps: m.maps === true } : null;
     case 'ready':
       return isInt(m.pid, 1) ? { t: 'ready', pid: m.pid } : null;
     case 'ring-stopped':
@@ -134,7 +138,31 @@ function fsOptions(v: Obj): FsOptions | null {
     if (!isObj(l) || ![l.inodes, l.handles, l.lockOwners, l.fds, l.workerNofile].every((n) => isInt(n))) return null;
     limits = { inodes: l.inodes as number, handles: l.handles as number, lockOwners: l.lockOwners as number, fds: l.fds as number, workerNofile: l.workerNofile as number };
   }
-  return { ...(flags as { [K in keyof typeof flags]: boolean }), sharedDir: v.sharedDir, cache, inodeFileHandles: handles, limits };
+  const idMap = idMapOptions(v.idMap);
+  const xattrMap = v.xattrMap === undefined || v.xattrMap === null ? null : isStr(v.xattrMap) && parses(() => parseXattrMap(v.xattrMap as string)) ? v.xattrMap : undefined;
+  if (!idMap || xattrMap === undefined) return null;
+  return { ...(flags as { [K in keyof typeof flags]: boolean }), sharedDir: v.sharedDir, cache, inodeFileHandles: handles, limits, idMap, xattrMap };
+}
+
+/** Does fn parse (the mapping parsers throw their own error class on bad input)? */
+function parses(fn: () => unknown): boolean {
+  try {
+    fn();
+    return true;
+  } catch (e) {
+    if (e instanceof IdMapError || e instanceof XattrMapError) return false;
+    throw e;
+  }
+}
+
+/** fs.idMap (absent from keepers before version 4: no mapping), each list checked by its parser. */
+function idMapOptions(v: unknown): IdMapOptions | null {
+  if (v === undefined) return NO_ID_MAP;
+  if (!isObj(v)) return null;
+  const lists = [v.translateUid, v.translateGid, v.nsUid, v.nsGid];
+  if (!lists.every((l) => Array.isArray(l) && l.every(isStr))) return null;
+  const o: IdMapOptions = { translateUid: v.translateUid as string[], translateGid: v.translateGid as string[], nsUid: v.nsUid as string[], nsGid: v.nsGid as string[] };
+  return parses(() => idMappers(o)) ? o : null;
 }
 
 function memRegion(v: unknown): MemRegion | null {

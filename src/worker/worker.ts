@@ -73,7 +73,7 @@ export class Worker {
     });
     holdAt('loading');
     // Loaded and listening: a keeper upgrading workers retires the old one now.
-    this.channel.send({ t: 'hello', pid: workerPid(), pings: true });
+    this.channel.send({ t: 'hello', pid: workerPid(), pings: true, maps: true });
   }
 
   private onMessage(m: ToWorker, fds: number[]): void {

@@ -8,7 +8,7 @@
 //   VFSD_E2E_BACKEND  c | ts | both (= c,ts) | any comma list (e.g. "c,c" to check determinism).
 //                     Default: both.
 //   VFSD_E2E_WORKLOADS  space-separated subset (default: all.sh's list)
-//   VFSD_E2E_TIMEOUT    seconds per guest boot (default 480)
+//   VFSD_E2E_TIMEOUT    seconds per guest boot (default 720)
 //   VFSD_E2E_KEEP=1     keep the temp dirs (share, console, logs) even on success
 //   VFSD_E2E_SKIP=1     skip everything
 //   VFSD_GUEST_CACHE    guest kernel/initramfs cache (default <repo>/.cache/guest)
@@ -28,7 +28,7 @@ import { watchWorkerSandboxes } from '../support/sandbox';
 
 const GUEST = path.join(REPO, 'scripts', 'guest');
 const C_VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
-const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 480);
+const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 720);
 const KEEP = process.env.VFSD_E2E_KEEP === '1';
 
 type Backend = 'c' | 'ts';

@@ -4,39 +4,14 @@
 // re-executes into the new code). The request stream sees no error and every append lands once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative } from '../../src/native/binding';
 import { VhostUserFrontend } from '../support/frontend';
 import { FuseClient } from '../support/fuse-client';
-import { REPO, liveWorker, startDaemon, workerPids } from '../support/daemon';
+import { liveWorker, startDaemon, workerPids } from '../support/daemon';
+import { PREVIOUS, buildPrevious, have, installCurrent } from '../support/previous';
 import { checkState, formatReport } from '../../src/tools/check-state';
-
-/** Earlier releases a running daemon may be today: the last commits of sessions 1 and 2. */
-const PREVIOUS = [
-  ['session 1', 'ef52a06cecc34d87baef4959d3b812a858462184'],
-  ['session 2', '8a0ce545227439e7f4ccb706bf79ccbe3c24d22c'],
-] as const;
-
-function have(commit: string): boolean {
-  return spawnSync('git', ['-C', REPO, 'cat-file', '-e', `${commit}^{commit}`]).status === 0;
-}
-
-/** An earlier release's TypeScript, built beside us (same native addon and node_modules). */
-function buildPrevious(PREVIOUS: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-prev-'));
-  const archive = spawnSync('sh', ['-c', `git -C '${REPO}' archive ${PREVIOUS} src bin tsconfig.json package.json | tar -x -C '${dir}'`]);
-  assert.equal(archive.status, 0, String(archive.stderr));
-  fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'));
-  fs.mkdirSync(path.join(dir, 'native'));
-  fs.symlinkSync(path.join(REPO, 'native', 'build'), path.join(dir, 'native', 'build'));
-  const tsc = spawnSync(process.execPath, [path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(dir, 'tsconfig.json')], { encoding: 'utf8' });
-  assert.equal(tsc.status, 0, tsc.stdout + tsc.stderr);
-  return dir;
-}
-
 
 for (const [release, commit] of PREVIOUS) {
 test(`a running ${release} daemon is upgraded in place (SIGHUP, SIGKILL, SIGUSR2) with no error and exactly-once appends`,
@@ -64,7 +39,7 @@ test(`a running ${release} daemon is upgraded in place (SIGHUP, SIGKILL, SIGUSR2
       };
       await some(20);
       // The new release lands on disk.
-      fs.cpSync(path.join(REPO, 'dist', 'src'), path.join(prev, 'dist', 'src'), { recursive: true, force: true });
+      installCurrent(prev);
       process.kill(d.proc.pid!, 'SIGHUP');
       await waitLog(/"msg":"worker retired"/, 1);
       await some(20);

@@ -33,6 +33,8 @@ export interface DaemonOptions {
    * launcher that leaks one would).
    */
   wrap?: string[];
+  /** Run the daemon as this uid and gid (setpriv, no supplementary groups); the temp dir is opened to it. */
+  user?: number;
 }
 
 /** Spawn a daemon and wait until its socket exists. */
@@ -44,7 +46,9 @@ export async function startDaemon(peer: Peer, o: DaemonOptions = {}): Promise<Da
   const args = peer === 'ts'
     ? [o.bin ?? path.join(REPO, 'bin', 'virtiofsd-ts'), `--socket-path=${socket}`, `--shared-dir=${dir}`, ...(o.args ?? [])]
     : [`--socket-path=${socket}`, '-o', `source=${dir}`, ...(o.args ?? [])];
-  const cmd = [...(o.wrap ?? []), peer === 'ts' ? process.execPath : C_VIRTIOFSD, ...args];
+  if (o.user !== undefined) fs.chmodSync(work, 0o777);
+  const asUser = o.user !== undefined ? ['setpriv', `--reuid=${o.user}`, `--regid=${o.user}`, '--clear-groups', '--'] : [];
+  const cmd = [...asUser, ...(o.wrap ?? []), peer === 'ts' ? process.execPath : C_VIRTIOFSD, ...args];
   const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
   let err = '';
   proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });

@@ -30,7 +30,7 @@ import { FuseSession } from '../../../src/fuse/session';
 import { PassthroughFs, DEFAULT_FS_OPTIONS, type FsOptions } from '../../../src/passthrough/passthrough-fs';
 import type { FdRegistry } from '../../../src/state/fd-registry';
 import { InflightRegion, INFLIGHT_LAYOUT } from '../../../src/state/inflight';
-import { Journal, JOURNAL_LAYOUT } from '../../../src/state/journal';
+import { Journal, JOURNAL_LAYOUT, JOURNAL_MAX_REPLY } from '../../../src/state/journal';
 import { DeviceRegion, DEVICE_HEADER, DH } from '../../../src/state/device-region';
 import { SLOT_HEADER, SLOT_STATE } from '../../../src/state/slot-table';
 import { INODE_LAYOUT } from '../../../src/passthrough/inode-table';
@@ -54,6 +54,10 @@ const FIELDS: Record<TableName, number[]> = {
 };
 const HEADER_FIELDS = [SLOT_HEADER.magic, SLOT_HEADER.version, SLOT_HEADER.record, SLOT_HEADER.capacity, SLOT_HEADER.kind];
 const HDR = SLOT_HEADER.bytes;
+const IL = INFLIGHT_LAYOUT, JL = JOURNAL_LAYOUT;
+/** The fields of an in-flight descriptor and of a journal record that corrupt() aims at. */
+const INFLIGHT_FIELDS = [IL.flag, IL.started, IL.next, IL.counter];
+const JOURNAL_FIELDS = [JL.state, JL.opcode, JL.uniqueLo, JL.uniqueHi, JL.error, JL.len, JL.pre];
 const QUEUE = 8;
 
 /** The keeper's side of the fd registry: a duplicate of every fd put, by key. */
@@ -294,7 +298,7 @@ async function adopt(inp: FuzzInput, native: NativeBinding, b: Base): Promise<vo
 }
 
 function rings(inp: FuzzInput, b: Base): void {
-  const img = corrupt(inp, b.inflight, 16, [0, 2, 6, 8]);
+  const img = corrupt(inp, b.inflight, IL.desc, INFLIGHT_FIELDS);
   if (img.length >= 16) {
     const buf = new ArrayBuffer(img.length);
     new Uint8Array(buf).set(img);
@@ -309,14 +313,14 @@ function rings(inp: FuzzInput, b: Base): void {
       if (!(e instanceof Error && e.constructor === Error)) throw e;
     }
   }
-  const j = corrupt(inp, b.journal, 256, [0, 4, 8, 12, 16, 20, 24]);
+  const j = corrupt(inp, b.journal, JL.record, JOURNAL_FIELDS);
   const jb = new ArrayBuffer(j.length & ~3);
   new Uint8Array(jb).set(j.subarray(0, jb.byteLength));
   const journal = new Journal(jb);
   if (journal.validate(QUEUE) === null) {
     for (let h = 0; h < QUEUE; h++) {
       const rec = journal.find(h, inp.pick([9, 10, inp.u32()]), 0, inp.pick([OP.FUSE_MKDIR, OP.FUSE_CREATE, inp.u32()]));
-      if (rec) assert.ok(rec.body.length <= 224);
+      if (rec) assert.ok(rec.body.length <= JOURNAL_MAX_REPLY);
     }
   }
 }
@@ -325,9 +329,8 @@ function checker(inp: FuzzInput, native: NativeBinding, b: Base): void {
   // Named as the keeper names them, so check-state finds them among this process's fds.
   const fds: number[] = [];
   for (const t of TABLES) fds.push(memfd(native, `vfsd-${t}`, corrupt(inp, b.images[t], RECORD[t], FIELDS[t])));
-  const IL = INFLIGHT_LAYOUT, JL = JOURNAL_LAYOUT;
-  fds.push(memfd(native, 'vfsd-inflight-1', corrupt(inp, b.inflight, IL.desc, [IL.flag, IL.started, IL.next, IL.counter])));
-  fds.push(memfd(native, 'vfsd-journal-1', corrupt(inp, b.journal, JL.record, [JL.state, JL.opcode, JL.uniqueLo, JL.uniqueHi, JL.error, JL.len, JL.pre])));
+  fds.push(memfd(native, 'vfsd-inflight-1', corrupt(inp, b.inflight, IL.desc, INFLIGHT_FIELDS)));
+  fds.push(memfd(native, 'vfsd-journal-1', corrupt(inp, b.journal, JL.record, JOURNAL_FIELDS)));
   let dev = b.device;
   if (inp.chance(160)) {
     // Corrupt the JSON itself: numbers become other things.
@@ -340,9 +343,9 @@ function checker(inp: FuzzInput, native: NativeBinding, b: Base): void {
     const enc = Buffer.from(swapped);
     dev = dev.slice();
     dev.set(enc, at);
-    new DataView(dev.buffer).setUint32(20 + 4 * active, enc.length, true);
+    new DataView(dev.buffer).setUint32(4 * (DH.len0 + active), enc.length, true);
   }
-  fds.push(memfd(native, 'vfsd-device', corrupt(inp, dev, 1, [0, 4, 8, 12, 16, 20, 24])));
+  fds.push(memfd(native, 'vfsd-device', corrupt(inp, dev, 1, Object.values(DH).map((w) => 4 * w))));
   try {
     const report = checkState(process.pid);
     assert.ok(Array.isArray(report.problems));
