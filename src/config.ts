@@ -54,9 +54,12 @@ const CACHE: Record<string, CacheMode> = { never: 'never', none: 'never', metada
 const HANDLE_MODES = ['never', 'prefer', 'mandatory'] as const;
 const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'trace', 'off'];
 
-/** Apply the C virtiofsd's -o options on top of the long ones; true if one set the sandbox. */
-function applyDashO(cfg: Config, opts: string[]): boolean {
-  let sandboxGiven = false;
+/** What -o set that has no fixed default: the sandbox, and READDIRPLUS (undefined: not given). */
+interface DashOGiven { sandbox: boolean; readdirplus?: boolean }
+
+/** Apply the C virtiofsd's -o options on top of the long ones. */
+function applyDashO(cfg: Config, opts: string[]): DashOGiven {
+  const given: DashOGiven = { sandbox: false };
   for (const group of opts) {
     for (const item of group.split(',')) {
       if (!item) continue;
@@ -77,15 +80,15 @@ function applyDashO(cfg: Config, opts: string[]): boolean {
         case 'no_posix_acl': cfg.posixAcl = false; break;
         case 'writeback': cfg.writeback = true; break;
         case 'no_writeback': cfg.writeback = false; break;
-        case 'readdirplus': cfg.readdirplus = true; break;
-        case 'no_readdirplus': cfg.readdirplus = false; break;
+        case 'readdirplus': given.readdirplus = true; break;
+        case 'no_readdirplus': given.readdirplus = false; break;
         case 'announce_submounts': cfg.announceSubmounts = true; break;
         case 'allow_direct_io': cfg.allowDirectIo = true; break;
         case 'no_allow_direct_io': cfg.allowDirectIo = false; break;
         case 'killpriv_v2': cfg.killprivV2 = true; break;
         case 'no_killpriv_v2': cfg.killprivV2 = false; break;
         case 'log_level': cfg.logLevel = v === 'err' ? 'error' : v; break;
-        case 'sandbox': cfg.sandbox = oneOf('-o sandbox', SANDBOX_MODES, v); sandboxGiven = true; break;
+        case 'sandbox': cfg.sandbox = oneOf('-o sandbox', SANDBOX_MODES, v); given.sandbox = true; break;
         case 'modcaps': cfg.workerCaps = modcaps(cfg.workerCaps, v); break;
         // Locks are always served (OFD locks); accepted for compatibility.
         case 'flock': case 'no_flock': case 'posix_lock': case 'no_posix_lock':
@@ -97,7 +100,7 @@ function applyDashO(cfg: Config, opts: string[]): boolean {
       }
     }
   }
-  return sandboxGiven;
+  return given;
 }
 
 /**
@@ -164,7 +167,7 @@ export function parseArgs(argv: string[]): Config {
     .option('readonly', { type: 'boolean', default: false, describe: 'Export the directory read-only' })
     .option('writeback', { type: 'boolean', default: false, describe: 'Enable the guest writeback cache' })
     .option('allow-direct-io', { type: 'boolean', default: false, describe: 'Honour O_DIRECT from the guest' })
-    .option('readdirplus', { type: 'boolean', default: true, describe: 'Use READDIRPLUS (--no-readdirplus to disable)' })
+    .option('readdirplus', { type: 'boolean', describe: 'Offer READDIRPLUS (default: yes, except with --cache=never; --no-readdirplus: never)' })
     .option('killpriv-v2', { type: 'boolean', default: false, describe: 'Enable FUSE_HANDLE_KILLPRIV_V2' })
     .option('thread-pool-size', { type: 'number', default: 4, describe: 'I/O threads for READ/WRITE/FSYNC (0 = do them on the event loop)' })
     .option('log-level', { type: 'string', default: 'info', describe: 'error|warn|info|debug|trace|off' })
@@ -220,7 +223,7 @@ export function parseArgs(argv: string[]): Config {
     readonly: a.readonly,
     writeback: a.writeback,
     allowDirectIo: a.allowDirectIo,
-    readdirplus: a.readdirplus,
+    readdirplus: false,
     killprivV2: a.killprivV2,
     threadPoolSize: a.threadPoolSize,
     logLevel: a.d ? 'debug' : a.logLevel,
@@ -241,8 +244,13 @@ export function parseArgs(argv: string[]): Config {
   };
   if (a.securityLabel) throw new ConfigError(SECURITY_LABEL);
   if (cfg.xattrMap !== null) cfg.xattr = true;
-  const sandboxGiven = applyDashO(cfg, a.o ?? []) || a.sandbox !== undefined;
+  const given = applyDashO(cfg, a.o ?? []);
+  const sandboxGiven = given.sandbox || a.sandbox !== undefined;
   applyMapping(cfg, a);
+  // As the C virtiofsd: with cache=never the attributes READDIRPLUS carries would be discarded,
+  // so it is off unless asked for (QEMU commit ddcbabcb0ea1, "virtiofsd: passthrough_ll: disable
+  // readdirplus on cache=never", 2020; there `-o readdirplus` still turns it on).
+  cfg.readdirplus = given.readdirplus ?? a.readdirplus ?? cfg.cache !== 'never';
   if (cfg.printCapabilities) return cfg;
   if (!cfg.keeper) {
     // One Node process cannot enter namespaces (it is multithreaded from its start): the sandbox

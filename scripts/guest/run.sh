@@ -70,7 +70,10 @@ case "$MEM" in
   *) MEMSZ="${MEM}M" ;;
 esac
 
-APPEND="console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off random.trust_cpu=on tsc=reliable no_timer_check i8042.noaux i8042.nokbd nokaslr"
+# nosoftlockup: under TCG on a busy host the vCPU thread can go unscheduled for many seconds,
+# which the guest's soft-lockup detector reports as a kernel bug ("BUG: soft lockup"); the hung
+# task detector ("blocked for more than"), which a stuck virtio-fs request would trip, stays on.
+APPEND="console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off random.trust_cpu=on tsc=reliable no_timer_check i8042.noaux i8042.nokbd nokaslr nosoftlockup"
 args=(
   -accel tcg -M pc -cpu max -smp "$SMP" -m "$MEMSZ"
   -nodefaults -no-user-config -display none -monitor none -no-reboot

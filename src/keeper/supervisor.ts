@@ -65,6 +65,15 @@ const SPARE_BACKOFF_MAX_MS = 30_000;
 export const UPGRADE_ATTEMPTS = 3;
 /** When a worker cannot be started at all (EMFILE, EAGAIN): wait before trying again. */
 const RESPAWN_DELAY_MS = 500;
+/**
+ * Workers that may die one after another before serving (while recovering) and be replaced at
+ * once; after that the next one waits, from CRASH_LOOP_FIRST_MS doubling to CRASH_LOOP_MAX_MS. A
+ * worker that dies on what it adopts (a bug, a request that kills it every time) would otherwise
+ * be replaced in a tight loop, each start costing a Node start-up of CPU.
+ */
+const CRASH_LOOP_FREE = 3;
+const CRASH_LOOP_FIRST_MS = 100;
+const CRASH_LOOP_MAX_MS = 5_000;
 
 export class Supervisor {
   current: WorkerProcess | null = null;
@@ -91,6 +100,8 @@ export class Supervisor {
   private spareTimer: NodeJS.Timeout | null = null;
   private spareFailures = 0;
   private respawnTimer: NodeJS.Timeout | null = null;
+  /** Current workers in a row that died before they served (reset when one serves). */
+  private diedRecovering = 0;
   private readonly tick: NodeJS.Timeout;
   private pingSeq = 0;
   /** Worker starts so far (1 = the first). */
@@ -239,6 +250,9 @@ export class Supervisor {
   private onMessage(w: WorkerProcess, m: ToKeeper, fds: number[], fdsLost: boolean): void {
     switch (m.t) {
       case 'hello':
+        // A worker fed before it loaded (no loaded one was at hand) starts recovering only now:
+        // its recovery gets the whole deadline, its Node start-up had one of its own.
+        if (w.phase === 'recovering') w.phaseSince = performance.now();
         // Workers before the watchdog do not answer pings: they are not pinged.
         w.answersPings = m.pings === true;
         w.appliesMaps = m.maps === true;
@@ -274,6 +288,7 @@ export class Supervisor {
 
   private serving(w: WorkerProcess): void {
     w.phase = 'serving';
+    if (w === this.current) this.diedRecovering = 0;
     this.o.log.info({ pid: w.pid }, 'worker serving');
     // An upgrade asked for while this worker was recovering goes on now.
     this.maybeSwap();
@@ -369,7 +384,7 @@ export class Supervisor {
       if (again) queueMicrotask(() => this.startUpgrade());
     }
     if (!next) {
-      this.respawnLater();
+      this.respawnLater(RESPAWN_DELAY_MS, was);
       return;
     }
     this.current = next;
@@ -378,13 +393,13 @@ export class Supervisor {
     this.scheduleSpare();
   }
 
-  /** No worker could be started: try again shortly (never in a tight loop). */
-  private respawnLater(): void {
+  /** No worker could be started, or workers keep dying: try again later (never in a tight loop). */
+  private respawnLater(inMs: number, was: WorkerProcess | null): void {
     if (this.respawnTimer || this.mode !== 'running') return;
-    this.o.log.error({ inMs: RESPAWN_DELAY_MS }, 'no worker could be started; trying again');
+    if (inMs === RESPAWN_DELAY_MS) this.o.log.error({ inMs }, 'no worker could be started; trying again');
     this.respawnTimer = setTimeout(() => {
       this.respawnTimer = null;
-      if (!this.current) this.takeOver(null, true);
+      if (!this.current) this.takeOver(was, true);
       else if (this.upgrade && !this.incoming) this.startIncoming();
     }, RESPAWN_DELAY_MS);
   }
@@ -411,6 +426,12 @@ export class Supervisor {
     const planned = w.diedIn === 'retiring' && !w.killed && (exit.code === 0 || (exit.code === null && exit.signal === null));
     if (planned) this.o.log.info({ pid: w.pid }, 'worker retired');
     else this.o.log.warn({ pid: w.pid, ...exit, was: w.diedIn }, 'worker exited; starting a new one');
+    if (w.diedIn === 'recovering' && ++this.diedRecovering > CRASH_LOOP_FREE) {
+      const inMs = Math.min(CRASH_LOOP_MAX_MS, CRASH_LOOP_FIRST_MS * 2 ** (this.diedRecovering - CRASH_LOOP_FREE - 1));
+      this.o.log.error({ inRow: this.diedRecovering, inMs }, 'workers keep dying before they serve; waiting before the next');
+      this.respawnLater(inMs, w);
+      return;
+    }
     this.takeOver(w, true);
   }
 

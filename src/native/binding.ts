@@ -148,6 +148,13 @@ export interface NativeBinding {
   fadvise(fd: number, offset: number, length: number, advice: number): number;
   /** pwritev2 with the buffers given as in preadv2Ranges. */
   pwritev2Ranges(fd: number, win: Uint8Array, iov: Float64Array, count: number, offset: number, flags: number): number;
+  /** preadv2Ranges on the libuv thread pool: the pairs are checked and copied before this returns
+   *  (iov may be reused at once) and win is kept alive until cb. A short read is continued until
+   *  done or EOF. cb(bytes read, or -errno if none); returns 0 when queued, or -errno (bad pairs,
+   *  count 0) and then cb is never called. */
+  preadv2RangesAsync(fd: number, win: Uint8Array, iov: Float64Array, count: number, offset: number, flags: number, cb: (r: number) => void): number;
+  /** pwritev2 of ranges on the pool, as preadv2RangesAsync; a short write is continued. */
+  pwritev2RangesAsync(fd: number, win: Uint8Array, iov: Float64Array, count: number, offset: number, flags: number, cb: (r: number) => void): number;
 
   // ---- xattrs (path forms follow symlinks unless nofollow; O_PATH fds need the /proc/self/fd path) ----
   /** getxattr/lgetxattr: value into buf (buf.length 0 = size probe). Size or -errno. */

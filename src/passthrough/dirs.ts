@@ -1,30 +1,31 @@
 // Open directories: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, FSYNCDIR.
 //
 // A directory handle is an fd the stream is read from with getdents64(2). The offsets the guest
-// sends back are the d_off cookies of earlier entries (opaque: ext4 uses 64-bit hashes), so a
-// READDIR that does not start where the stream is seeks to it first; one whose last entry does
-// not fit in the reply leaves the stream just before that entry. READDIRPLUS looks each entry up
-// as LOOKUP does (one guest reference each), except "." and "..", which get node id 0.
+// sends back are the d_off cookies of earlier entries (opaque: ext4 uses 64-bit hashes). Each
+// handle keeps where its stream stands and the entries read but not yet sent (dir-stream.ts), so
+// consecutive READDIRs continue without a seek or a re-read and a READDIR costs the entries it
+// returns; one at another offset seeks. READDIRPLUS looks each entry up as LOOKUP does (one guest
+// reference each), except "." and "..", which get node id 0.
 
 import type { Ctx, DirSink, OpenResult } from '../fuse/filesystem';
 import { FOPEN, SIZE } from '../fuse/abi';
 import { E } from '../linux/constants';
 import * as K from '../linux/constants';
 import type { BudgetKind } from './budget';
+import type { Handle } from './handle-table';
 import type { Share } from './share';
+import { DIRENT64, DirStream, DirStreams, recoveredStream } from './dir-stream';
 
-/** getdents64 reads up to this much at a time. */
-const DIRENT_BUF = 64 * 1024;
 const HANDLE: readonly BudgetKind[] = ['handles'];
-// struct linux_dirent64 (getdents64(2)): d_ino u64, d_off s64, d_reclen u16, d_type u8, d_name.
-const D_OFF = 8, D_RECLEN = 16, D_TYPE = 18, D_NAME = 19;
 
 export class Dirs {
-  private readonly buf = new Uint8Array(DIRENT_BUF);
-  private readonly dv = new DataView(this.buf.buffer);
+  private readonly streamOf = new WeakMap<Handle, DirStream>();
+  readonly streams: DirStreams;
 
   /** cacheDir: the guest may keep directory contents cached (--cache=always, FOPEN_CACHE_DIR). */
-  constructor(private readonly share: Share, private readonly cacheDir: boolean) {}
+  constructor(private readonly share: Share, private readonly cacheDir: boolean, streams?: DirStreams) {
+    this.streams = streams ?? new DirStreams(share.native);
+  }
 
   opendir(_ctx: Ctx, nodeid: number, _flags: number): OpenResult | number {
     const s = this.share;
@@ -34,6 +35,7 @@ export class Dirs {
     const fd = s.reopen(ino, K.O_RDONLY | K.O_DIRECTORY);
     if (fd < 0) return fd;
     const h = s.dirs.add(nodeid, fd, K.O_RDONLY);
+    this.streamOf.set(h, new DirStream(0n));
     return { fh: h.fh, openFlags: this.cacheDir ? FOPEN.CACHE_DIR : 0 };
   }
 
@@ -43,26 +45,31 @@ export class Dirs {
     if (!h) return -E.EBADF;
     const dir = s.inodes.get(h.nodeid);
     if (!dir) return -E.EBADF;
-    const n = s.native;
-    if (h.dirOffset !== offset) {
-      const r = n.seekDir(h.fd, offset);
-      if (r < 0) return r;
+    let ds = this.streamOf.get(h);
+    if (!ds) {
+      // A handle a new worker took over: where its fd stands is not known.
+      ds = recoveredStream();
+      this.streamOf.set(h, ds);
     }
-    let pos = offset;
-    const buf = this.buf, dv = this.dv;
+    const streams = this.streams;
+    const r = streams.seek(ds, h.fd, offset);
+    if (r < 0) return r;
+    let sent = 0;
     for (;;) {
-      const len = n.getdents64(h.fd, buf);
-      if (len < 0) return len;
+      const len = streams.fill(ds, h.fd);
+      // An error after some entries: send those; the next READDIR meets the error again.
+      if (len < 0) return sent > 0 ? 0 : len;
       if (len === 0) break;
-      for (let o = 0; o < len;) {
-        const ino = dv.getBigUint64(o, true);
-        const next = BigInt.asUintN(64, dv.getBigInt64(o + D_OFF, true));
-        const reclen = dv.getUint16(o + D_RECLEN, true);
-        const type = dv.getUint8(o + D_TYPE);
-        let end = buf.indexOf(0, o + D_NAME);
+      const buf = ds.bytes!, dv = ds.dv!;
+      while (ds.start < ds.end) {
+        const o = ds.start;
+        const ino = dv.getBigUint64(o + DIRENT64.ino, true);
+        const next = BigInt.asUintN(64, dv.getBigInt64(o + DIRENT64.off, true));
+        const reclen = dv.getUint16(o + DIRENT64.reclen, true);
+        const type = dv.getUint8(o + DIRENT64.type);
+        let end = buf.indexOf(0, o + DIRENT64.name);
         if (end < 0 || end > o + reclen) end = o + reclen;
-        const name = buf.subarray(o + D_NAME, end);
-        o += reclen;
+        const name = buf.subarray(o + DIRENT64.name, end);
         let ok: boolean;
         if (!plus) {
           ok = sink.add(ino, next, type, name);
@@ -75,21 +82,23 @@ export class Dirs {
           ok = typeof e === 'number' ? sink.addPlus(null, null, ino, next, type, name) : sink.addPlus(e, st, ino, next, type, name);
         }
         if (!ok) {
-          // This entry did not fit: leave the stream just before it for the next call.
-          const r = n.seekDir(h.fd, pos);
-          h.dirOffset = r < 0 ? -1n : pos;
-          return r < 0 ? r : 0;
+          // This entry does not fit: it stays kept for the READDIR that continues here.
+          streams.settle(ds);
+          return 0;
         }
-        pos = next;
+        ds.take(reclen, next);
+        sent++;
       }
     }
-    h.dirOffset = pos;
+    streams.settle(ds);
     return 0;
   }
 
   releasedir(_ctx: Ctx, fh: number): number {
     const h = this.share.dirs.get(fh);
     if (!h) return -E.EBADF;
+    const ds = this.streamOf.get(h);
+    if (ds) this.streams.drop(ds);
     this.share.dirs.remove(h);
     return 0;
   }

@@ -25,8 +25,6 @@ export interface Handle {
   /** Operations running off the event loop on this fd. */
   busy: number;
   closing: boolean;
-  /** Directory stream position: the getdents64 cookie the fd is at (dirs only). */
-  dirOffset: bigint;
 }
 
 export class HandleTable {
@@ -85,8 +83,7 @@ export class HandleTable {
         this.registry.putLazy(key, fd);
       }
       dv.setInt32(o + R_FD, fd, true);
-      // The directory stream position is unknown: the next READDIR seeks.
-      this.byFh[fh] = { fh, nodeid: dv.getUint32(o + R_NODEID, true), fd, flags: dv.getUint32(o + R_FLAGS, true) | 0, busy: 0, closing: false, dirOffset: -1n };
+      this.byFh[fh] = { fh, nodeid: dv.getUint32(o + R_NODEID, true), fd, flags: dv.getUint32(o + R_FLAGS, true) | 0, busy: 0, closing: false };
       this.live++;
     }
   }
@@ -112,7 +109,7 @@ export class HandleTable {
     dv.setInt32(o + R_FD, fd, true);
     dv.setUint32(o + R_FLAGS, flags >>> 0, true);
     this.slots.publish(fh);
-    const h: Handle = { fh, nodeid, fd, flags, busy: 0, closing: false, dirOffset: 0n };
+    const h: Handle = { fh, nodeid, fd, flags, busy: 0, closing: false };
     this.byFh[fh] = h;
     this.live++;
     return h;

@@ -14,6 +14,7 @@ export interface FsOptions {
   readonly: boolean;
   writeback: boolean;
   allowDirectIo: boolean;
+  /** Offer READDIRPLUS at INIT (the command line's default: not with cache=never). */
   readdirplus: boolean;
   killprivV2: boolean;
   /** Do READ/WRITE/FSYNC on the event loop instead of the thread pool (--thread-pool-size=0). */

@@ -82,6 +82,8 @@ export class PassthroughFs extends ForwardingFs {
   get locks(): Locks { return this.host.locks; }
   /** SETLKW requests waiting for their lock. */
   get lockWaitCount(): number { return this.host.locks.waitCount; }
+  /** Directory streams holding unread entries (dir-stream.ts; bounded by its pool). */
+  get dirStreamBuffers(): number { return this.host.dirStreams.inUse; }
 
   /** The device is stopping: every SETLKW still waiting ends with EINTR (locks.ts). */
   cancelWaits(): void { this.host.locks.cancelWaits(); }
@@ -96,6 +98,7 @@ export class HostFs implements FsLayer {
   private readonly io: Io;
   private readonly xattrs: Xattrs;
   private readonly dirs: Dirs;
+  get dirStreams(): Dirs['streams'] { return this.dirs.streams; }
   readonly entryTimeout: number;
   readonly attrTimeout: number;
 
@@ -152,7 +155,8 @@ export class HostFs implements FsLayer {
       | bit(INIT.ATOMIC_O_TRUNC) | bit(INIT.MAX_PAGES) | bit(INIT.INIT_EXT) | bit(INIT.HAS_IOCTL_DIR)
       | bit(INIT.POSIX_LOCKS) | bit(INIT.FLOCK_LOCKS);
     if (o.cache === 'auto') want |= bit(INIT.AUTO_INVAL_DATA);
-    if (o.readdirplus && o.cache !== 'never') want |= bit(INIT.DO_READDIRPLUS) | bit(INIT.READDIRPLUS_AUTO);
+    // Off by default with cache=never (src/config.ts); neither bit is offered when off.
+    if (o.readdirplus) want |= bit(INIT.DO_READDIRPLUS) | bit(INIT.READDIRPLUS_AUTO);
     if (o.announceSubmounts) want |= bit(INIT.SUBMOUNTS);
     if (o.writeback) want |= bit(INIT.WRITEBACK_CACHE);
     if (o.killprivV2) want |= bit(INIT.HANDLE_KILLPRIV_V2);
@@ -175,6 +179,7 @@ export class HostFs implements FsLayer {
   destroy(): void {
     this.share.files.removeAll();
     this.share.dirs.removeAll();
+    this.dirs.streams.dropAll();
     this.locks.dropAll();
     this.share.inodes.forgetAll();
   }

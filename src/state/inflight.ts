@@ -164,14 +164,18 @@ export class InflightRegion {
     this.cLo = lo;
     this.cHi = hi;
     const w = counterAt(head);
-    // ORDER: the counter before the flag. A reader that sees inflight = 1 sees this request's
-    // counter; a crash before the flag store leaves the head not in flight, whatever its counter.
-    Atomics.store(this.u32, w, lo);
-    Atomics.store(this.u32, w + 1, hi);
+    // ORDER: the counter and the stamp before the flag. A reader that sees inflight = 1 (an
+    // Atomics.load) sees this request's counter and stamp; a crash before the flag store leaves
+    // the head not in flight, whatever they hold. Plain stores suffice before the flag's
+    // sequentially consistent one: it orders every earlier write before it for such a reader
+    // (ECMA-262 "Memory Model": a SeqCst write synchronizes with the SeqCst read that sees it),
+    // and it is one fenced store per request instead of five.
+    this.u32[w] = lo;
+    this.u32[w + 1] = hi;
     const now = wallMs32();
     const s = startedAt(head);
-    Atomics.store(this.u16, s, now & 0xffff);
-    Atomics.store(this.u16, s + 1, now >>> 16);
+    this.u16[s] = now & 0xffff;
+    this.u16[s + 1] = now >>> 16;
     Atomics.store(this.u8, flagAt(head), 1);
   }
 

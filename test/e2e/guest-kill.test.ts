@@ -17,7 +17,7 @@
 // operation, and clock markers it creates in the share (seen on the host through inotify) map
 // guest time onto host time.
 //
-// Env: VFSD_E2E_SKIP=1 skips; VFSD_E2E_TIMEOUT (s, default 480) per boot; VFSD_E2E_KEEP=1 keeps
+// Env: VFSD_E2E_SKIP=1 skips; VFSD_E2E_TIMEOUT (s, default 720) per boot; VFSD_E2E_KEEP=1 keeps
 // the temp dir; VFSD_KILL_SEED fixes the random schedule; SURVIVE_ITERS (default 1400) the
 // churn length. The churn does its iterations, then goes on with iterations that leave the tree
 // as it is until the host, its schedule done, creates $SHARE/clock/stop: the result stays
@@ -37,7 +37,7 @@ import { sandboxProblem, waitInnerWorker } from '../support/sandbox';
 
 const GUEST = path.join(REPO, 'scripts', 'guest');
 const WL = path.join(GUEST, 'workloads');
-const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 480);
+const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 720);
 const KEEP = process.env.VFSD_E2E_KEEP === '1';
 const ITERS = Number(process.env.SURVIVE_ITERS ?? 1400);
 /** The marker the churn creates when it is over (survive_helper.c); numbered ones are >= 0. */

@@ -1,6 +1,6 @@
 // The keeper's watchdog: a worker wedged inside a request (VFSD_CRASHPOINT=...:hang blocks it
 // there, as a request stuck in the kernel would) stops answering pings; the keeper kills it
-// after --worker-timeout, and its successor answers the request it was stuck in with EIO
+// after --worker-timeout (3 s here: a loaded machine must not trip it before the wedge), and its successor answers the request it was stuck in with EIO
 // instead of running it into the same wall. A ring stop (QEMU's GET_VRING_BASE, synchronous)
 // asked meanwhile is answered too.
 import { test } from 'node:test';
@@ -20,7 +20,7 @@ const WEDGE_AT = 6;
 const WEDGED_LINE = WEDGE_AT - 2;
 
 test('a request that wedges the worker is answered EIO by its successor, not run again; every other request once', { timeout: 60_000 }, async () => {
-  const d = await startDaemon('ts', { args: ['--log-level=info', '--worker-timeout=1'], env: { VFSD_CRASHPOINT: `after-journal-intent:${WEDGE_AT}:hang` } });
+  const d = await startDaemon('ts', { args: ['--log-level=info', '--worker-timeout=3'], env: { VFSD_CRASHPOINT: `after-journal-intent:${WEDGE_AT}:hang` } });
   const problems: string[] = [];
   const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
   try {
@@ -47,7 +47,7 @@ test('a request that wedges the worker is answered EIO by its successor, not run
 });
 
 test('a ring stop asked while the worker is wedged is answered: the front-end is never left waiting', { timeout: 60_000 }, async () => {
-  const d = await startDaemon('ts', { args: ['--log-level=info', '--worker-timeout=1'], env: { VFSD_CRASHPOINT: 'after-journal-intent:2:hang' } });
+  const d = await startDaemon('ts', { args: ['--log-level=info', '--worker-timeout=3'], env: { VFSD_CRASHPOINT: 'after-journal-intent:2:hang' } });
   const fe = await VhostUserFrontend.connect(loadNative(), d.socket, {});
   try {
     const c = new FuseClient((q, out, inLens) => fe.request(q, out, inLens, 30_000));

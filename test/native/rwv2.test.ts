@@ -217,3 +217,38 @@ test('preadv2Ranges/pwritev2Ranges: pairs outside the window and bad counts are 
     n.close(fd);
   }
 });
+
+test('preadv2RangesAsync/pwritev2RangesAsync: the pairs on the thread pool; iov reusable at once; a read past EOF is short; -errno through cb', async () => {
+  const fd = open('ranges-async');
+  try {
+    const win = new Uint8Array(1 << 20);
+    for (let i = 0; i < win.length; i++) win[i] = (i * 7) & 0xff;
+    // 256 pages in reverse order, as scattered as a guest's.
+    const iov = new Float64Array(2 * 256);
+    for (let i = 0; i < 256; i++) { iov[2 * i] = (255 - i) * 4096; iov[2 * i + 1] = 4096; }
+    const want = Buffer.concat(Array.from({ length: 256 }, (_, i) => Buffer.from(win.subarray((255 - i) * 4096, (256 - i) * 4096))));
+    const wrote = new Promise<number>((resolve) => assert.equal(n.pwritev2RangesAsync(fd, win, iov, 256, 4096, 0, resolve), 0));
+    iov.fill(0); // the caller's array may be reused as soon as the call returns
+    assert.equal(await wrote, 1 << 20);
+    const back = Buffer.alloc(1 << 20);
+    assert.equal(n.pread(fd, back, 4096), 1 << 20);
+    assert.ok(back.equals(want), 'the pages landed in pair order');
+
+    const dst = new Uint8Array(3 * 4096);
+    const pairs = new Float64Array([8192, 4096, 0, 4096, 4096, 4096]);
+    const read = await new Promise<number>((resolve) => assert.equal(n.preadv2RangesAsync(fd, dst, pairs, 3, 4096 + (1 << 20) - 6000, 0, resolve), 0));
+    assert.equal(read, 6000, 'short at EOF: what the file has');
+    assert.ok(Buffer.from(dst.subarray(8192, 12288)).equals(want.subarray((1 << 20) - 6000, (1 << 20) - 6000 + 4096)));
+    assert.ok(Buffer.from(dst.subarray(0, 6000 - 4096)).equals(want.subarray((1 << 20) - 6000 + 4096)));
+
+    assert.equal(await new Promise<number>((resolve) => assert.equal(n.preadv2RangesAsync(123456, dst, pairs, 1, 0, 0, resolve), 0)), -E.EBADF);
+    let called = false;
+    assert.equal(n.pwritev2RangesAsync(fd, dst, new Float64Array([0, 99999]), 1, 0, 0, () => { called = true; }), -E.EINVAL, 'past the window');
+    assert.equal(n.pwritev2RangesAsync(fd, dst, pairs, 0, 0, 0, () => { called = true; }), -E.EINVAL, 'no pairs');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(called, false, 'a refused call never calls back');
+    assert.throws(() => n.preadv2RangesAsync(fd, dst, pairs, 1, 0, 0, 'cb' as unknown as () => void), TypeError);
+  } finally {
+    n.close(fd);
+  }
+});

@@ -243,10 +243,10 @@ export class FuseClient {
     return { ...r, entries };
   }
 
-  /** Read a whole directory with READDIR(PLUS) calls of `size` bytes. */
-  async readdirAll(nodeid: bigint | number, fh: bigint | number, size = 4096, plus = false): Promise<Dirent[]> {
+  /** Read a whole directory (from the cookie `from`) with READDIR(PLUS) calls of `size` bytes. */
+  async readdirAll(nodeid: bigint | number, fh: bigint | number, size = 4096, plus = false, from = 0n): Promise<Dirent[]> {
     const all: Dirent[] = [];
-    let off = 0n;
+    let off = from;
     for (;;) {
       const r = await this.readdir(nodeid, fh, off, size, plus);
       if (r.error !== 0) throw new Error(`readdir failed: ${r.error}`);

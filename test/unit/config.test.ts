@@ -86,3 +86,19 @@ test('--no-keeper runs without a sandbox or filter, and refuses to be asked for 
   assert.throws(() => parseArgs([...base, '--sandbox=namespace']), ConfigError);
   assert.throws(() => parseArgs([...base, '--seccomp=kill']), ConfigError);
 });
+
+test('READDIRPLUS: on by default, off with cache=never unless asked for (C -o readdirplus|no_readdirplus, Rust --no-readdirplus)', () => {
+  const base = ['--socket-path=/tmp/s', '--shared-dir=/tmp'];
+  const rdp = (...args: string[]): boolean => parseArgs([...base, ...args]).readdirplus;
+  assert.equal(rdp(), true, 'cache=auto');
+  assert.equal(rdp('--cache=always'), true);
+  assert.equal(rdp('--cache=metadata'), true);
+  assert.equal(rdp('--cache=never'), false, 'the attributes would be discarded');
+  assert.equal(rdp('-o', 'cache=none'), false, 'the C spelling of never');
+  assert.equal(rdp('--cache=never', '--readdirplus'), true, 'asked for');
+  assert.equal(rdp('-o', 'cache=none,readdirplus'), true, 'asked for, C style');
+  assert.equal(rdp('--no-readdirplus'), false, 'the Rust virtiofsd flag');
+  assert.equal(rdp('-o', 'no_readdirplus'), false, 'the C virtiofsd option');
+  assert.equal(rdp('-o', 'cache=always,no_readdirplus'), false);
+  assert.equal(rdp('--no-readdirplus', '-o', 'readdirplus'), true, '-o comes last, as for every other option');
+});

@@ -3,7 +3,7 @@
 // views a partial READ or WRITE goes on with. The syscalls themselves: test/native/passthrough-io.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InlineWrites, SLOW_INLINE_WRITE_MS, WRITE_POOL_MS, rangeViews, skipBytes } from '../../../src/passthrough/io';
+import { InlineWrites, SLOW_INLINE_WRITE_MS, WRITE_POOL_MS, rangeViews, skipBytes, skipRanges } from '../../../src/passthrough/io';
 import type { Logger } from '../../../src/log';
 
 function clock(): { now: () => number; set: (t: number) => void; log: Logger; slowLines: () => number } {
@@ -75,4 +75,15 @@ test('rangeViews: (offset, length) pairs of a window as views of it', () => {
   assert.deepEqual(v.map((x) => [...x]), [[2, 3, 4], [10, 11, 12, 13]]);
   v[1]![0] = 99;
   assert.equal(win[10], 99);
+});
+
+test('skipRanges: the (offset, length) pairs after the first n bytes, the first one cut', () => {
+  const iov = new Float64Array([100, 4, 0, 2, 50, 3, 7, 7]); // the last pair is past count
+  const at = (n: number): number[] => { const [p, c] = skipRanges(iov, 3, n); assert.equal(p.length, 2 * c); return [...p]; };
+  assert.deepEqual(at(0), [100, 4, 0, 2, 50, 3]);
+  assert.deepEqual(at(1), [101, 3, 0, 2, 50, 3]);
+  assert.deepEqual(at(4), [0, 2, 50, 3], 'a pair used up is dropped');
+  assert.deepEqual(at(7), [51, 2]);
+  assert.deepEqual(at(8), [52, 1]);
+  assert.deepEqual(at(9), []);
 });
