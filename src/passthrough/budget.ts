@@ -1,6 +1,7 @@
 // The guest's budget of host resources: known inodes, open files and directories, POSIX lock
-// owners. Each one costs the worker an fd (an inode its O_PATH fd, an open file its fd, a lock
-// owner its open file description) and most cost the keeper a duplicate, so a guest that never
+// owners. Most cost the worker an fd (an inode held by fd its O_PATH fd, an open file its fd, a
+// lock owner its open file description; inodes held by file handle share a bounded cache of fds,
+// inode-fds.ts) and many cost the keeper a duplicate, so a guest that never
 // sends FORGET or RELEASE, or takes locks under ever new owners, would otherwise fill both fd
 // tables and the maps' memfds. Past a limit the one request that needs more gets ENFILE ("too
 // many open files in system": the guest's system is this file system), as the Rust virtiofsd's
@@ -29,6 +30,9 @@ export interface GuestLimits {
 }
 
 export type BudgetKind = 'inodes' | 'handles' | 'lockOwners';
+/** What the guest holds: of each kind, and the fds its inodes may take (held ones, and the bound
+ *  of the cache of those held by handle), which count against `fds` in place of `inodes`. */
+export type BudgetUse = Record<BudgetKind, number> & { inodeFds: number };
 
 export const DEFAULT_GUEST_LIMITS: GuestLimits = {
   inodes: 1_000_000, handles: 65_536, lockOwners: 4_096, fds: Number.MAX_SAFE_INTEGER, workerNofile: 0,
@@ -49,13 +53,13 @@ export class GuestBudget {
   /** Requests refused so far (all episodes). */
   refused = 0;
 
-  constructor(readonly limits: GuestLimits, private readonly log: Logger, private readonly used: () => Record<BudgetKind, number>) {}
+  constructor(readonly limits: GuestLimits, private readonly log: Logger, private readonly used: () => BudgetUse) {}
 
   /** Is there room for one more of each of kinds? Synchronous with the allocation it guards. */
   fits(kinds: readonly BudgetKind[]): boolean {
     const u = this.used();
     const l = this.limits;
-    let total = u.inodes + u.handles + u.lockOwners;
+    let total = u.inodeFds + u.handles + u.lockOwners;
     for (const k of kinds) {
       if (u[k] >= l[k]) return false;
       total++;
@@ -72,16 +76,16 @@ export class GuestBudget {
     const which = kinds.find((k) => u[k] >= this.limits[k]) ?? 'fds';
     if (!this.exhausted.has(which)) {
       this.exhausted.add(which);
-      const inUse = which === 'fds' ? u.inodes + u.handles + u.lockOwners : u[which];
+      const inUse = which === 'fds' ? u.inodeFds + u.handles + u.lockOwners : u[which];
       this.log.warn({ limit: this.limits[which], inUse, flag: FLAG[which] },
         `guest budget: no more ${WHAT[which]}; refusing requests that need one with ENFILE until the guest lets some go (raise ${FLAG[which]} to allow more)`);
     }
     return -E.ENFILE;
   }
 
-  private endEpisodes(u: Record<BudgetKind, number>): void {
+  private endEpisodes(u: BudgetUse): void {
     for (const k of this.exhausted) {
-      const inUse = k === 'fds' ? u.inodes + u.handles + u.lockOwners : u[k];
+      const inUse = k === 'fds' ? u.inodeFds + u.handles + u.lockOwners : u[k];
       if (inUse <= this.limits[k] * EPISODE_END) this.exhausted.delete(k);
     }
   }

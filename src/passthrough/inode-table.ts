@@ -1,11 +1,20 @@
 // The inode map: FUSE node id <-> host inode. A node id is the index of the inode's slot in a
 // shared-memory SlotTable (node id 1 = the shared directory's root), and the generation in
 // the slot tells a reused slot from the old one (the guest sees (nodeid, generation) pairs).
-// Each inode is held by an O_PATH fd; identity is (st_dev, st_ino, mnt_id), so one host file
-// never gets two node ids (Hanna Reitz, "Re: [PATCH v3 08/10] virtiofsd: Add inodes_by_handle hash table", qemu-devel, 2021-08-10). What lets a restarted worker get the inode back: its file
-// handle (name_to_handle_at, kept in the record) when the file system gives one, else the
-// keeper's duplicate of the O_PATH fd, handed over before the record is published. nlookup counts the guest's references (LOOKUP, CREATE,
-// READDIRPLUS, ... add one; FORGET subtracts); at zero the slot is freed and the fd closed.
+// Identity is (st_dev, st_ino, mnt_id), so one host file never gets two node ids (Hanna Reitz,
+// "Re: [PATCH v3 08/10] virtiofsd: Add inodes_by_handle hash table", qemu-devel, 2021-08-10).
+// An inode is held one of two ways. By file handle (name_to_handle_at, kept in the record) when
+// its mount gives handles that open again: then it costs its record and no fd; the ops take an
+// O_PATH fd from a bounded cache that opens the handle on a miss (inode-fds.ts, fd()), and a
+// restarted worker gets it back from the same handle. Otherwise by an O_PATH fd it keeps for its
+// life, whose duplicate the keeper gets before the record is published. nlookup counts the
+// guest's references (LOOKUP, CREATE, READDIRPLUS, ... add one; FORGET subtracts); at zero the
+// slot is freed and the fd closed.
+//
+// Without a held fd the host may delete an inode the guest still knows and give its number to a
+// new file; the handle tells them apart (it carries the inode's generation), so a LOOKUP that
+// finds a known (dev, ino, mnt_id) whose fd is not cached compares handles, and a mismatch makes
+// the old node lost (see recover) and the new file a new node.
 // All methods are synchronous: decide and mutate in one stretch (state read before an await may
 // be stale after it: Kevin Wolf, "qcow2: Bring synchronous read/write back to life", qemu-devel, 2009-10-08).
 
@@ -13,21 +22,37 @@ import { ST, type NativeBinding } from '../native/binding';
 import { SlotTable, type SlotBacking } from '../state/slot-table';
 import { NO_FD_REGISTRY, fdKey, type FdRegistry } from '../state/fd-registry';
 import type { MountFds } from './mount-fds';
+import { InodeFds, INODE_FD_CACHE_MAX } from './inode-fds';
 import { AT_EMPTY_PATH, E, O_CLOEXEC, O_NOFOLLOW, O_PATH, S_IFMT } from '../linux/constants';
 
 /**
  * An inode record (bytes): state i32 | generation u32 | nlookup f64 | dev u64 | ino u64 |
  * mnt_id u64 | fd i32 | mode u32 | handle: handle_len u32 | handle_type i32 | bytes[maxHandle]
- * (nameToHandleAt's output without its mount id). The slot table's kind is `kind`.
+ * (nameToHandleAt's output without its mount id). fd is the held fd, -1 for an inode held by
+ * handle (informational: fd numbers mean nothing to another process). The slot table's kind is
+ * `kind`. 128 bytes: the handles of ext4, xfs, btrfs and tmpfs take 8 to 20 bytes (a parentless
+ * handle, as name_to_handle_at(2) makes without AT_HANDLE_FID); one longer than maxHandle (an
+ * overlayfs handle may be) is not kept, and its inode is held by fd.
  */
 export const INODE_LAYOUT = {
-  record: 192, kind: 1, gen: 4, nlookup: 8, dev: 16, ino: 24, mnt: 32, fd: 40, mode: 44, handle: 48, maxHandle: 128,
+  record: 128, kind: 1, gen: 4, nlookup: 8, dev: 16, ino: 24, mnt: 32, fd: 40, mode: 44, handle: 48, maxHandle: 72,
 } as const;
+/**
+ * The record of the releases before 128-byte records: the same fields, room for MAX_HANDLE_SZ
+ * (128) handle bytes. A table an earlier worker made in it (a running daemon upgraded in place:
+ * its keeper keeps the region for the VM's life) is adopted and used in it (layoutOf).
+ */
+export const INODE_LAYOUT_V1 = { ...INODE_LAYOUT, record: 192, maxHandle: 128 } as const;
+export type InodeLayout = typeof INODE_LAYOUT | typeof INODE_LAYOUT_V1;
+/** The layout of an inode table whose header says records of recordSize bytes (undefined: none of ours). */
+export function inodeLayoutOf(recordSize: number): InodeLayout | undefined {
+  return [INODE_LAYOUT, INODE_LAYOUT_V1].find((l) => l.record === recordSize);
+}
 export const INODE_RECORD = INODE_LAYOUT.record;
 export const INODE_TABLE_KIND = INODE_LAYOUT.kind;
 const { gen: R_GEN, nlookup: R_NLOOKUP, dev: R_DEV, ino: R_INO, mnt: R_MNT, fd: R_FD, mode: R_MODE, handle: R_HANDLE } = INODE_LAYOUT;
-/** nameToHandleAt's output: u32 mount_id | u32 handle_bytes | i32 handle_type | bytes. */
-const HANDLE_HDR = 12, MAX_HANDLE = INODE_LAYOUT.maxHandle;
+/** nameToHandleAt's output: u32 mount_id | u32 handle_bytes | i32 handle_type | bytes (MAX_HANDLE_SZ 128). */
+const HANDLE_HDR = 12, HANDLE_BUF = HANDLE_HDR + 128;
 
 /** Where file handles are made and opened: the mounts they work on (see mount-fds.ts). */
 export type InodeHandles = Pick<MountFds, 'get' | 'forInode'>;
@@ -35,15 +60,21 @@ export type InodeHandles = Pick<MountFds, 'get' | 'forInode'>;
 export interface Inode {
   readonly nodeid: number;
   readonly generation: number;
-  readonly fd: number;          // O_PATH | O_NOFOLLOW
+  /**
+   * The O_PATH | O_NOFOLLOW fd the inode holds for its life, or -1: held by file handle (an op
+   * takes an fd with InodeTable.fd) or lost. Changes only when revive() gives it one.
+   */
+  fd: number;
   readonly dev: bigint;
   readonly ino: bigint;
   readonly mntId: bigint;
-  readonly mode: number;        // S_IFMT bits are what matter; permission bits may be stale
+  mode: number;                 // S_IFMT bits are what matter; permission bits may be stale
   readonly key: string;
   nlookup: number;
-  /** The keeper holds a duplicate of fd (the inode has no file handle). */
-  readonly registered: boolean;
+  /** The keeper holds a duplicate of fd (the inode has no usable file handle). */
+  registered: boolean;
+  /** No way back to the host inode (see recover): out of the identity index; ops fail with EBADF. */
+  lost: boolean;
 }
 
 export function inodeKey(dev: bigint, ino: bigint, mntId: bigint): string {
@@ -65,8 +96,15 @@ export class InodeTable {
   /** Scratch words for the bigint forms of the API. */
   private readonly w = new Uint32Array(34);
   private readonly generations: number[] = [];
-  private readonly hbuf = new Uint8Array(HANDLE_HDR + MAX_HANDLE);
+  private readonly hbuf = new Uint8Array(HANDLE_BUF);
+  private readonly hbuf2 = new Uint8Array(HANDLE_BUF);
   private readonly st = new BigUint64Array(17);
+  /** The record layout of this table (INODE_LAYOUT, or an adopted INODE_LAYOUT_V1 table's). */
+  readonly layout: InodeLayout;
+  /** O_PATH fds of the inodes held by handle, opened on demand. */
+  private readonly cache: InodeFds;
+  /** Inodes holding an fd for life (by fd, or revived). */
+  private held = 0;
   /** Records whose inode a restarted worker could not get back (see recover). */
   lost = 0;
   /** Of those, records refused as inconsistent (see badRecord). */
@@ -81,6 +119,7 @@ export class InodeTable {
    * or from its file handle. handles: the mounts to make file handles on (null: hand every
    * inode's fd to the registry). maxInodes: the guest's budget (checked by the caller before it
    * inserts); the region holds twice that at the most, room for nodes lost in a restart too.
+   * fdCacheLimit: how many fds of inodes held by handle stay open (inode-fds.ts).
    */
   constructor(
     private readonly native: NativeBinding,
@@ -89,9 +128,14 @@ export class InodeTable {
     recovered?: Map<string, number>,
     private readonly handles: InodeHandles | null = null,
     maxInodes = Number.MAX_SAFE_INTEGER / 4,
+    fdCacheLimit = INODE_FD_CACHE_MAX,
   ) {
+    const existing = SlotTable.recordSizeOf(backing);
+    // Another size is refused by the slot table's own check, with its message.
+    this.layout = (existing !== undefined ? inodeLayoutOf(existing) : undefined) ?? INODE_LAYOUT;
+    this.cache = new InodeFds(native, fdCacheLimit);
     // Slots 0 (invalid node id) and 1 (root) are never handed out by alloc().
-    this.slots = new SlotTable(backing, INODE_RECORD, 1024, INODE_TABLE_KIND, 2, 2 * maxInodes + 2);
+    this.slots = new SlotTable(backing, this.layout.record, 1024, INODE_TABLE_KIND, 2, 2 * maxInodes + 2);
     if (this.slots.inUse > 0) this.recover(recovered ?? new Map());
   }
 
@@ -131,9 +175,11 @@ export class InodeTable {
         mode = Number(this.st[ST.mode]);
         dv.setUint32(o + R_MODE, mode, true);
       }
+      // Held by handle: the fd that proved the record goes to the cache, not to the inode.
+      const byHandle = fd >= 0 && !reg;
       const inode: Inode = {
-        nodeid: slot, generation: gen, fd, dev, ino, mntId, mode,
-        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered: reg,
+        nodeid: slot, generation: gen, fd: byHandle ? -1 : fd, dev, ino, mntId, mode,
+        key: inodeKey(dev, ino, mntId), nlookup: dv.getFloat64(o + R_NLOOKUP, true), registered: reg, lost: fd < 0,
       };
       this.byNodeid[slot] = inode;
       if (fd < 0) {
@@ -143,7 +189,9 @@ export class InodeTable {
         this.lost++;
         continue;
       }
-      dv.setInt32(o + R_FD, fd, true);
+      if (byHandle) this.cache.put(slot, fd, false);
+      else this.held++;
+      dv.setInt32(o + R_FD, inode.fd, true);
       this.byKey.set(inode.key, inode);
       this.index(slot, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
     }
@@ -167,29 +215,56 @@ export class InodeTable {
   }
 
   /**
-   * Give a lost node (see recover) its inode back through fd (O_PATH, consumed), opened from an
-   * open file or directory the guest holds on it: a file deleted on the host, or a directory
-   * removed, no longer opens by handle but lives on in those. The keeper gets the fd (the
-   * handle is of no use any more). False (fd closed) if fd is not the recorded inode.
+   * Give a node whose handle no longer opens its inode back through fd (O_PATH, consumed), opened
+   * from an open file or directory the guest holds on it: a file deleted (on the host, or its last
+   * link by the guest), or a directory removed, no longer opens by handle but lives on in those.
+   * The node may be lost (see recover) or held by a handle that has just failed (Share.fdOf). From
+   * now on it holds fd for life, and the keeper gets a duplicate (the handle is of no use any
+   * more). False (fd closed) if fd is not the recorded inode.
    */
   revive(nodeid: number, fd: number): boolean {
-    const old = this.byNodeid[nodeid];
+    const inode = this.byNodeid[nodeid];
     const st = this.st;
-    if (!old || old.fd >= 0 || this.refusedNodes.has(nodeid) || this.native.statFd(fd, st) < 0 || st[0] !== old.dev || st[1] !== old.ino || this.byKey.has(old.key)) {
+    const other = inode && this.byKey.get(inode.key);
+    if (!inode || inode.fd >= 0 || this.refusedNodes.has(nodeid) || this.native.statFd(fd, st) < 0 || st[0] !== inode.dev || st[1] !== inode.ino ||
+      (other !== undefined && other !== inode)) {
       this.native.close(fd);
       return false;
     }
     this.registry.put(fdKey.inode(nodeid), fd);
+    this.cache.drop(nodeid);
     // The type, as in recover(), from the inode.
-    const inode: Inode = { ...old, fd, registered: true, mode: Number(st[ST.mode]) };
-    this.byNodeid[nodeid] = inode;
-    this.slots.dv.setInt32(this.slots.off(nodeid) + R_FD, fd, true);
-    this.slots.dv.setUint32(this.slots.off(nodeid) + R_MODE, inode.mode, true);
-    this.byKey.set(inode.key, inode);
+    inode.fd = fd;
+    inode.registered = true;
+    inode.mode = Number(st[ST.mode]);
+    this.held++;
     const dv = this.slots.dv, o = this.slots.off(nodeid);
+    dv.setInt32(o + R_FD, fd, true);
+    dv.setUint32(o + R_MODE, inode.mode, true);
+    if (!inode.lost) return true;
+    inode.lost = false;
+    this.byKey.set(inode.key, inode);
     this.index(nodeid, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
     this.lost--;
     return true;
+  }
+
+  /**
+   * An O_PATH fd of ino for the op in hand, or -errno: its own fd, else the cached one, else its
+   * handle opened again (ESTALE or ENOENT: the inode is gone, or lives on only in open files; see
+   * Share.fdOf). Valid for the op in hand (inode-fds.ts: pinned until INODE_FD_PINS more are
+   * taken): take it again after an await, never keep it.
+   */
+  fd(ino: Inode): number {
+    if (ino.fd >= 0) return ino.fd;
+    // Lost, or a stale object of a node the guest forgot (its slot may hold another inode now).
+    if (ino.lost || this.byNodeid[ino.nodeid] !== ino) return -E.EBADF;
+    const cached = this.cache.get(ino.nodeid);
+    if (cached !== undefined) return cached;
+    const fd = this.openHandle(this.slots.off(ino.nodeid));
+    if (fd < 0) return fd;
+    this.cache.put(ino.nodeid, fd, true);
+    return fd;
   }
 
   /** Open the inode of the record at o by its file handle; -errno if it has none or it is gone. */
@@ -200,7 +275,7 @@ export class InodeTable {
     // length no handle has.
     const mountFd = this.handles?.get(dv.getBigUint64(o + R_MNT, true));
     if (mountFd === undefined || len === 0) return -E.EBADF;
-    if (len > MAX_HANDLE) return -E.EINVAL;
+    if (len > this.layout.maxHandle) return -E.EINVAL;
     const h = this.hbuf;
     h.set(new Uint8Array(dv.buffer, dv.byteOffset + o + R_HANDLE, 8 + len), 4);
     // A handle names one inode for its whole life; recover() checks it is the one recorded.
@@ -219,6 +294,12 @@ export class InodeTable {
     for (const i of this.byKey.values()) if (!i.registered) n++;
     return n;
   }
+  /** Fds the inodes hold now: their own (held by fd) and the cache's (held by handle). */
+  get fdCount(): number { return this.held + this.cache.size; }
+  /** Fds inodes hold at the most: their own, and the cache's bound. */
+  get fdReserve(): number { return this.held + (this.handles ? this.cache.limit : 0); }
+  /** The cache of the fds of inodes held by handle (its bound, size and misses). */
+  get fdCache(): Pick<InodeFds, 'limit' | 'size' | 'misses'> { return this.cache; }
   get stateFd(): number { return this.slots.fd; }
 
   get(nodeid: number): Inode | undefined {
@@ -247,15 +328,55 @@ export class InodeTable {
    */
   lookupOrInsertStat(fd: number, st32: Uint32Array, mode: number): Inode {
     const known = this.findWords(st32);
-    if (known) {
+    if (known && known.fd >= 0) {
       if (known.fd !== fd) this.native.close(fd);
       this.addRef(known, 1);
       return known;
     }
+    if (known && this.cache.has(known.nodeid)) {
+      // The cached fd pins the inode, so it cannot be another one (and an op may be using it).
+      if (this.cache.get(known.nodeid, false) !== fd) this.native.close(fd);
+      this.addRef(known, 1);
+      return known;
+    }
+    if (known && this.sameHandle(known, fd)) {
+      // Kept: it saves the next op an open.
+      this.cache.put(known.nodeid, fd, false);
+      this.addRef(known, 1);
+      return known;
+    }
+    // Known by number only: the host deleted that inode and gave its number to this one.
+    if (known) this.supersede(known);
     const dev = u64(st32[W_DEV]!, st32[W_DEV + 1]!), ino = u64(st32[W_INO]!, st32[W_INO + 1]!), mntId = u64(st32[W_MNT]!, st32[W_MNT + 1]!);
     const slot = this.slots.alloc();
     const gen = (this.generations[slot] ?? 0) + 1;
     return this.install(slot, fd, dev, ino, mntId, mode, gen);
+  }
+
+  /**
+   * Is fd's inode the one ino's handle names? Only asked when no fd pins ino's inode. A handle
+   * that cannot be made now is taken as the same (the number and mount matched).
+   */
+  private sameHandle(ino: Inode, fd: number): boolean {
+    const h = this.hbuf2;
+    const r = this.native.nameToHandleAt(fd, '', AT_EMPTY_PATH, h);
+    if (r <= HANDLE_HDR) return true;
+    const dv = this.slots.dv, o = this.slots.off(ino.nodeid);
+    const len = dv.getUint32(o + R_HANDLE, true);
+    if (len !== r - HANDLE_HDR || len > this.layout.maxHandle) return false;
+    const rec = new Uint8Array(dv.buffer, dv.byteOffset + o + R_HANDLE, 8 + len);
+    for (let i = 0; i < rec.length; i++) if (rec[i] !== h[4 + i]) return false;
+    return true;
+  }
+
+  /** ino's inode is gone from the host: the node stays until the guest forgets it, lost. */
+  private supersede(ino: Inode): void {
+    this.unindex(ino.nodeid);
+    this.byKey.delete(ino.key);
+    this.cache.drop(ino.nodeid);
+    ino.lost = true;
+    // No open file can hold it (one would pin the number): nothing to revive it from.
+    this.refusedNodes.add(ino.nodeid);
   }
 
   /** Does the guest already hold the inode of this stat() result (as lookupOrInsertStat takes it)? */
@@ -338,6 +459,7 @@ export class InodeTable {
 
   close(): void {
     for (const inode of this.byNodeid) if (inode && inode.fd >= 0) this.native.close(inode.fd);
+    this.cache.close();
     this.byKey.clear();
     this.byIno.clear();
     this.byNodeid.length = 0;
@@ -346,14 +468,20 @@ export class InodeTable {
 
   private remove(inode: Inode): void {
     // Invalidate first (slot), then drop the caches and the keeper's copy, then close the fd.
-    const lost = inode.fd < 0;
+    const lost = inode.lost;
     if (!lost) this.unindex(inode.nodeid); // reads the record: before release clears it
     this.slots.release(inode.nodeid);
     this.byNodeid[inode.nodeid] = undefined;
+    this.refusedNodes.delete(inode.nodeid);
     if (lost) return;
     this.byKey.delete(inode.key);
+    if (inode.fd < 0) {
+      this.cache.drop(inode.nodeid);
+      return;
+    }
     if (inode.registered) this.registry.del(fdKey.inode(inode.nodeid));
     this.native.close(inode.fd);
+    this.held--;
   }
 
   private install(slot: number, fd: number, dev: bigint, ino: bigint, mntId: bigint, mode: number, gen: number, byHandle = true): Inode {
@@ -362,16 +490,20 @@ export class InodeTable {
     // A file handle in the record, or the keeper holds the fd, before the record becomes valid.
     const registered = !this.writeHandle(byHandle ? fd : -1, mntId, mode, o);
     if (registered) this.registry.put(fdKey.inode(slot), fd);
+    const own = registered ? fd : -1;
     dv.setUint32(o + R_GEN, gen, true);
     dv.setFloat64(o + R_NLOOKUP, 1, true);
     dv.setBigUint64(o + R_DEV, dev, true);
     dv.setBigUint64(o + R_INO, ino, true);
     dv.setBigUint64(o + R_MNT, mntId, true);
-    dv.setInt32(o + R_FD, fd, true);
+    dv.setInt32(o + R_FD, own, true);
     dv.setUint32(o + R_MODE, mode, true);
     this.slots.publish(slot);
     this.generations[slot] = gen;
-    const inode: Inode = { nodeid: slot, generation: gen, fd, dev, ino, mntId, mode, key: inodeKey(dev, ino, mntId), nlookup: 1, registered };
+    // Held by handle: the fd is the cache's from now on (it may close it at once).
+    if (registered) this.held++;
+    else this.cache.put(slot, fd, false);
+    const inode: Inode = { nodeid: slot, generation: gen, fd: own, dev, ino, mntId, mode, key: inodeKey(dev, ino, mntId), nlookup: 1, registered, lost: false };
     this.byNodeid[slot] = inode;
     this.byKey.set(inode.key, inode);
     this.index(slot, dv.getUint32(o + R_INO, true), dv.getUint32(o + R_INO + 4, true));
@@ -384,7 +516,8 @@ export class InodeTable {
     const h = this.hbuf;
     const usable = fd >= 0 && this.handles !== null && this.handles.forInode(mntId, fd, mode) !== undefined;
     const r = usable ? this.native.nameToHandleAt(fd, '', AT_EMPTY_PATH, h) : -1;
-    if (r <= HANDLE_HDR) {
+    // A handle longer than the record holds: the inode is held by fd instead.
+    if (r <= HANDLE_HDR || r - HANDLE_HDR > this.layout.maxHandle) {
       dv.setUint32(o + R_HANDLE, 0, true);
       return false;
     }

@@ -216,16 +216,19 @@ export class HostFs implements FsLayer {
       if (!h || h.nodeid !== nodeid) return -E.EBADF;
     }
     const isLink = (ino.mode & K.S_IFMT) === K.S_IFLNK;
+    // Taken once for the op (pinned, inode-fds.ts), and again by the helpers below: the same fd.
+    const fd = s.fdOf(ino);
+    if (fd < 0) return fd;
     let r = 0;
     if (a.valid & FATTR.MODE) {
       if (isLink) return -E.EOPNOTSUPP;
-      r = n.fchmodat(s.procFd, String(h ? h.fd : ino.fd), a.mode & K.S_IALLUGO, 0);
+      r = n.fchmodat(s.procFd, String(h ? h.fd : fd), a.mode & K.S_IALLUGO, 0);
       if (r < 0) return r;
     }
     if (a.valid & (FATTR.UID | FATTR.GID)) {
       const uid = a.valid & FATTR.UID ? a.uid : -1;
       const gid = a.valid & FATTR.GID ? a.gid : -1;
-      r = n.fchownat(ino.fd, '', uid, gid, K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW);
+      r = n.fchownat(fd, '', uid, gid, K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW);
       if (r < 0) return r;
     }
     if (a.valid & FATTR.SIZE) {
@@ -243,8 +246,8 @@ export class HostFs implements FsLayer {
       const at = a.valid & FATTR.ATIME_NOW ? [0, K.UTIME_NOW] : a.valid & FATTR.ATIME ? [a.atime, a.atimensec] : [0, K.UTIME_OMIT];
       const mt = a.valid & FATTR.MTIME_NOW ? [0, K.UTIME_NOW] : a.valid & FATTR.MTIME ? [a.mtime, a.mtimensec] : [0, K.UTIME_OMIT];
       r = isLink
-        ? n.utimensat(ino.fd, '', at[0]!, at[1]!, mt[0]!, mt[1]!, K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW)
-        : n.utimensat(K.AT_FDCWD, s.procPath(ino), at[0]!, at[1]!, mt[0]!, mt[1]!, 0);
+        ? n.utimensat(fd, '', at[0]!, at[1]!, mt[0]!, mt[1]!, K.AT_EMPTY_PATH | K.AT_SYMLINK_NOFOLLOW)
+        : n.utimensat(K.AT_FDCWD, `${s.procPrefix}${fd}`, at[0]!, at[1]!, mt[0]!, mt[1]!, 0);
       if (r < 0) return r;
     }
     r = s.statInode(ino, st);
@@ -260,61 +263,76 @@ export class HostFs implements FsLayer {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
     if ((ino.mode & K.S_IFMT) !== K.S_IFLNK) return -E.EINVAL;
-    return this.native.readlinkat(ino.fd, '', buf);
+    const fd = this.share.fdOf(ino);
+    return fd < 0 ? fd : this.native.readlinkat(fd, '', buf);
   }
 
-  private make(ctx: Ctx, parent: number, name: string, umask: number, st: BigUint64Array, fn: (p: Inode) => number): EntryResult | number {
+  /** fn gets the parent's fd. */
+  private make(ctx: Ctx, parent: number, name: string, umask: number, st: BigUint64Array, fn: (pfd: number) => number): EntryResult | number {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
     const s = this.share;
     // Refused before anything is made: a new name whose node the guest cannot get helps no one.
     if (!s.budget.fits(INODE)) return s.budget.refuse(INODE);
-    const r = s.asCaller(ctx, umask, () => fn(p));
+    const pfd = s.fdOf(p);
+    if (pfd < 0) return pfd;
+    const r = s.asCaller(ctx, umask, () => fn(pfd));
     if (r < 0) return r;
     return s.lookupName(p, name, st);
   }
 
   symlink(ctx: Ctx, parent: number, name: string, target: string, st: BigUint64Array): EntryResult | number {
-    return this.make(ctx, parent, name, 0, st, (p) => this.native.symlinkat(target, p.fd, name));
+    return this.make(ctx, parent, name, 0, st, (pfd) => this.native.symlinkat(target, pfd, name));
   }
 
   mknod(ctx: Ctx, parent: number, name: string, mode: number, rdev: number, umask: number, st: BigUint64Array): EntryResult | number {
-    return this.make(ctx, parent, name, umask, st, (p) => this.native.mknodat(p.fd, name, mode, rdev));
+    return this.make(ctx, parent, name, umask, st, (pfd) => this.native.mknodat(pfd, name, mode, rdev));
   }
 
   mkdir(ctx: Ctx, parent: number, name: string, mode: number, umask: number, st: BigUint64Array): EntryResult | number {
-    return this.make(ctx, parent, name, umask, st, (p) => this.native.mkdirat(p.fd, name, mode & K.S_IALLUGO));
+    return this.make(ctx, parent, name, umask, st, (pfd) => this.native.mkdirat(pfd, name, mode & K.S_IALLUGO));
   }
 
   unlink(_ctx: Ctx, parent: number, name: string): number {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
+    const pfd = this.share.fdOf(p);
+    if (pfd < 0) return pfd;
     this.beforeLastLinkGoes();
-    return this.native.unlinkat(p.fd, name, 0);
+    return this.native.unlinkat(pfd, name, 0);
   }
 
   rmdir(_ctx: Ctx, parent: number, name: string): number {
     const p = this.inode(parent);
     if (!p) return -E.EBADF;
+    const pfd = this.share.fdOf(p);
+    if (pfd < 0) return pfd;
     this.beforeLastLinkGoes();
-    return this.native.unlinkat(p.fd, name, K.AT_REMOVEDIR);
+    return this.native.unlinkat(pfd, name, K.AT_REMOVEDIR);
   }
 
   rename(_ctx: Ctx, parent: number, name: string, newParent: number, newName: string, flags: number): number {
     const p = this.inode(parent), np = this.inode(newParent);
     if (!p || !np) return -E.EBADF;
     if (flags & ~(K.RENAME_NOREPLACE | K.RENAME_EXCHANGE | K.RENAME_WHITEOUT)) return -E.EINVAL;
+    // Both taken for this op: the cache keeps both open (inode-fds.ts pins).
+    const pfd = this.share.fdOf(p), npfd = this.share.fdOf(np);
+    if (pfd < 0) return pfd;
+    if (npfd < 0) return npfd;
     this.beforeLastLinkGoes();
-    return this.native.renameat2(p.fd, name, np.fd, newName, flags);
+    return this.native.renameat2(pfd, name, npfd, newName, flags);
   }
 
   link(_ctx: Ctx, nodeid: number, newParent: number, newName: string, st: BigUint64Array): EntryResult | number {
     const ino = this.inode(nodeid), np = this.inode(newParent);
     if (!ino || !np) return -E.EBADF;
+    const fd = this.share.fdOf(ino), npfd = this.share.fdOf(np);
+    if (fd < 0) return fd;
+    if (npfd < 0) return npfd;
     // AT_EMPTY_PATH links the inode itself (needs CAP_DAC_READ_SEARCH); the /proc path is the fallback.
-    let r = this.native.linkat(ino.fd, '', np.fd, newName, K.AT_EMPTY_PATH);
+    let r = this.native.linkat(fd, '', npfd, newName, K.AT_EMPTY_PATH);
     if (r === -E.ENOENT || r === -E.EPERM) {
-      r = this.native.linkat(K.AT_FDCWD, this.share.procPath(ino), np.fd, newName, K.AT_SYMLINK_FOLLOW);
+      r = this.native.linkat(K.AT_FDCWD, `${this.share.procPrefix}${fd}`, npfd, newName, K.AT_SYMLINK_FOLLOW);
     }
     if (r < 0) return r;
     return this.share.lookupName(np, newName, st);
@@ -356,7 +374,9 @@ export class HostFs implements FsLayer {
     const s = this.share;
     if (!s.budget.fits(INODE_AND_HANDLE)) return s.budget.refuse(INODE_AND_HANDLE);
     const f = this.openFlags(flags) | K.O_CLOEXEC;
-    const fd = s.asCaller(ctx, umask, () => this.native.openat(p.fd, name, f | K.O_CREAT | K.O_EXCL | K.O_NOFOLLOW, mode & K.S_IALLUGO));
+    const pfd = s.fdOf(p);
+    if (pfd < 0) return pfd;
+    const fd = s.asCaller(ctx, umask, () => this.native.openat(pfd, name, f | K.O_CREAT | K.O_EXCL | K.O_NOFOLLOW, mode & K.S_IALLUGO));
     if (fd >= 0) return this.adoptOpenFd(p, fd, f, st);
     if (fd !== -E.EEXIST || (flags & K.O_EXCL)) return fd;
     const entry = s.lookupName(p, name, st);
@@ -377,7 +397,9 @@ export class HostFs implements FsLayer {
     if (!s.budget.fits(INODE_AND_HANDLE)) return s.budget.refuse(INODE_AND_HANDLE);
     let f = this.openFlags(flags) & ~K.O_TRUNC;
     if ((f & K.O_ACCMODE) === K.O_RDONLY) f |= K.O_RDWR; // O_TMPFILE needs write access
-    const fd = s.asCaller(ctx, umask, () => this.native.openat(p.fd, '.', f | K.O_TMPFILE | K.O_CLOEXEC, mode & K.S_IALLUGO));
+    const pfd = s.fdOf(p);
+    if (pfd < 0) return pfd;
+    const fd = s.asCaller(ctx, umask, () => this.native.openat(pfd, '.', f | K.O_TMPFILE | K.O_CLOEXEC, mode & K.S_IALLUGO));
     if (fd < 0) return fd;
     const r = this.adoptOpenFd(p, fd, f, st);
     // Born without a link: only the open fd keeps it, so the keeper needs it before the reply.
@@ -413,7 +435,8 @@ export class HostFs implements FsLayer {
   statfs(_ctx: Ctx, nodeid: number, out: BigUint64Array): number {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
-    return this.native.fstatfs(ino.fd, out);
+    const fd = this.share.fdOf(ino);
+    return fd < 0 ? fd : this.native.fstatfs(fd, out);
   }
 
   release(_ctx: Ctx, fh: number, _flags: number, releaseFlags: number): number {
@@ -458,8 +481,10 @@ export class HostFs implements FsLayer {
     const ino = this.inode(nodeid);
     if (!ino) return -E.EBADF;
     if ((ino.mode & K.S_IFMT) === K.S_IFLNK) return 0;
+    const p = this.share.procPath(ino);
+    if (typeof p === 'number') return p;
     try {
-      nodefs.accessSync(this.share.procPath(ino), mask & (K.R_OK | K.W_OK | K.X_OK));
+      nodefs.accessSync(p, mask & (K.R_OK | K.W_OK | K.X_OK));
       return 0;
     } catch (e) {
       return errnoOf(e);
@@ -483,7 +508,8 @@ export class HostFs implements FsLayer {
   nameIno(_ctx: Ctx, parent: number, name: string): number {
     const p = this.inode(parent);
     const st = this.share.tmpSt;
-    if (!p || this.native.stat(p.fd, name, K.AT_SYMLINK_NOFOLLOW, st) !== 0) return -1;
+    const pfd = p ? this.share.fdOf(p) : -1;
+    if (pfd < 0 || this.native.stat(pfd, name, K.AT_SYMLINK_NOFOLLOW, st) !== 0) return -1;
     return Number(st[ST.ino]! & INO_LOW_48);
   }
 

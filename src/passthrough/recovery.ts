@@ -13,7 +13,8 @@ import { ST, STAT_SLOTS, toBinary, type NativeBinding } from '../native/binding'
 import type { Logger } from '../log';
 import { E } from '../linux/constants';
 import * as K from '../linux/constants';
-import { InodeTable } from './inode-table';
+import { InodeTable, type Inode } from './inode-table';
+import { inodeFdCacheLimit } from './inode-fds';
 import { HandleTable, HANDLE_LAYOUT } from './handle-table';
 import { MountFds } from './mount-fds';
 import { MemfdBacking, MemoryBacking, type SlotBacking } from '../state/slot-table';
@@ -72,10 +73,11 @@ export function startState(native: NativeBinding, opts: FsOptions, log: Logger, 
   if (r < 0) throw new Error(`cannot stat shared directory: errno ${-r}`);
   const mounts = state.registry ? fileHandles(native, opts, log, procFd, openShare, st[ST.mntId]!, registry, recovered) : null;
 
-  const inodes = new InodeTable(native, backing('inodes'), registry, recovered, mounts, opts.limits.inodes);
+  const inodes = new InodeTable(native, backing('inodes'), registry, recovered, mounts, opts.limits.inodes, inodeFdCacheLimit(opts.limits.fds));
+  const inodeFd = (ino: Inode): number => inodes.fd(ino);
   const reopen = (nodeid: number, flags: number): number => {
     const ino = inodes.get(nodeid);
-    return ino ? reopenInode(native, procFd, ino, flags) : -E.EBADF;
+    return ino ? reopenInode(native, procFd, ino, inodeFd, flags) : -E.EBADF;
   };
   // A recovered handle's fd must be of the node its record names.
   const isOf = (nodeid: number, fd: number): boolean => {
@@ -95,7 +97,7 @@ export function startState(native: NativeBinding, opts: FsOptions, log: Logger, 
   if (inodes.lost > 0) {
     for (const h of [...files.all(), ...dirs.all()]) {
       const ino = inodes.get(h.nodeid);
-      if (!ino || ino.fd >= 0) continue;
+      if (!ino?.lost) continue;
       const fd = native.openat(procFd, String(h.fd), K.O_PATH | K.O_CLOEXEC, 0);
       if (fd >= 0) inodes.revive(h.nodeid, fd);
     }

@@ -3,10 +3,11 @@
 // xattrs share: how an inode is opened, how a name becomes a node id, how a new file gets the
 // caller's ids.
 //
-// Containment: every inode is held by an O_PATH|O_NOFOLLOW fd and every name the guest sends is
-// one path component resolved with an *at call relative to its parent's fd, never followed if it
-// is a symlink. Files are (re)opened through /proc/self/fd/N of the inode's own fd, which names
-// the inode itself, not a path, so no rename or symlink on the host can redirect it outside.
+// Containment: every op reaches an inode through an O_PATH|O_NOFOLLOW fd of it (its own, or one
+// opened from its file handle: fdOf) and every name the guest sends is one path component
+// resolved with an *at call relative to its parent's fd, never followed if it is a symlink. Files
+// are (re)opened through /proc/self/fd/N of such an fd, which names the inode itself, not a path,
+// so no rename or symlink on the host can redirect it outside.
 // The session has already rejected names containing '/', "." and "..".
 //
 // Only regular files and directories are ever opened (reopenInode): opening a device node the
@@ -15,6 +16,7 @@
 // virtiofsd in lo_inode_open() (tools/virtiofsd/passthrough_ll.c, "virtiofsd: prevent opening
 // of special files (CVE-2020-35517)"), the Rust virtiofsd through is_safe_inode(). The file type
 // is fixed for an inode's life and the O_PATH fd pins the inode, so the check cannot race.
+// (A file handle names one inode for its whole life, generation included.)
 
 import { ST, STAT_SLOTS, type NativeBinding } from '../native/binding';
 import type { Logger } from '../log';
@@ -26,7 +28,7 @@ import type { InodeTable, Inode } from './inode-table';
 import type { HandleTable } from './handle-table';
 import type { MountFds } from './mount-fds';
 import type { FdRegistry } from '../state/fd-registry';
-import { GuestBudget, type BudgetKind } from './budget';
+import { GuestBudget, type BudgetKind, type BudgetUse } from './budget';
 import type { FsOptions } from './options';
 import type { StartState, StateFds } from './recovery';
 
@@ -39,11 +41,13 @@ export const INODE: readonly BudgetKind[] = ['inodes'];
  * one way anything the guest names gets opened. Only regular files and directories (see the top
  * of this file); everything else is EBADF, as with both peers.
  */
-export function reopenInode(native: NativeBinding, procFd: number, ino: Inode, flags: number): number {
+export function reopenInode(native: NativeBinding, procFd: number, ino: Inode, fdOf: (ino: Inode) => number, flags: number): number {
   const type = ino.mode & K.S_IFMT;
-  if ((type !== K.S_IFREG && type !== K.S_IFDIR) || ino.fd < 0) return -E.EBADF;
+  if (type !== K.S_IFREG && type !== K.S_IFDIR) return -E.EBADF;
+  const fd = fdOf(ino);
+  if (fd < 0) return fd;
   const f = (flags & ~(K.O_CREAT | K.O_EXCL | K.O_NOCTTY | K.O_NOFOLLOW | NEVER_OPEN_FLAGS)) | K.O_CLOEXEC;
-  return native.openat(procFd, String(ino.fd), f, 0);
+  return native.openat(procFd, String(fd), f, 0);
 }
 
 export class Share {
@@ -63,7 +67,7 @@ export class Share {
   dontMask = false;
   /** Scratch stat array for the parts (used and read within one synchronous stretch). */
   readonly tmpSt = new BigUint64Array(STAT_SLOTS);
-  private readonly used: Record<BudgetKind, number> = { inodes: 0, handles: 0, lockOwners: 0 };
+  private readonly used: BudgetUse = { inodes: 0, inodeFds: 0, handles: 0, lockOwners: 0 };
   private hasOpenat2 = true;
   /** The last two stat arrays seen by words(), with their u32 views. */
   private wSt: BigUint64Array | null = null;
@@ -84,6 +88,7 @@ export class Share {
       // One object, refilled: LOOKUP asks every time.
       const u = this.used;
       u.inodes = this.inodes.count;
+      u.inodeFds = this.inodes.fdReserve;
       u.handles = this.files.count + this.dirs.count;
       u.lockOwners = lockOwners();
       return u;
@@ -96,16 +101,40 @@ export class Share {
   }
 
   reopen(ino: Inode, flags: number): number {
-    return reopenInode(this.native, this.procFd, ino, flags);
+    return reopenInode(this.native, this.procFd, ino, this.fdOf, flags);
   }
 
-  /** A path naming the inode itself, for the calls that take no fd (xattrs, access, utimensat). */
-  procPath(ino: Inode): string {
-    return `${this.procPrefix}${ino.fd}`;
+  /**
+   * The one way an op gets an O_PATH fd of an inode: its own, or one opened from its file handle
+   * (InodeTable.fd), valid for the op in hand only (never across an await). A handle that no longer opens
+   * (ESTALE, ENOENT) may be of a file whose last link is gone while the guest holds it open: the
+   * open file's fd still reaches the inode, and the node keeps an O_PATH fd of it from now on
+   * (revive), as a restarted worker does for such a node (recovery.ts). Otherwise -errno.
+   */
+  readonly fdOf = (ino: Inode): number => {
+    const fd = this.inodes.fd(ino);
+    if (fd !== -E.ESTALE && fd !== -E.ENOENT) return fd;
+    for (const h of this.files.all()) if (h.nodeid === ino.nodeid && this.revive(ino, h.fd)) return ino.fd;
+    for (const h of this.dirs.all()) if (h.nodeid === ino.nodeid && this.revive(ino, h.fd)) return ino.fd;
+    return fd;
+  };
+
+  /** Give ino an O_PATH fd of the open file openFd (see fdOf). */
+  private revive(ino: Inode, openFd: number): boolean {
+    const pathFd = this.native.openat(this.procFd, String(openFd), K.O_PATH | K.O_CLOEXEC, 0);
+    return pathFd >= 0 && this.inodes.revive(ino.nodeid, pathFd);
+  }
+
+  /** A path naming the inode itself, for the calls that take no fd (xattrs, access, utimensat),
+   *  valid for the op in hand (see fdOf); -errno if there is no fd of it. */
+  procPath(ino: Inode): string | number {
+    const fd = this.fdOf(ino);
+    return fd < 0 ? fd : `${this.procPrefix}${fd}`;
   }
 
   statInode(ino: Inode, st: BigUint64Array): number {
-    return this.native.statFd(ino.fd, st);
+    const fd = this.fdOf(ino);
+    return fd < 0 ? fd : this.native.statFd(fd, st);
   }
 
   /** Clear setuid, and setgid when group-executable, as a non-root write or truncate would. */
@@ -114,7 +143,9 @@ export class Share {
     let clear = mode & K.S_ISUID;
     if ((mode & (K.S_ISGID | K.S_IXGRP)) === (K.S_ISGID | K.S_IXGRP)) clear |= K.S_ISGID;
     if (!clear || (mode & K.S_IFMT) !== K.S_IFREG) return 0;
-    const r = this.native.fchmodat(this.procFd, String(ino.fd), mode & K.S_IALLUGO & ~clear, 0);
+    const fd = this.fdOf(ino);
+    if (fd < 0) return fd;
+    const r = this.native.fchmodat(this.procFd, String(fd), mode & K.S_IALLUGO & ~clear, 0);
     return r < 0 ? r : this.statInode(ino, st);
   }
 
@@ -141,13 +172,15 @@ export class Share {
   /** Resolve `name` in `parent` and take one guest reference on it. */
   lookupName(parent: Inode, name: string, st: BigUint64Array): EntryResult | number {
     const flags = K.O_PATH | K.O_NOFOLLOW | K.O_CLOEXEC;
+    const pfd = this.fdOf(parent);
+    if (pfd < 0) return pfd;
     let fd = -E.ENOSYS;
     if (this.hasOpenat2) {
       // Defence in depth: the kernel itself refuses to leave the parent or follow any link.
-      fd = this.native.openat2(parent.fd, name, flags, 0, K.RESOLVE_BENEATH | K.RESOLVE_NO_MAGICLINKS | K.RESOLVE_NO_SYMLINKS);
+      fd = this.native.openat2(pfd, name, flags, 0, K.RESOLVE_BENEATH | K.RESOLVE_NO_MAGICLINKS | K.RESOLVE_NO_SYMLINKS);
       if (fd === -E.ENOSYS) this.hasOpenat2 = false;
     }
-    if (fd === -E.ENOSYS) fd = this.native.openat(parent.fd, name, flags, 0);
+    if (fd === -E.ENOSYS) fd = this.native.openat(pfd, name, flags, 0);
     if (fd < 0) return fd;
     return this.entryOf(parent, fd, st);
   }

@@ -34,19 +34,25 @@ export class Xattrs {
   setxattr(_ctx: Ctx, nodeid: number, name: string, value: Uint8Array, flags: number): number {
     const ino = this.target(nodeid, name);
     if (typeof ino === 'number') return ino;
-    return this.share.native.setxattr(this.share.procPath(ino), name, value, flags & (K.XATTR_CREATE | K.XATTR_REPLACE), false);
+    const p = this.share.procPath(ino);
+    if (typeof p === 'number') return p;
+    return this.share.native.setxattr(p, name, value, flags & (K.XATTR_CREATE | K.XATTR_REPLACE), false);
   }
 
   getxattr(_ctx: Ctx, nodeid: number, name: string, buf: Uint8Array): number {
     const ino = this.target(nodeid, name);
     if (typeof ino === 'number') return ino === -E.EOPNOTSUPP ? -E.ENODATA : ino;
-    return this.share.native.getxattr(this.share.procPath(ino), name, buf, false);
+    const p = this.share.procPath(ino);
+    if (typeof p === 'number') return p;
+    return this.share.native.getxattr(p, name, buf, false);
   }
 
   listxattr(_ctx: Ctx, nodeid: number, buf: Uint8Array): number {
     const ino = this.target(nodeid, null);
     if (typeof ino === 'number') return ino === -E.EOPNOTSUPP ? 0 : ino;
-    const r = this.share.native.listxattr(this.share.procPath(ino), buf, false);
+    const p = this.share.procPath(ino);
+    if (typeof p === 'number') return p;
+    const r = this.share.native.listxattr(p, buf, false);
     if (r <= 0 || this.posixAcl) return r;
     return withoutAclNames(buf, r);
   }
@@ -54,13 +60,16 @@ export class Xattrs {
   removexattr(_ctx: Ctx, nodeid: number, name: string): number {
     const ino = this.target(nodeid, name);
     if (typeof ino === 'number') return ino;
-    return this.share.native.removexattr(this.share.procPath(ino), name, false);
+    const p = this.share.procPath(ino);
+    if (typeof p === 'number') return p;
+    return this.share.native.removexattr(p, name, false);
   }
 
   /** The replay probe of SETXATTR: does the inode have this xattr now? */
   has(nodeid: number, name: string): boolean {
     const ino = this.target(nodeid, name);
-    return typeof ino !== 'number' && this.share.native.getxattr(this.share.procPath(ino), name, EMPTY_BUF, false) >= 0;
+    const p = typeof ino === 'number' ? ino : this.share.procPath(ino);
+    return typeof p === 'string' && this.share.native.getxattr(p, name, EMPTY_BUF, false) >= 0;
   }
 }
 

@@ -117,6 +117,13 @@ export class SlotTable {
     for (let i = this.capacity - 1; i >= reserved; i--) this.free.push(i);
   }
 
+  /** The record size in the header of the table backing already holds; undefined if it holds none. */
+  static recordSizeOf(backing: SlotBacking): number | undefined {
+    if (backing.bytes < HEADER) return undefined;
+    const dv = new DataView(backing.resize(backing.bytes));
+    return dv.getUint32(H_MAGIC, true) === SLOT_MAGIC ? dv.getUint32(H_RECORD, true) : undefined;
+  }
+
   private attach(): void {
     const dv = new DataView(this.backing.resize(this.backing.bytes));
     const bad = (why: string): Error => new Error(`state region (kind ${this.kind}) is not usable: ${why}`);

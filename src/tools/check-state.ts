@@ -5,9 +5,12 @@
 // keeper is not disturbed) and checks what a restarted worker relies on:
 //   - slot tables (vfsd-inodes, vfsd-files, vfsd-dirs): header (magic, version, record size,
 //     kind, capacity within the file), every state word free or valid;
-//   - inode records: a valid record has nlookup > 0 (the root, slot 1, excepted), generation > 0,
-//     a file type, and no two valid records name the same (dev, ino, mnt_id) (one host inode,
-//     one node id: Hanna Reitz, "Re: [PATCH v3 08/10] virtiofsd: Add inodes_by_handle hash table", qemu-devel, 2021-08-10);
+//   - inode records (128 bytes, or 192 in a table a release before made): a valid record has
+//     nlookup > 0 (the root, slot 1, excepted), generation > 0, a file type, and no two valid
+//     records name the same (dev, ino, mnt_id) (one host inode, one node id: Hanna Reitz, "Re:
+//     [PATCH v3 08/10] virtiofsd: Add inodes_by_handle hash table", qemu-devel, 2021-08-10),
+//     unless both have file handles and these differ: then they are two inodes, the host deleted
+//     the first (no fd holds an inode held by handle) and gave its number to the second (noted);
 //   - open-file and open-dir records point at a valid inode slot (of a directory for dirs);
 //   - in-flight regions (vfsd-inflight-<q>): version, desc_num, size, last_batch_head; the number
 //     of descriptors recorded in flight is counted (not a problem by itself);
@@ -33,7 +36,7 @@ import * as fs from 'node:fs';
 import { SLOT_MAGIC, SLOT_VERSION, SLOT_FREE, SLOT_VALID, SLOT_HEADER, SLOT_STATE } from '../state/slot-table';
 import { InflightRegion, INFLIGHT_LAYOUT } from '../state/inflight';
 import { Journal, JOURNAL_LAYOUT, JOURNAL_MAGIC, JOURNAL_VERSION, JOURNAL_MAX_REPLY, J_EMPTY, J_INTENT, J_DONE } from '../state/journal';
-import { INODE_LAYOUT } from '../passthrough/inode-table';
+import { INODE_LAYOUT, inodeLayoutOf } from '../passthrough/inode-table';
 import { HANDLE_LAYOUT } from '../passthrough/handle-table';
 import { loadNative, ST, type NativeBinding } from '../native/binding';
 import { readDeviceState } from '../state/device-region';
@@ -45,7 +48,11 @@ import { E, O_NOFOLLOW, O_PATH, S_IFDIR, S_IFMT } from '../linux/constants';
 // Every layout comes from the module that writes it: the checker reads what the code writes.
 const HEADER = SLOT_HEADER.bytes;
 const { magic: H_MAGIC, version: H_VERSION, record: H_RECORD, capacity: H_CAPACITY, kind: H_KIND } = SLOT_HEADER;
-const { record: INODE_RECORD, kind: INODE_TABLE_KIND, gen: I_GEN, nlookup: I_NLOOKUP, dev: I_DEV, ino: I_INO, mnt: I_MNT, mode: I_MODE, handle: I_HANDLE, maxHandle: MAX_HANDLE } = INODE_LAYOUT;
+// The offsets are the same in both record sizes (INODE_LAYOUT_V1); the size and handle room are
+// read from the table's header.
+const { kind: INODE_TABLE_KIND, gen: I_GEN, nlookup: I_NLOOKUP, dev: I_DEV, ino: I_INO, mnt: I_MNT, mode: I_MODE, handle: I_HANDLE } = INODE_LAYOUT;
+/** MAX_HANDLE_SZ (linux/exportfs.h): the room a handle buffer needs. */
+const HANDLE_BUF = 12 + 128;
 const { record: HANDLE_RECORD, nodeid: H_NODEID, kindFile: KIND_FILE, kindDir: KIND_DIR } = HANDLE_LAYOUT;
 
 /** The file types a record may name (inode(7) S_IFIFO ... S_IFSOCK). */
@@ -213,10 +220,12 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
     notes.push(`${m.name}: empty (no worker has formatted it yet)`);
     return { table, inodes };
   }
+  const layout = (b.length >= HEADER ? inodeLayoutOf(b.readUInt32LE(H_RECORD)) : undefined) ?? INODE_LAYOUT;
+  const INODE_RECORD = layout.record, MAX_HANDLE = layout.maxHandle;
   const cap = checkHeader(m.name, b, INODE_RECORD, INODE_TABLE_KIND, problems);
   if (cap < 0) return null;
   table.capacity = cap;
-  const byId = new Map<string, number>();
+  const byId = new Map<string, number[]>();
   table.nlookup = 0;
   for (const s of validSlots(m.name, b, INODE_RECORD, cap, problems)) {
     const o = HEADER + s * INODE_RECORD;
@@ -232,10 +241,15 @@ function checkInodes(m: Memfd, b: Buffer, problems: string[], notes: string[]): 
     if (!Number.isInteger(nlookup) || nlookup < 0) problems.push(`${m.name}: node ${s} has nlookup ${nlookup}`);
     if (!FILE_TYPES.has(mode & S_IFMT)) problems.push(`${m.name}: node ${s} has mode 0${mode.toString(8)} (no file type)`);
     if (s === 1 && (mode & S_IFMT) !== S_IFDIR) problems.push(`${m.name}: the root (node 1) is not a directory (mode 0${mode.toString(8)})`);
-    const other = byId.get(id);
-    if (other !== undefined) problems.push(`${m.name}: nodes ${other} and ${s} both name host inode (dev:ino:mnt) ${id}`);
-    else byId.set(id, s);
     const handle = hlen > 0 && hlen <= MAX_HANDLE ? b.subarray(o + I_HANDLE, o + I_HANDLE + 8 + hlen) : null;
+    const same = byId.get(id) ?? [];
+    for (const other of same) {
+      const oh = inodes.get(other)!.handle;
+      if (handle !== null && oh !== null && !handle.equals(oh)) notes.push(`${m.name}: nodes ${other} and ${s} are two inodes (their handles differ) with number ${id}: the host deleted one and reused its number`);
+      else problems.push(`${m.name}: nodes ${other} and ${s} both name host inode (dev:ino:mnt) ${id}`);
+    }
+    same.push(s);
+    byId.set(id, same);
     inodes.set(s, { mode, dev: b.readBigUInt64LE(o + I_DEV), ino: b.readBigUInt64LE(o + I_INO), mnt: b.readBigUInt64LE(o + I_MNT), handle });
     table.nlookup += nlookup;
   }
@@ -271,7 +285,7 @@ function resolveHandles(pid: number, inodes: Map<number, InodeInfo>, table: Tabl
       if (flags >= 0) mountFds.set(BigInt(m[1]!), fs.openSync(`/proc/${pid}/fd/${ent}`, flags));
     } catch { /* closed while we looked, or not openable */ }
   }
-  const h = new Uint8Array(12 + MAX_HANDLE);
+  const h = new Uint8Array(HANDLE_BUF);
   const st = new BigUint64Array(17);
   let opened = 0;
   const stale: number[] = [];

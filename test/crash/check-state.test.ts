@@ -219,7 +219,7 @@ test('file handles in inode records are opened and must name the recorded inode'
   try {
     const root = fs.statSync(dir, { bigint: true });
     const inodes = table(INODE_RECORD, INODE_TABLE_KIND, 8);
-    const put = (slot: number, name: string | null, o: { ino?: bigint; handleLen?: number } = {}): void => {
+    const put = (slot: number, name: string | null, o: { ino?: bigint; handleLen?: number; otherGeneration?: boolean } = {}): void => {
       const at = slotAt(INODE_RECORD, slot);
       const p = name === null ? dir : path.join(dir, name);
       const st = fs.statSync(p, { bigint: true });
@@ -231,9 +231,11 @@ test('file handles in inode records are opened and must name the recorded inode'
       inodes.writeBigUInt64LE(mntIdOf(p), at + I.mnt);
       inodes.writeUInt32LE(Number(st.mode), at + I.mode);
       if (name === null) return;
-      const h = new Uint8Array(12 + I.maxHandle);
+      const h = new Uint8Array(12 + 128 /* MAX_HANDLE_SZ */);
       const n = native.nameToHandleAt(rootFd, name, 0, h);
       assert.ok(n > 12, `name_to_handle_at: ${n}`);
+      // The handle of an earlier inode with the same number (deleted, its number reused).
+      if (o.otherGeneration) h[n - 1] ^= 0xff;
       inodes.set(h.subarray(4, n), at + I.handle);
       if (o.handleLen !== undefined) inodes.writeUInt32LE(o.handleLen, at + I.handle);
     };
@@ -259,6 +261,21 @@ test('file handles in inode records are opened and must name the recorded inode'
       const text = formatReport(r);
       assert.ok(r.problems.some((p) => /node 4: its file handle opens inode \d+:\d+, the record says \d+:999999/.test(p)), text);
       assert.ok(r.problems.some((p) => /node 5 has a 4096-byte file handle/.test(p)), text);
+    });
+    // Two records of one inode number whose handles differ are two inodes: noted, not a problem;
+    // two with the same handle are one inode with two node ids.
+    inodes.fill(0, slotAt(INODE_RECORD, 4));
+    put(4, 'b');
+    put(5, 'b', { otherGeneration: true });
+    withRegions({ ...img, 'vfsd-inodes': inodes }, 0, () => {
+      const r = checkState(process.pid);
+      assert.ok(!r.problems.some((p) => /both name host inode/.test(p)), formatReport(r));
+      assert.ok(r.notes.some((n) => /nodes 4 and 5 are two inodes \(their handles differ\)/.test(n)), formatReport(r));
+    });
+    put(5, 'b');
+    withRegions({ ...img, 'vfsd-inodes': inodes }, 0, () => {
+      const r = checkState(process.pid);
+      assert.ok(r.problems.some((p) => /nodes 4 and 5 both name host inode/.test(p)), formatReport(r));
     });
   } finally {
     fs.closeSync(rootFd);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
-import { GuestBudget, type BudgetKind } from '../../../src/passthrough/budget';
+import { GuestBudget, type BudgetUse } from '../../../src/passthrough/budget';
 import type { Logger } from '../../../src/log';
 
 const ENFILE = constants.errno.ENFILE;
@@ -16,7 +16,7 @@ function recordingLog(): { log: Logger; lines: Array<Record<string, unknown>> } 
 }
 
 test('past a kind\'s limit fits() is false and refuse() answers -ENFILE; other kinds still fit', () => {
-  const used: Record<BudgetKind, number> = { inodes: 0, handles: 3, lockOwners: 0 };
+  const used: BudgetUse = { inodes: 0, inodeFds: 0, handles: 3, lockOwners: 0 };
   const { log } = recordingLog();
   const b = new GuestBudget({ inodes: 10, handles: 3, lockOwners: 5, fds: 100, workerNofile: 0 }, log, () => used);
   assert.equal(b.fits(['handles']), false);
@@ -29,7 +29,7 @@ test('past a kind\'s limit fits() is false and refuse() answers -ENFILE; other k
 });
 
 test('the fd budget bounds all kinds together, and counts each kind a request needs', () => {
-  const used: Record<BudgetKind, number> = { inodes: 4, handles: 4, lockOwners: 1 };
+  const used: BudgetUse = { inodes: 4, inodeFds: 4, handles: 4, lockOwners: 1 };
   const { log, lines } = recordingLog();
   const b = new GuestBudget({ inodes: 100, handles: 100, lockOwners: 100, fds: 10, workerNofile: 0 }, log, () => used);
   assert.equal(b.fits(['inodes']), true, '9 + 1 <= 10');
@@ -38,8 +38,17 @@ test('the fd budget bounds all kinds together, and counts each kind a request ne
   assert.equal(lines[0]!.flag, '--rlimit-nofile', 'the fd budget, not a kind, ran out');
 });
 
+test('inodes held by file handle cost the fd budget only their fds (the cache bound), not one each', () => {
+  const used: BudgetUse = { inodes: 50_000, inodeFds: 4, handles: 4, lockOwners: 1 };
+  const { log } = recordingLog();
+  const b = new GuestBudget({ inodes: 100_000, handles: 100, lockOwners: 100, fds: 10, workerNofile: 0 }, log, () => used);
+  assert.equal(b.fits(['inodes']), true, 'the fd total is 9 + 1 <= 10 however many inodes');
+  used.inodeFds = 5;
+  assert.equal(b.fits(['inodes']), false, '10 + 1 > 10');
+});
+
 test('one log line per episode: the first refusal logs, later ones do not, until use falls to 90% of the limit', () => {
-  const used: Record<BudgetKind, number> = { inodes: 0, handles: 100, lockOwners: 0 };
+  const used: BudgetUse = { inodes: 0, inodeFds: 0, handles: 100, lockOwners: 0 };
   const { log, lines } = recordingLog();
   const b = new GuestBudget({ inodes: 1000, handles: 100, lockOwners: 10, fds: 10_000, workerNofile: 0 }, log, () => used);
   for (let i = 0; i < 1000; i++) if (!b.fits(['handles'])) b.refuse(['handles']);
