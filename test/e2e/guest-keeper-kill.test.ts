@@ -11,7 +11,8 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { REPO } from '../support/daemon';
+import { REPO, isLive } from '../support/daemon';
+import { sandboxProblem } from '../support/sandbox';
 import { waitFor } from '../support/crash-harness';
 import { GUEST, WL, digestDiff, readOr, reference, startSurvive, stopChild, tail } from '../support/guest';
 import { ServiceManager } from '../support/service-manager';
@@ -58,6 +59,7 @@ test(`real guest survives ${KEEPER_KILLS} keeper SIGKILLs under systemd (fd stor
       const clock = path.join(share, 'clock');
       await waitFor('the guest churn', () => runExit !== null || (fs.existsSync(clock) && fs.readdirSync(clock).some((n) => /^sync-\d+$/.test(n))), () => runOut + sm.stderr(), BOOT_TIMEOUT_S * 1000);
       const g0 = Date.now();
+      const sandboxProblems: string[] = [];
       for (let k = 1; k <= KEEPER_KILLS && runExit === null; k++) {
         await new Promise((r) => setTimeout(r, 1000 + Math.random() * 2000));
         const keeper = sm.main.pid!;
@@ -65,6 +67,11 @@ test(`real guest survives ${KEEPER_KILLS} keeper SIGKILLs under systemd (fd stor
         await waitFor(`resume ${k}`, () => count(sm.stderr(), RESUMED) === k, () => sm.stderr(), 60_000);
         const before = sm.stderr().lastIndexOf(RESUMED);
         await waitFor(`a worker serving after resume ${k}`, () => sm.stderr().indexOf('"msg":"worker serving"', before) > 0, () => sm.stderr(), 60_000);
+        // Default flags: the restarted keeper's worker is sandboxed too.
+        const servingLine = sm.stderr().slice(before).split('\n').find((l) => l.includes('"msg":"worker serving"'))!;
+        const served = (JSON.parse(servingLine) as { pid: number }).pid;
+        const sb = sandboxProblem(served, share);
+        if (sb && isLive(served)) sandboxProblems.push(sb);
         t.diagnostic(`keeper kill ${k} (pid ${keeper}) at ${((Date.now() - g0) / 1000).toFixed(1)} s; restarted as ${sm.main.pid}`);
       }
       fs.writeFileSync(path.join(clock, 'stop'), '');
@@ -74,6 +81,7 @@ test(`real guest survives ${KEEPER_KILLS} keeper SIGKILLs under systemd (fd stor
         `\n--- console (tail)\n${tail(path.join(out, 'console.log'), 20)}\n--- keeper (tail)\n${sm.stderr().split('\n').slice(-30).join('\n')}`;
       assert.equal(count(sm.stderr(), RESUMED), KEEPER_KILLS, 'every kill came while the guest ran' + ctx());
       assert.equal(runExit, 0, `guest workload failed (run.sh exit ${runExit})` + ctx());
+      assert.deepEqual(sandboxProblems, [], 'every worker serving after a keeper restart ran sandboxed');
       assert.equal(readOr(path.join(out, 'survive.result')).trim(), 'PASS', 'survive.sh did not report PASS' + ctx());
       const guestDigest = readOr(path.join(out, 'survive.digest'));
       assert.ok(guestDigest === ref.digest, `guest digest differs from the kill-free host reference:\n${digestDiff(ref.digest, guestDigest)}`);

@@ -21,7 +21,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO, isLive } from '../support/daemon';
-import { innerWorker } from '../support/sandbox';
+import { innerWorker, sandboxProblem } from '../support/sandbox';
 
 const GUEST = path.join(REPO, 'scripts', 'guest');
 const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 480);
@@ -96,6 +96,9 @@ test(`a real guest finds ${FILES} files and stats ${STAT_DIRS * 1000} under RLIM
       assert.ok(fs.existsSync(path.join(out, 'phase1')), `the guest stopped before phase 1 (run.sh exit ${runExit}):\n${runOut}\n${readOr(path.join(out, 'many.log'))}`);
       const before = workerPids(logFile);
       const worker = before.at(-1)!;
+      // Default flags: the worker is sandboxed (NoNewPrivs, seccomp, own mount namespace, a root
+      // with the share and no /etc).
+      assert.equal(sandboxProblem(worker, share), null, 'the serving worker is sandboxed');
       // The worker itself, below its sandbox launcher (the pid the keeper logs).
       const fds = { worker: fdCount(innerWorker(worker)), keeper: fdCount(daemon.pid!) };
       t.diagnostic(`with ${STAT_DIRS * 1000}+ inodes known: worker ${fds.worker} fds, keeper ${fds.keeper} fds (RLIMIT_NOFILE ${NOFILE})`);

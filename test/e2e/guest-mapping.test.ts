@@ -18,6 +18,20 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO } from '../support/daemon';
 import { loadNative } from '../../src/native/binding';
+import { watchWorkerSandboxes } from '../support/sandbox';
+
+/** Run a command to its end without blocking the event loop (the sandbox watch polls meanwhile). */
+function runAsync(cmd: string, args: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    c.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.once('close', (status) => { clearTimeout(t); resolve({ status, stdout, stderr }); });
+  });
+}
 
 const GUEST = path.join(REPO, 'scripts', 'guest');
 const BOOT_TIMEOUT_S = Number(process.env.VFSD_E2E_TIMEOUT ?? 720);
@@ -77,9 +91,14 @@ test('a real guest sees mapped owners (ls -ln) and mapped xattr names (getfattr)
     for (const end = Date.now() + 15_000; !fs.existsSync(sock); await new Promise((r) => setTimeout(r, 50))) {
       assert.ok(Date.now() < end && daemon.exitCode === null, `the daemon did not listen:\n${fs.readFileSync(path.join(work, 'backend.log'), 'utf8')}`);
     }
-    const run = spawnSync('bash', [path.join(GUEST, 'run.sh'), '--socket', sock, '--tag', 'myfs',
+    // Default flags: every worker is checked sandboxed from outside while the guest runs.
+    const sandboxes = watchWorkerSandboxes(path.join(work, 'backend.log'), share);
+    const run = await runAsync('bash', [path.join(GUEST, 'run.sh'), '--socket', sock, '--tag', 'myfs',
       '--script', path.join(GUEST, 'workloads', 'mapping.sh'), '--out', out, '--timeout', String(BOOT_TIMEOUT_S)],
-    { cwd: REPO, encoding: 'utf8', timeout: (BOOT_TIMEOUT_S + 60) * 1000 });
+    (BOOT_TIMEOUT_S + 60) * 1000);
+    const sb = sandboxes.stop();
+    assert.deepEqual(sb.problems, [], 'every worker ran sandboxed');
+    assert.ok(sb.checked.length >= 1, 'the serving worker was checked sandboxed');
     t.diagnostic(`run.sh exit ${run.status}`);
     const read = (f: string): string => (fs.existsSync(path.join(out, f)) ? fs.readFileSync(path.join(out, f), 'utf8') : `(no ${f})`);
     assert.equal(run.status, 0, `guest run failed (exit ${run.status}):\n${run.stdout}${run.stderr}\n${read('console.log').slice(-3000)}`);
